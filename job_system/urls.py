@@ -1,0 +1,26 @@
+from django.contrib import admin
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
+
+from job_system.health import HealthView
+
+docs = [
+    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path(
+        "api/schema/swagger-ui/",
+        SpectacularSwaggerView.as_view(url_name="schema"),
+        name="swagger-ui",
+    ),
+    path("api/schema/redoc/", SpectacularRedocView.as_view(url_name="schema"), name="redoc"),
+    # Addresses used by the original implementation of this API.
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui-legacy"),
+    path("api/redoc/", SpectacularRedocView.as_view(url_name="schema"), name="redoc-legacy"),
+]
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("api/health/", HealthView.as_view(), name="health"),
+    path("api/", include("users.urls")),
+    path("api/", include("jobs.urls")),
+    *docs,
+]

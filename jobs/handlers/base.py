@@ -1,0 +1,38 @@
+"""What every job type provides, and the errors a handler may raise.
+
+A handler knows nothing about Celery, HTTP or the ORM: it gets validated parameters and a
+progress callback, and returns a JSON-serialisable dict.
+"""
+
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+from rest_framework import serializers
+
+Progress = Callable[[int], None]
+
+
+class PermanentJobError(Exception):
+    """The job cannot succeed by trying again; it fails at once with this message."""
+
+
+class RetryableJobError(Exception):
+    """A passing failure; the job is tried again with backoff while retries remain."""
+
+
+class JobInterrupted(Exception):
+    """Raised by the progress callback when the job was cancelled or taken from this worker.
+
+    Handlers must let it propagate: the worker then stops and writes nothing.
+    """
+
+
+class JobHandler:
+    name: ClassVar[str]
+    description: ClassVar[str]
+    Parameters: ClassVar[type[serializers.Serializer]]
+    max_retries: ClassVar[int] = 3
+    queue: ClassVar[str] = "default"
+
+    def run(self, params: dict[str, Any], progress: Progress) -> dict[str, Any]:
+        raise NotImplementedError

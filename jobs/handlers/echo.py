@@ -1,0 +1,30 @@
+from typing import Any
+
+from rest_framework import serializers
+
+from jobs.handlers import register
+from jobs.handlers.base import JobHandler, Progress
+
+
+class EchoParameters(serializers.Serializer):
+    message = serializers.CharField(
+        required=False,
+        default="",
+        allow_blank=True,
+        max_length=10_000,
+        help_text="Text returned unchanged.",
+    )
+    data = serializers.JSONField(
+        required=False, default=None, help_text="Any JSON value, returned unchanged."
+    )
+
+
+@register
+class Echo(JobHandler):
+    name = "echo"
+    description = "Return the given message and data unchanged. Handy for trying the API."
+    Parameters = EchoParameters
+    max_retries = 0
+
+    def run(self, params: dict[str, Any], progress: Progress) -> dict[str, Any]:
+        return {"message": params["message"], "data": params["data"]}

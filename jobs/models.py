@@ -1,0 +1,114 @@
+import uuid
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+
+class JobQuerySet(models.QuerySet["Job"]):
+    def owned_by(self, user) -> "JobQuerySet":
+        return self.filter(owner=user)
+
+
+class Job(models.Model):
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        IN_PROGRESS = "in_progress", "In progress"
+        COMPLETED = "completed", "Completed"
+        FAILED = "failed", "Failed"
+        CANCELLED = "cancelled", "Cancelled"
+
+    ACTIVE_STATUSES = (Status.PENDING, Status.IN_PROGRESS)
+    FINISHED_STATUSES = (Status.COMPLETED, Status.FAILED, Status.CANCELLED)
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="jobs"
+    )
+    name = models.CharField(max_length=200)
+    description = models.TextField(blank=True, default="")
+    job_type = models.CharField(max_length=64, default="echo")
+    parameters = models.JSONField(default=dict, blank=True)
+    scheduled_time = models.DateTimeField(
+        null=True, blank=True, help_text="Do not start before this time; empty means now."
+    )
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    progress = models.PositiveSmallIntegerField(default=0)
+    attempts = models.PositiveIntegerField(default=0)
+    max_retries = models.PositiveSmallIntegerField(default=3)
+    error_message = models.TextField(blank=True, default="")
+
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    updated_at = models.DateTimeField(auto_now=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+
+    # Bookkeeping for workers and Beat; clients never write these.
+    run_after = models.DateTimeField(
+        default=timezone.now,
+        help_text="The earliest time the next attempt may start: the scheduled time, or a "
+        "retry's backoff.",
+    )
+    enqueued_at = models.DateTimeField(
+        null=True, blank=True, help_text="When a message for the next attempt was published."
+    )
+    claim_token = models.UUIDField(null=True, blank=True, editable=False)
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    worker = models.CharField(max_length=255, blank=True, default="")
+    error_traceback = models.TextField(blank=True, default="")
+
+    objects = JobQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [
+            models.Index(fields=["owner", "-created_at"], name="job_owner_newest"),
+            models.Index(fields=["owner", "status", "-created_at"], name="job_owner_status"),
+            models.Index(fields=["owner", "job_type", "-created_at"], name="job_owner_type"),
+            # What Beat scans: pending jobs by due time. Partial, so it stays small.
+            models.Index(
+                fields=["run_after"],
+                name="job_pending_due",
+                condition=Q(status="pending"),
+            ),
+            models.Index(
+                fields=["lease_expires_at"],
+                name="job_running_lease",
+                condition=Q(status="in_progress"),
+            ),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(progress__gte=0, progress__lte=100), name="job_progress_0_100"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.job_type}, {self.status})"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in self.FINISHED_STATUSES
+
+
+class JobResultQuerySet(models.QuerySet["JobResult"]):
+    def owned_by(self, user) -> "JobResultQuerySet":
+        return self.filter(job__owner=user)
+
+
+class JobResult(models.Model):
+    """The output of a completed job; written in the transaction that completes it."""
+
+    job = models.OneToOneField(Job, on_delete=models.CASCADE, related_name="result")
+    output = models.JSONField(default=dict)
+    completed_at = models.DateTimeField(default=timezone.now)
+    duration_ms = models.PositiveIntegerField(default=0)
+
+    objects = JobResultQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-completed_at"]
+
+    def __str__(self) -> str:
+        return f"Result of {self.job_id}"

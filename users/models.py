@@ -1,0 +1,88 @@
+from django.contrib.auth.base_user import AbstractBaseUser, BaseUserManager
+from django.contrib.auth.models import PermissionsMixin
+from django.db import models
+from django.db.models.functions import Lower
+from django.utils import timezone
+
+
+class CustomUserManager(BaseUserManager["CustomUser"]):
+    use_in_migrations = True
+
+    def normalize_email(self, email: str | None) -> str:
+        # Addresses are compared case-insensitively; store them the way they are compared.
+        return (email or "").strip().lower()
+
+    def get_by_natural_key(self, username: str | None) -> "CustomUser":
+        return self.get(email__iexact=self.normalize_email(username))
+
+    def create_user(self, email: str, password: str | None = None, **extra) -> "CustomUser":
+        if not email:
+            raise ValueError("An email address is required.")
+        user = self.model(email=self.normalize_email(email), **extra)
+        user.set_password(password)
+        user.save(using=self._db)
+        return user
+
+    def create_superuser(self, email: str, password: str | None = None, **extra) -> "CustomUser":
+        extra.setdefault("is_staff", True)
+        extra.setdefault("is_superuser", True)
+        extra.setdefault("is_verified", True)
+        if not (extra["is_staff"] and extra["is_superuser"]):
+            raise ValueError("A superuser needs is_staff and is_superuser.")
+        return self.create_user(email, password, **extra)
+
+
+class CustomUser(AbstractBaseUser, PermissionsMixin):
+    email = models.EmailField("email address", max_length=254, unique=True)
+    is_verified = models.BooleanField(
+        default=False, help_text="Confirmed the address with an emailed code."
+    )
+    is_active = models.BooleanField(default=True)
+    is_staff = models.BooleanField(default=False)
+    date_joined = models.DateTimeField(default=timezone.now)
+
+    objects = CustomUserManager()
+
+    USERNAME_FIELD = "email"
+    EMAIL_FIELD = "email"
+    REQUIRED_FIELDS: list[str] = []
+
+    class Meta:
+        verbose_name = "user"
+        constraints = [
+            models.UniqueConstraint(Lower("email"), name="users_unique_email_ci"),
+        ]
+
+    def __str__(self) -> str:
+        return self.email
+
+    def clean(self) -> None:
+        super().clean()
+        self.email = type(self).objects.normalize_email(self.email)
+
+
+class EmailCode(models.Model):
+    """A one-time code sent by email, stored only as a keyed hash."""
+
+    class Purpose(models.TextChoices):
+        VERIFY_EMAIL = "verify_email", "Verify email"
+        PASSWORD_RESET = "password_reset", "Password reset"
+
+    user = models.ForeignKey(CustomUser, on_delete=models.CASCADE, related_name="email_codes")
+    purpose = models.CharField(max_length=32, choices=Purpose.choices)
+    code_hash = models.CharField(max_length=64, editable=False)
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField()
+    attempts = models.PositiveSmallIntegerField(default=0)
+    used_at = models.DateTimeField(null=True, blank=True)
+    # Set when a newer code replaces this one, or when too many wrong guesses burn it.
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["user", "purpose", "-created_at"], name="emailcode_latest"),
+            models.Index(fields=["expires_at"], name="emailcode_expiry"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_purpose_display()} code for {self.user}"
