@@ -1,7 +1,10 @@
+from pathlib import Path
+
 import pytest
 from rest_framework.test import APIClient
 
 from jobs.tests.factories import JobFactory, JobResultFactory
+from jobs.tests.live import CeleryProcess, start_worker, subprocess_env
 from users.tests.factories import DEFAULT_PASSWORD, UserFactory
 
 
@@ -45,3 +48,31 @@ def auth_client(api_client, verified_user) -> APIClient:
     """An API client authenticated as `verified_user`."""
     api_client.force_authenticate(verified_user)
     return api_client
+
+
+# Integration fixtures: real Celery processes against the test database and Redis.
+
+
+@pytest.fixture(scope="session")
+def celery_log_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("celery")
+
+
+@pytest.fixture(scope="session")
+def live_worker(django_db_setup, django_db_blocker, celery_log_dir):
+    """One real worker process for the session, serving every queue."""
+    worker = start_worker("worker", celery_log_dir)
+    yield worker
+    worker.stop()
+
+
+@pytest.fixture
+def live_beat(transactional_db, celery_log_dir):
+    """A real Beat process with the database scheduler, for one test."""
+    beat = CeleryProcess(
+        ["beat", "--loglevel=INFO", f"--pidfile={celery_log_dir / 'beat.pid'}"],
+        celery_log_dir / "beat.log",
+        subprocess_env(),
+    )
+    yield beat
+    beat.stop()

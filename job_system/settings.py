@@ -6,6 +6,7 @@ developer's machine; with DEBUG off, insecure values stop the process at start-u
 """
 
 import os
+import tempfile
 from datetime import timedelta
 from pathlib import Path
 
@@ -125,8 +126,11 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "timeout": env_int("SQLITE_TIMEOUT_SECONDS", 20),
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
-    # A file, not memory, so that worker processes started by the tests see the same data.
-    DATABASES["default"]["TEST"] = {"NAME": str(BASE_DIR / ".test-db.sqlite3")}
+    # A file, not memory, so that worker processes started by the tests see the same data;
+    # one per test run, so that runs side by side do not collide.
+    DATABASES["default"]["TEST"] = {
+        "NAME": str(Path(tempfile.gettempdir()) / f"jobsystem-test-{os.getpid()}.sqlite3")
+    }
 else:
     DATABASES["default"]["TEST"] = {"NAME": env_str("DATABASE_TEST_NAME") or None}
 

@@ -2,13 +2,19 @@ import uuid
 
 from django.conf import settings
 from django.db import models
-from django.db.models import Q
+from django.db.models import Count, Q
 from django.utils import timezone
 
 
 class JobQuerySet(models.QuerySet["Job"]):
     def owned_by(self, user) -> "JobQuerySet":
         return self.filter(owner=user)
+
+    def status_counts(self) -> dict[str, int]:
+        counts = dict.fromkeys(Job.Status.values, 0)
+        for row in self.order_by().values("status").annotate(count=Count("pk")):
+            counts[row["status"]] = row["count"]
+        return {"total": sum(counts.values()), **counts}
 
 
 class Job(models.Model):
@@ -53,6 +59,7 @@ class Job(models.Model):
     enqueued_at = models.DateTimeField(
         null=True, blank=True, help_text="When a message for the next attempt was published."
     )
+    dispatch_token = models.UUIDField(null=True, blank=True, editable=False)
     claim_token = models.UUIDField(null=True, blank=True, editable=False)
     lease_expires_at = models.DateTimeField(null=True, blank=True)
     worker = models.CharField(max_length=255, blank=True, default="")

@@ -1,0 +1,137 @@
+"""Validation of what clients send, and the shape of what they get back.
+
+Serializers never write: views pass validated data to the services.
+"""
+
+from typing import Any
+
+from django.utils import timezone
+from drf_spectacular.utils import PolymorphicProxySerializer, extend_schema_field
+from rest_framework import serializers
+
+from jobs import handlers
+from jobs.models import Job, JobResult
+from jobs.schema import serializer_json_schema
+
+MAX_RETRIES_LIMIT = 10
+
+
+@extend_schema_field(
+    PolymorphicProxySerializer(
+        component_name="JobParameters",
+        serializers=[handler.Parameters for handler in handlers.all_handlers()],
+        resource_type_field_name=None,
+    )
+)
+class ParametersField(serializers.DictField):
+    """A JSON object whose shape depends on `job_type`; see GET /api/job-types/."""
+
+
+class JobCreateSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=200)
+    description = serializers.CharField(
+        max_length=10_000, required=False, allow_blank=True, default=""
+    )
+    job_type = serializers.ChoiceField(
+        choices=handlers.names(),
+        default=handlers.DEFAULT_JOB_TYPE,
+        help_text="One of the types listed by GET /api/job-types/.",
+    )
+    parameters = ParametersField(
+        required=False,
+        default=dict,
+        help_text="The job type's parameters; GET /api/job-types/ shows each type's schema.",
+    )
+    scheduled_time = serializers.DateTimeField(
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text="Start no earlier than this (ISO 8601). Omit or null to start now.",
+    )
+    max_retries = serializers.IntegerField(
+        required=False,
+        allow_null=True,
+        default=None,
+        min_value=0,
+        max_value=MAX_RETRIES_LIMIT,
+        help_text="Retries after a failed attempt. Omit for the job type's default.",
+    )
+
+    def validate_scheduled_time(self, value):
+        if value is not None and value < timezone.now():
+            raise serializers.ValidationError(
+                "The scheduled time is in the past. Use a future time, or omit it to run now.",
+                code="past",
+            )
+        return value
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        handler = handlers.get(attrs["job_type"])
+        attrs["parameters"] = validate_parameters(handler.Parameters, attrs["parameters"])
+        return attrs
+
+
+def validate_parameters(
+    parameters_class: type[serializers.Serializer], data: dict[str, Any]
+) -> dict[str, Any]:
+    """Validate a job's parameters against its type, with errors keyed under `parameters`."""
+    parameters = parameters_class(data=data)
+    errors = {} if parameters.is_valid() else dict(parameters.errors)
+    for unknown in sorted(set(data) - set(parameters.fields)):
+        errors[unknown] = [
+            serializers.ErrorDetail("This job type has no such parameter.", code="unknown")
+        ]
+    if errors:
+        raise serializers.ValidationError({"parameters": errors})
+    return dict(parameters.validated_data)
+
+
+class JobSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Job
+        fields = [
+            "id",
+            "name",
+            "description",
+            "job_type",
+            "parameters",
+            "scheduled_time",
+            "status",
+            "progress",
+            "attempts",
+            "max_retries",
+            "error_message",
+            "owner",
+            "created_at",
+            "updated_at",
+            "started_at",
+            "completed_at",
+        ]
+        read_only_fields = fields
+
+
+class JobResultSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = JobResult
+        fields = ["id", "job", "output", "completed_at", "duration_ms"]
+        read_only_fields = fields
+
+
+class JobTypeSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    description = serializers.CharField()
+    queue = serializers.CharField()
+    max_retries = serializers.IntegerField()
+    parameters_schema = serializers.SerializerMethodField()
+
+    def get_parameters_schema(self, handler) -> dict[str, Any]:
+        return serializer_json_schema(handler.Parameters())
+
+
+class JobSummarySerializer(serializers.Serializer):
+    total = serializers.IntegerField()
+    pending = serializers.IntegerField()
+    in_progress = serializers.IntegerField()
+    completed = serializers.IntegerField()
+    failed = serializers.IntegerField()
+    cancelled = serializers.IntegerField()

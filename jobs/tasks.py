@@ -1,0 +1,22 @@
+"""Celery entry points. They take ids and call services; the logic lives in services.py."""
+
+import uuid
+
+from celery import shared_task
+
+from jobs import services
+
+
+@shared_task(name="jobs.tasks.run_job", bind=True)
+def run_job(self, job_id: str) -> None:
+    services.job_run(job_id=uuid.UUID(job_id), worker=self.request.hostname or "")
+
+
+@shared_task(name="jobs.tasks.dispatch_due_jobs")
+def dispatch_due_jobs() -> int:
+    return services.jobs_dispatch_due()
+
+
+@shared_task(name="jobs.tasks.reap_stale_jobs")
+def reap_stale_jobs() -> dict[str, int]:
+    return services.jobs_reap_stale()

@@ -1,0 +1,156 @@
+from django_filters.rest_framework import DjangoFilterBackend
+from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
+from rest_framework import mixins, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.exceptions import APIException, ValidationError
+from rest_framework.permissions import AllowAny
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.throttling import ScopedRateThrottle
+from rest_framework.views import APIView
+
+from jobs import handlers, services
+from jobs.filters import JobFilter, JobResultFilter
+from jobs.models import Job, JobResult
+from jobs.pagination import NewestFirstPagination, ResultPagination
+from jobs.serializers import (
+    JobCreateSerializer,
+    JobResultSerializer,
+    JobSerializer,
+    JobSummarySerializer,
+    JobTypeSerializer,
+)
+
+
+class Conflict(APIException):
+    status_code = status.HTTP_409_CONFLICT
+    default_detail = "The job is not in a state that allows this."
+    default_code = "invalid_state"
+
+
+class JobNotCompleted(ValidationError):
+    default_code = "job_not_completed"
+
+
+def _state_change(change, job: Job) -> Response:
+    try:
+        job = change(job=job)
+    except services.JobStateError as exc:
+        raise Conflict(str(exc)) from exc
+    return Response(JobSerializer(job).data)
+
+
+_conflict = OpenApiResponse(description="The job's state does not allow this.")
+
+
+@extend_schema_view(
+    list=extend_schema(summary="List your jobs, newest first"),
+    retrieve=extend_schema(summary="Show one of your jobs"),
+    destroy=extend_schema(
+        summary="Cancel a job (same as POST .../cancel/)",
+        responses={200: JobSerializer, 409: _conflict},
+    ),
+)
+class JobViewSet(
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    mixins.CreateModelMixin,
+    mixins.DestroyModelMixin,
+    viewsets.GenericViewSet,
+):
+    queryset = Job.objects.none()  # Tells the schema generator the model; see get_queryset.
+    serializer_class = JobSerializer
+    filterset_class = JobFilter
+    ordering_fields = ["created_at", "name"]
+    pagination_class = NewestFirstPagination
+    throttle_scope = "job_create"
+
+    def get_queryset(self):
+        return Job.objects.owned_by(self.request.user)
+
+    def get_throttles(self):
+        return [ScopedRateThrottle()] if self.action == "create" else []
+
+    @extend_schema(
+        summary="Submit a job",
+        request=JobCreateSerializer,
+        responses={201: JobSerializer},
+    )
+    def create(self, request: Request) -> Response:
+        serializer = JobCreateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        job = services.job_create(owner=request.user, **serializer.validated_data)
+        return Response(JobSerializer(job).data, status=status.HTTP_201_CREATED)
+
+    def destroy(self, request: Request, pk=None) -> Response:
+        return _state_change(services.job_cancel, self.get_object())
+
+    @extend_schema(
+        summary="Cancel a pending or running job",
+        request=None,
+        responses={200: JobSerializer, 409: _conflict},
+    )
+    @action(detail=True, methods=["post"])
+    def cancel(self, request: Request, pk=None) -> Response:
+        return _state_change(services.job_cancel, self.get_object())
+
+    @extend_schema(
+        summary="Queue a failed or cancelled job again",
+        request=None,
+        responses={200: JobSerializer, 409: _conflict},
+    )
+    @action(detail=True, methods=["post"])
+    def retry(self, request: Request, pk=None) -> Response:
+        return _state_change(services.job_retry, self.get_object())
+
+    @extend_schema(
+        summary="Show a completed job's result",
+        responses={
+            200: JobResultSerializer,
+            400: OpenApiResponse(description="The job has not completed, so it has no result."),
+        },
+    )
+    @action(detail=True, methods=["get"])
+    def result(self, request: Request, pk=None) -> Response:
+        job = self.get_object()
+        if job.status != Job.Status.COMPLETED:
+            raise JobNotCompleted(
+                {
+                    "detail": f"The job is {job.status}; only completed jobs have a result.",
+                    "status": job.status,
+                }
+            )
+        return Response(JobResultSerializer(job.result).data)
+
+    @extend_schema(summary="Count your jobs by status", responses=JobSummarySerializer)
+    @action(detail=False, methods=["get"], filter_backends=[], pagination_class=None)
+    def summary(self, request: Request) -> Response:
+        return Response(self.get_queryset().status_counts())
+
+
+@extend_schema_view(
+    list=extend_schema(summary="List the results of your completed jobs"),
+    retrieve=extend_schema(summary="Show one result"),
+)
+class JobResultViewSet(viewsets.ReadOnlyModelViewSet):
+    queryset = JobResult.objects.none()
+    serializer_class = JobResultSerializer
+    filterset_class = JobResultFilter
+    # Always newest first: no OrderingFilter here.
+    filter_backends = [DjangoFilterBackend]
+    pagination_class = ResultPagination
+
+    def get_queryset(self):
+        return JobResult.objects.owned_by(self.request.user)
+
+
+class JobTypeListView(APIView):
+    permission_classes = [AllowAny]
+    authentication_classes: list = []
+
+    @extend_schema(
+        summary="List the job types and the parameters each accepts",
+        responses=JobTypeSerializer(many=True),
+    )
+    def get(self, request: Request) -> Response:
+        return Response(JobTypeSerializer(handlers.all_handlers(), many=True).data)
