@@ -17,7 +17,8 @@ from dotenv import load_dotenv
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 # Real environment variables win over the file, so CI and process managers stay in charge.
-load_dotenv(BASE_DIR / ".env", override=False)
+# ENV_FILE names another file; `make test` sets it to /dev/null so tests ignore a developer's.
+load_dotenv(os.environ.get("ENV_FILE") or BASE_DIR / ".env", override=False)
 
 
 def env_str(name: str, default: str = "") -> str:
@@ -44,6 +45,16 @@ def env_int(name: str, default: int) -> int:
         return int(raw)
     except ValueError:
         raise ImproperlyConfigured(f"{name} must be a whole number, not {raw!r}") from None
+
+
+def env_float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be a number, not {raw!r}") from None
 
 
 def env_list(name: str, default: str = "") -> list[str]:
@@ -205,6 +216,7 @@ REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "job_system.exceptions.exception_handler",
     "DEFAULT_THROTTLE_RATES": {
         "login": env_str("THROTTLE_LOGIN", "20/min"),
         "register": env_str("THROTTLE_REGISTER", "10/min"),
@@ -248,14 +260,14 @@ SPECTACULAR_SETTINGS = {
 }
 
 # Jobs.
-JOB_DISPATCH_INTERVAL_SECONDS = float(env_str("JOB_DISPATCH_INTERVAL_SECONDS", "1"))
+JOB_DISPATCH_INTERVAL_SECONDS = env_float("JOB_DISPATCH_INTERVAL_SECONDS", 1.0)
 # A pending, due job whose message was published this long ago without being claimed is
 # published again; the claim makes the duplicate harmless.
 JOB_REDISPATCH_AFTER = timedelta(seconds=env_int("JOB_REDISPATCH_AFTER_SECONDS", 120))
 # A running job whose worker has not reported for this long is presumed lost.
 JOB_LEASE = timedelta(seconds=env_int("JOB_LEASE_SECONDS", 60))
-JOB_RETRY_BACKOFF_BASE_SECONDS = float(env_str("JOB_RETRY_BACKOFF_BASE_SECONDS", "2"))
-JOB_RETRY_BACKOFF_MAX_SECONDS = float(env_str("JOB_RETRY_BACKOFF_MAX_SECONDS", "300"))
+JOB_RETRY_BACKOFF_BASE_SECONDS = env_float("JOB_RETRY_BACKOFF_BASE_SECONDS", 2.0)
+JOB_RETRY_BACKOFF_MAX_SECONDS = env_float("JOB_RETRY_BACKOFF_MAX_SECONDS", 300.0)
 
 # Celery. The database is the truth about jobs; broker messages only carry job ids.
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", REDIS_URL)

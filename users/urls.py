@@ -1,1 +1,16 @@
-urlpatterns: list = []
+from django.urls import path
+
+from users import views
+
+app_name = "users"
+
+urlpatterns = [
+    path("register/", views.RegisterView.as_view(), name="register"),
+    path("verify-otp/", views.VerifyOtpView.as_view(), name="verify-otp"),
+    path("verify-email/", views.LegacyVerifyEmailView.as_view(), name="verify-email"),
+    path("resend-otp/", views.ResendOtpView.as_view(), name="resend-otp"),
+    path("login/", views.LoginView.as_view(), name="login"),
+    path("token/refresh/", views.TokenRefreshView.as_view(), name="token-refresh"),
+    path("logout/", views.LogoutView.as_view(), name="logout"),
+    path("me/", views.MeView.as_view(), name="me"),
+]

@@ -2,6 +2,7 @@ from datetime import timedelta
 
 import pytest
 from django.utils import timezone
+from rest_framework.test import APIClient
 
 from jobs.models import Job
 
@@ -353,3 +354,14 @@ def test_job_types_lists_every_type_with_a_parameter_schema(api_client):
         "maximum": 3600,
         "description": sleep["properties"]["seconds"]["description"],
     }
+
+
+def test_errors_carry_a_machine_readable_code(verified_user, unverified_user, job_factory):
+    finished = job_factory(owner=verified_user, status=Job.Status.COMPLETED)
+    anonymous, unverified, verified = APIClient(), APIClient(), APIClient()
+    unverified.force_authenticate(unverified_user)
+    verified.force_authenticate(verified_user)
+
+    assert anonymous.get(JOBS).json()["code"] == "not_authenticated"
+    assert unverified.get(JOBS).json()["code"] == "email_not_verified"
+    assert verified.post(f"{JOBS}{finished.pk}/cancel/").json()["code"] == "invalid_state"

@@ -1,0 +1,104 @@
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+from django.conf import settings
+
+from job_system.celery import app as celery_app
+
+ROOT = settings.BASE_DIR
+
+
+def documented_variables() -> set[str]:
+    text = (ROOT / ".env.example").read_text()
+    return set(re.findall(r"^#? ?([A-Z][A-Z0-9_]+)=", text, re.MULTILINE))
+
+
+def test_every_variable_the_settings_read_is_documented_in_env_example():
+    settings_source = (ROOT / "job_system" / "settings.py").read_text()
+    procfile = (ROOT / "Procfile").read_text()
+    read = set(re.findall(r'env_\w+\("([A-Z0-9_]+)"', settings_source))
+    read |= set(re.findall(r'os\.environ\.get\("([A-Z0-9_]+)"', settings_source))
+    read |= set(re.findall(r"\$\{([A-Z0-9_]+)", procfile))
+
+    assert read
+    assert read - documented_variables() == set()
+
+
+def start_settings(**env: str) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if k not in {"SECRET_KEY", "DEBUG"}}
+    return subprocess.run(
+        [sys.executable, "-c", "import django; django.setup()"],
+        cwd=ROOT,
+        env={
+            **clean,
+            "DJANGO_SETTINGS_MODULE": "job_system.settings",
+            "ENV_FILE": os.devnull,
+            **env,
+        },
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+def test_production_refuses_to_start_without_a_secret_key(tmp_path):
+    started = start_settings(DEBUG="false")
+
+    assert started.returncode != 0
+    assert "SECRET_KEY is required" in started.stderr
+
+
+@pytest.mark.parametrize("weak", ["short", "django-insecure-" + "x" * 40])
+def test_production_refuses_a_weak_secret_key(weak):
+    started = start_settings(DEBUG="false", SECRET_KEY=weak)
+
+    assert started.returncode != 0
+    assert "SECRET_KEY must be a long random value" in started.stderr
+
+
+def test_a_bad_boolean_is_refused_by_name():
+    started = start_settings(DEBUG="maybe")
+
+    assert started.returncode != 0
+    assert "DEBUG must be true or false" in started.stderr
+
+
+def test_development_starts_without_a_secret_key():
+    assert start_settings(DEBUG="true").returncode == 0
+
+
+def test_celery_settings_keep_jobs_safe_when_workers_or_connections_die():
+    conf = celery_app.conf
+
+    assert conf.task_acks_late is True
+    assert conf.task_reject_on_worker_lost is True
+    assert conf.worker_prefetch_multiplier == 1
+    assert conf.broker_connection_retry_on_startup is True
+    assert conf.worker_cancel_long_running_tasks_on_connection_loss is True
+    assert conf.task_serializer == "json"
+    # Redis must not redeliver a running job's message while its lease can still be renewed.
+    visibility = conf.broker_transport_options["visibility_timeout"]
+    assert visibility > settings.JOB_LEASE.total_seconds() * 10
+
+
+def test_sqlite_is_tuned_for_concurrent_writers():
+    if settings.DATABASES["default"]["ENGINE"] != "django.db.backends.sqlite3":
+        pytest.skip("SQLite only")
+    options = settings.DATABASES["default"]["OPTIONS"]
+
+    assert options["transaction_mode"] == "IMMEDIATE"
+    assert options["timeout"] >= 5
+    assert "journal_mode=WAL" in options["init_command"]
+
+
+def test_beat_dispatches_every_second_and_reaps():
+    schedule = settings.CELERY_BEAT_SCHEDULE
+
+    assert schedule["dispatch-due-jobs"]["schedule"] <= 1
+    assert schedule["reap-stale-jobs"]["task"] == "jobs.tasks.reap_stale_jobs"
+    assert {"users.tasks.purge_expired_codes", "users.tasks.flush_expired_tokens"} <= {
+        entry["task"] for entry in schedule.values()
+    }

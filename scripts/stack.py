@@ -1,0 +1,274 @@
+"""The whole system as real processes on 127.0.0.1: Redis, gunicorn, Celery workers and Beat.
+
+Load, chaos and benchmark scripts start one of these, drive it over HTTP, and break parts of
+it on purpose. Nothing here talks to anything but loopback.
+
+    with Stack(Path("/tmp/run"), web_workers=2) as stack:
+        token = stack.login(*stack.create_verified_user())
+        Api(stack.base_url, token).post("/api/jobs/", {"name": "x"})
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from scripts import localredis
+
+ROOT = Path(__file__).resolve().parent.parent
+STARTUP_TIMEOUT_SECONDS = 60.0
+STOP_TIMEOUT_SECONDS = 30.0
+
+
+@dataclass
+class ManagedProcess:
+    """A child process in its own session, with its output in a log file."""
+
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    log_path: Path
+    process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    def start(self) -> ManagedProcess:
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(  # noqa: S603 - our own command lines, no shell.
+            self.argv,
+            cwd=ROOT,
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=localredis.die_with_parent,
+        )
+        log.close()
+        return self
+
+    @property
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def signal_group(self, signum: int) -> None:
+        if self.alive:
+            os.killpg(self.process.pid, signum)
+
+    def stop(self, signum: int = signal.SIGTERM, timeout: float = STOP_TIMEOUT_SECONDS) -> None:
+        """Stop the whole process group, forcefully if it does not stop in time."""
+        if not self.alive:
+            return
+        self.signal_group(signum)
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.signal_group(signal.SIGKILL)
+            self.process.wait(timeout)
+
+    def kill(self) -> None:
+        """SIGKILL the whole group at once: the crash the system must survive."""
+        self.stop(signal.SIGKILL)
+
+    def log_tail(self, characters: int = 3000) -> str:
+        return self.log_path.read_text(errors="replace")[-characters:]
+
+
+class Stack:
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        database_url: str | None = None,
+        web_workers: int = 2,
+        web_threads: int = 4,
+        worker_processes: int = 1,
+        worker_concurrency: int = 2,
+        beat: bool = True,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self.workdir = workdir
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.port = localredis.free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.database_url = database_url or f"sqlite:///{workdir / 'db.sqlite3'}"
+        self.web_workers = web_workers
+        self.web_threads = web_threads
+        self.worker_concurrency = worker_concurrency
+        self.worker_names = [f"worker{n}" for n in range(1, worker_processes + 1)]
+        self.with_beat = beat
+        self.extra_env = env or {}
+        self.redis: subprocess.Popen[bytes] | None = None
+        self.redis_port = localredis.free_port()
+        self.processes: dict[str, ManagedProcess] = {}
+
+    # Starting and stopping
+
+    def __enter__(self) -> Stack:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        self.start_redis()
+        self.manage("migrate", "--noinput")
+        self.processes["web"] = self._process("web", self._web_argv()).start()
+        for name in self.worker_names:
+            self.start_worker(name)
+        if self.with_beat:
+            self.processes["beat"] = self._process(
+                "beat", self._celery("beat", "--loglevel=INFO")
+            ).start()
+        self.wait_until_healthy()
+
+    def stop(self) -> None:
+        for process in reversed(list(self.processes.values())):
+            process.stop()
+        if self.redis is not None:
+            localredis.stop_redis(self.redis)
+
+    def start_redis(self) -> None:
+        self.redis, self.redis_url = localredis.start_redis(self.redis_port, self.workdir / "redis")
+
+    def restart_redis(self) -> None:
+        """Stop Redis and start an empty one on the same port: every queued message is gone."""
+        localredis.stop_redis(self.redis)
+        self.start_redis()
+
+    def start_worker(self, name: str) -> ManagedProcess:
+        argv = self._celery(
+            "worker",
+            f"--hostname={name}@%h",
+            "--queues=default,long,cpu",
+            f"--concurrency={self.worker_concurrency}",
+            "--loglevel=INFO",
+        )
+        self.processes[name] = self._process(name, argv).start()
+        return self.processes[name]
+
+    def wait_until_healthy(self, timeout: float = STARTUP_TIMEOUT_SECONDS) -> None:
+        deadline = time.monotonic() + timeout
+        status, body = None, ""
+        while time.monotonic() < deadline:
+            for process in self.processes.values():
+                if not process.alive:
+                    raise RuntimeError(f"{process.name} exited:\n{process.log_tail()}")
+            try:
+                status, body = Api(self.base_url).request("GET", "/api/health/")
+            except OSError:
+                status = None
+            if status == 200:
+                return
+            time.sleep(0.25)
+        raise RuntimeError(f"the system did not become healthy: {status} {body}")
+
+    # Helpers for scripts
+
+    def manage(self, *args: str, input_text: str | None = None) -> str:
+        completed = subprocess.run(  # noqa: S603 - our own command line.
+            [sys.executable, "manage.py", *args],
+            cwd=ROOT,
+            env=self.env(),
+            input=input_text,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return completed.stdout
+
+    def create_verified_user(self) -> tuple[str, str]:
+        email = f"load-{secrets.token_hex(4)}@example.com"
+        password = secrets.token_urlsafe(16)
+        self.manage(
+            "shell",
+            input_text=(
+                "from users.models import CustomUser\n"
+                f"CustomUser.objects.create_user({email!r}, {password!r}, is_verified=True)\n"
+            ),
+        )
+        return email, password
+
+    def login(self, email: str, password: str) -> str:
+        status, body = Api(self.base_url).request(
+            "POST", "/api/login/", {"email": email, "password": password}
+        )
+        if status != 200:
+            raise RuntimeError(f"login failed: {status} {body}")
+        return body["access"]
+
+    def env(self) -> dict[str, str]:
+        return {
+            **os.environ,
+            "DATABASE_URL": self.database_url,
+            "REDIS_URL": getattr(self, "redis_url", ""),
+            "SECRET_KEY": os.environ.get("SECRET_KEY", "stack-" + "k" * 48),
+            "DEBUG": "false",
+            "ALLOWED_HOSTS": "127.0.0.1,localhost",
+            # Load scripts hammer the API from one address on purpose.
+            "THROTTLE_JOB_CREATE": "1000000/min",
+            "THROTTLE_LOGIN": "100000/min",
+            "PYTHONUNBUFFERED": "1",
+            **self.extra_env,
+        }
+
+    def _process(self, name: str, argv: list[str]) -> ManagedProcess:
+        return ManagedProcess(name, argv, self.env(), self.workdir / f"{name}.log")
+
+    def _celery(self, *args: str) -> list[str]:
+        return [sys.executable, "-m", "celery", "-A", "job_system", *args]
+
+    def _web_argv(self) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "job_system.wsgi:application",
+            f"--bind=127.0.0.1:{self.port}",
+            f"--workers={self.web_workers}",
+            f"--threads={self.web_threads}",
+            "--no-control-socket",
+        ]
+
+
+class Api:
+    """A small JSON client on one keep-alive connection; use one per thread."""
+
+    def __init__(self, base_url: str, token: str | None = None, timeout: float = 30) -> None:
+        host_port = base_url.removeprefix("http://")
+        self.connection = http.client.HTTPConnection(host_port, timeout=timeout)
+        self.headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        if token:
+            self.headers["Authorization"] = f"Bearer {token}"
+
+    def request(
+        self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None
+    ) -> tuple[int, Any]:
+        payload = None if body is None else json.dumps(body)
+        try:
+            self.connection.request(method, path, payload, {**self.headers, **(headers or {})})
+            response = self.connection.getresponse()
+            raw = response.read()
+        except (http.client.HTTPException, OSError):
+            self.connection.close()  # The next request reconnects.
+            raise
+        try:
+            data = json.loads(raw) if raw else None
+        except ValueError:
+            data = raw.decode(errors="replace")
+        return response.status, data
+
+    def close(self) -> None:
+        self.connection.close()

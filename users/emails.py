@@ -1,0 +1,40 @@
+"""The emails accounts send, and the one way to send them: a Celery task after commit."""
+
+from django.conf import settings
+from django.db import transaction
+
+# A module import because users.tasks imports the services that import this module.
+from users import tasks
+
+
+def email_enqueue(*, recipient: str, subject: str, body: str) -> None:
+    """Send an email from a worker once the current transaction commits."""
+    # argsrepr keeps the body, which may hold a code, out of worker logs and Flower.
+    transaction.on_commit(
+        lambda: tasks.send_email.apply_async(
+            args=(recipient, subject, body), argsrepr=repr((recipient, subject, "…"))
+        )
+    )
+
+
+def code_email(*, code: str) -> dict[str, str]:
+    """Return the subject and body of the email that carries a confirmation code."""
+    minutes = int(settings.OTP_TTL.total_seconds() // 60)
+    body = (
+        "Here is the code to confirm your email address:\n\n"
+        f"{code}\n\n"
+        f"It expires in {minutes} minutes and works once. If you did not ask for it, "
+        "you can ignore this email.\n"
+    )
+    return {"subject": "Your confirmation code", "body": body}
+
+
+def registration_attempt_email() -> dict[str, str]:
+    """Return the email that tells an account's owner someone tried to register it again."""
+    body = (
+        "Someone just tried to create an account with this email address, but you already "
+        "have one.\n\n"
+        "If it was you, log in with your password instead. If it was not, you can ignore "
+        "this email: nothing has changed on your account.\n"
+    )
+    return {"subject": "Someone tried to register with your email address", "body": body}

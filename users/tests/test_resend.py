@@ -1,0 +1,77 @@
+from datetime import timedelta
+
+import pytest
+import time_machine
+from django.utils import timezone
+from rest_framework.settings import api_settings
+from rest_framework.throttling import ScopedRateThrottle
+
+pytestmark = pytest.mark.django_db
+
+ACCEPTED = {
+    "detail": "If the address needs confirming, a new code is on its way. "
+    "You can ask again every 60 seconds."
+}
+
+
+def test_resend_sends_a_new_code_to_an_unverified_address(post, mailoutbox, unverified_user):
+    response = post("users:resend-otp", {"email": unverified_user.email.upper()})
+
+    assert response.status_code == 202
+    assert response.json() == ACCEPTED
+    [message] = mailoutbox
+    assert message.to == [unverified_user.email]
+    assert message.subject == "Your confirmation code"
+
+
+def test_resend_within_the_cooldown_sends_nothing_until_it_ends(post, mailoutbox, unverified_user):
+    post("users:resend-otp", {"email": unverified_user.email})
+    second = post("users:resend-otp", {"email": unverified_user.email})
+    with time_machine.travel(timezone.now() + timedelta(seconds=61)):
+        third = post("users:resend-otp", {"email": unverified_user.email})
+
+    assert second.status_code == third.status_code == 202
+    assert second.json() == third.json() == ACCEPTED
+    assert len(mailoutbox) == 2
+
+
+def test_resend_for_an_unknown_address_answers_the_same_and_sends_nothing(post, mailoutbox):
+    response = post("users:resend-otp", {"email": "nobody@example.com"})
+
+    assert response.status_code == 202
+    assert response.json() == ACCEPTED
+    assert mailoutbox == []
+
+
+def test_resend_for_a_verified_address_answers_the_same_and_sends_nothing(
+    post, mailoutbox, verified_user
+):
+    response = post("users:resend-otp", {"email": verified_user.email})
+
+    assert response.status_code == 202
+    assert response.json() == ACCEPTED
+    assert mailoutbox == []
+
+
+def test_resend_rejects_a_malformed_address_keyed_by_email(post):
+    response = post("users:resend-otp", {"email": "not-an-address"})
+
+    assert response.status_code == 400
+    assert set(response.data) == {"email"}
+
+
+@pytest.mark.parametrize(
+    ("route", "scope"),
+    [
+        ("users:register", "register"),
+        ("users:verify-otp", "otp"),
+        ("users:resend-otp", "otp"),
+        ("users:login", "login"),
+    ],
+)
+def test_public_account_endpoints_are_throttled_per_scope(post, route, scope):
+    allowed, _ = ScopedRateThrottle().parse_rate(api_settings.DEFAULT_THROTTLE_RATES[scope])
+    for _ in range(allowed):
+        assert post(route, {}).status_code == 400
+
+    assert post(route, {}).status_code == 429

@@ -1,0 +1,89 @@
+import pytest
+from django.urls import reverse
+from rest_framework_simplejwt.tokens import RefreshToken
+
+pytestmark = pytest.mark.django_db
+
+
+def bearer(api_client, user) -> str:
+    """Authenticate the client with a fresh token pair for `user`; return the refresh token."""
+    refresh = RefreshToken.for_user(user)
+    api_client.credentials(HTTP_AUTHORIZATION=f"Bearer {refresh.access_token}")
+    return str(refresh)
+
+
+def refresh_with(api_client, refresh: str):
+    return api_client.post(reverse("users:token-refresh"), {"refresh": refresh})
+
+
+def test_refresh_rotates_and_the_old_refresh_token_stops_working(api_client, verified_user):
+    old = str(RefreshToken.for_user(verified_user))
+
+    rotated = refresh_with(api_client, old)
+    reused = refresh_with(api_client, old)
+
+    assert rotated.status_code == 200
+    assert set(rotated.data) == {"access", "refresh"}
+    assert rotated.data["refresh"] != old
+    assert reused.status_code == 401
+    assert refresh_with(api_client, rotated.data["refresh"]).status_code == 200
+
+
+def test_logout_revokes_the_refresh_token(api_client, verified_user):
+    refresh = bearer(api_client, verified_user)
+
+    response = api_client.post(reverse("users:logout"), {"refresh": refresh})
+
+    assert response.status_code == 204
+    assert refresh_with(api_client, refresh).status_code == 401
+
+
+def test_logout_works_for_an_unverified_account(api_client, unverified_user):
+    refresh = bearer(api_client, unverified_user)
+
+    assert api_client.post(reverse("users:logout"), {"refresh": refresh}).status_code == 204
+
+
+def test_logout_requires_authentication(api_client, verified_user):
+    refresh = str(RefreshToken.for_user(verified_user))
+
+    assert api_client.post(reverse("users:logout"), {"refresh": refresh}).status_code == 401
+
+
+@pytest.mark.parametrize("refresh", ["", "not-a-token", "revoked", "someone-elses", "access"])
+def test_logout_rejects_an_unusable_refresh_token_keyed_by_refresh(
+    api_client, verified_user, user_factory, refresh
+):
+    own = bearer(api_client, verified_user)
+    if refresh == "revoked":
+        RefreshToken(own).blacklist()
+        refresh = own
+    elif refresh == "someone-elses":
+        refresh = str(RefreshToken.for_user(user_factory()))
+    elif refresh == "access":
+        refresh = str(RefreshToken.for_user(verified_user).access_token)
+
+    response = api_client.post(reverse("users:logout"), {"refresh": refresh})
+
+    assert response.status_code == 400
+    assert set(response.data) == {"refresh"}
+
+
+@pytest.mark.parametrize("verified", [True, False])
+def test_me_shows_the_signed_in_account_verified_or_not(api_client, user_factory, verified):
+    user = user_factory(is_verified=verified)
+    bearer(api_client, user)
+
+    response = api_client.get(reverse("users:me"))
+
+    assert response.status_code == 200
+    assert response.json() == {
+        "id": user.id,
+        "email": user.email,
+        "is_verified": verified,
+        "date_joined": user.date_joined.isoformat().replace("+00:00", "Z"),
+    }
+
+
+def test_me_requires_authentication(api_client):
+    assert api_client.get(reverse("users:me")).status_code == 401

@@ -1,0 +1,190 @@
+"""Account endpoints: thin views that validate with serializers and act through services."""
+
+from django.conf import settings
+from django.urls import reverse
+from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
+from rest_framework import status
+from rest_framework.permissions import AllowAny, IsAuthenticated
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.throttling import ScopedRateThrottle
+from rest_framework.views import APIView
+from rest_framework_simplejwt.authentication import AUTH_HEADER_TYPES
+from rest_framework_simplejwt.views import TokenRefreshView as SimpleJWTTokenRefreshView
+
+from users import otp, services
+from users.serializers import (
+    DetailSerializer,
+    EmailSerializer,
+    ErrorSerializer,
+    LoginSerializer,
+    LogoutSerializer,
+    MeSerializer,
+    RegisterResponseSerializer,
+    RegisterSerializer,
+    TokenPairSerializer,
+    VerifyOtpSerializer,
+    invalid_code_error,
+)
+
+TAGS = ["accounts"]
+FIELD_ERRORS = OpenApiResponse(
+    description='Invalid input, keyed by field: `{"field": ["message"]}`.'
+)
+THROTTLED = OpenApiResponse(DetailSerializer, description="Too many requests; retry later.")
+UNAUTHENTICATED = OpenApiResponse(DetailSerializer, description="No valid bearer token.")
+
+
+# Endpoints used before login: no authenticators, so a stale bearer token cannot cause a 401.
+class PublicAccountView(APIView):
+    authentication_classes: list = []
+    permission_classes = [AllowAny]
+    throttle_classes = [ScopedRateThrottle]
+
+
+class RegisterView(PublicAccountView):
+    throttle_scope = "register"
+
+    @extend_schema(
+        tags=TAGS,
+        summary="Create an account and email a confirmation code",
+        description="Answers the same whether or not the address already has an account.",
+        request=RegisterSerializer,
+        responses={201: RegisterResponseSerializer, 400: FIELD_ERRORS, 429: THROTTLED},
+    )
+    def post(self, request: Request) -> Response:
+        serializer = RegisterSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        email = serializer.validated_data["email"]
+        services.user_register(email=email, password=serializer.validated_data["password"])
+        detail = (
+            f"Check your inbox for a {otp.CODE_DIGITS}-digit code and send it to "
+            f"{reverse('users:verify-otp')} to confirm your address."
+        )
+        return Response({"email": email, "detail": detail}, status=status.HTTP_201_CREATED)
+
+
+class VerifyOtpView(PublicAccountView):
+    throttle_scope = "otp"
+
+    @extend_schema(
+        tags=TAGS,
+        summary="Confirm an email address with its code",
+        description="`otp_code` is accepted in place of `otp` for older clients.",
+        request=VerifyOtpSerializer,
+        responses={
+            200: DetailSerializer,
+            400: OpenApiResponse(
+                description='Unusable code (`{"otp": ["..."]}`, code `invalid_code`) or '
+                "invalid input, keyed by field."
+            ),
+            429: THROTTLED,
+        },
+    )
+    def post(self, request: Request) -> Response:
+        serializer = VerifyOtpSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        if services.user_verify_email(email=data["email"], code=data["otp"]) is None:
+            raise invalid_code_error()
+        return Response({"detail": "Your email address is confirmed. You can log in now."})
+
+
+@extend_schema_view(
+    post=extend_schema(deprecated=True, summary="Confirm an email address (old path)")
+)
+class LegacyVerifyEmailView(VerifyOtpView):
+    """Serve /api/verify-email/, the path older clients use for /api/verify-otp/."""
+
+
+class ResendOtpView(PublicAccountView):
+    throttle_scope = "otp"
+
+    @extend_schema(
+        tags=TAGS,
+        summary="Email a new confirmation code",
+        description="Answers the same whatever the address; sends nothing during the cooldown.",
+        request=EmailSerializer,
+        responses={202: DetailSerializer, 400: FIELD_ERRORS, 429: THROTTLED},
+    )
+    def post(self, request: Request) -> Response:
+        serializer = EmailSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        otp.otp_resend(email=serializer.validated_data["email"])
+        seconds = int(settings.OTP_RESEND_COOLDOWN.total_seconds())
+        detail = (
+            "If the address needs confirming, a new code is on its way. "
+            f"You can ask again every {seconds} seconds."
+        )
+        return Response({"detail": detail}, status=status.HTTP_202_ACCEPTED)
+
+
+class LoginView(PublicAccountView):
+    throttle_scope = "login"
+
+    @extend_schema(
+        tags=TAGS,
+        summary="Exchange email and password for access and refresh tokens",
+        request=LoginSerializer,
+        responses={
+            200: TokenPairSerializer,
+            400: FIELD_ERRORS,
+            401: OpenApiResponse(ErrorSerializer, description="Code `invalid_credentials`."),
+            403: OpenApiResponse(ErrorSerializer, description="Code `email_not_verified`."),
+            429: THROTTLED,
+        },
+    )
+    def post(self, request: Request) -> Response:
+        serializer = LoginSerializer(data=request.data, context={"request": request})
+        serializer.is_valid(raise_exception=True)
+        return Response(services.user_login(user=serializer.validated_data["user"]))
+
+    def get_authenticate_header(self, request: Request) -> str:
+        # Without this DRF turns 401 into 403, since the view has no authenticators.
+        return f'{AUTH_HEADER_TYPES[0]} realm="api"'
+
+
+@extend_schema_view(
+    post=extend_schema(
+        tags=TAGS,
+        summary="Exchange a refresh token for new access and refresh tokens",
+        description="The refresh token sent is revoked; sending it again gets 401.",
+        responses={
+            200: TokenPairSerializer,
+            400: FIELD_ERRORS,
+            401: OpenApiResponse(DetailSerializer, description="Invalid or revoked token."),
+        },
+    )
+)
+class TokenRefreshView(SimpleJWTTokenRefreshView):
+    """Rotate a refresh token with simplejwt, documented beside the other account routes."""
+
+
+class LogoutView(APIView):
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(
+        tags=TAGS,
+        summary="Revoke a refresh token",
+        description="Access tokens stay valid until they expire, a few minutes later.",
+        request=LogoutSerializer,
+        responses={204: None, 400: FIELD_ERRORS, 401: UNAUTHENTICATED},
+    )
+    def post(self, request: Request) -> Response:
+        serializer = LogoutSerializer(data=request.data, context={"request": request})
+        serializer.is_valid(raise_exception=True)
+        services.user_logout(refresh=serializer.validated_data["refresh"])
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class MeView(APIView):
+    # Unverified users may see their own account, to learn that they must confirm it.
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(
+        tags=TAGS,
+        summary="Show the signed-in account",
+        responses={200: MeSerializer, 401: UNAUTHENTICATED},
+    )
+    def get(self, request: Request) -> Response:
+        return Response(MeSerializer(request.user).data)
