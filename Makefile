@@ -4,7 +4,13 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint format clean
+# Extra pytest arguments: make test PYTEST_ARGS="-x -k health"
+PYTEST_ARGS ?=
+# Tests run like production: DEBUG off, and a real-looking secret. This one is for tests only.
+TEST_SECRET_KEY := test-only-secret-key-not-for-any-deployment-8c1f0b7e2d
+TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/test
+
+.PHONY: install run test test-postgres lint format clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -13,6 +19,27 @@ $(STAMP): requirements.txt requirements-dev.txt
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# Web, worker, beat and flower, with a Redis if none runs; Ctrl-C stops them all.
+run: $(STAMP)
+	$(BIN)/python scripts/run.py
+
+# Tests ignore a developer's .env, and each run gets its own private Redis and, on
+# PostgreSQL, its own test database (named after the shell's pid), so runs never share data
+# with each other or with `make run`. The database is SQLite unless DATABASE_URL says
+# otherwise.
+TEST_ENV = ENV_FILE=/dev/null DEBUG=false SECRET_KEY="$${SECRET_KEY:-$(TEST_SECRET_KEY)}" \
+	DATABASE_TEST_NAME="$${DATABASE_TEST_NAME:-test_jobsys_$$$$}"
+
+# With DEBUG off, pages find their CSS and JS through collectstatic's manifest, as in
+# production.
+test: $(STAMP)
+	$(BIN)/ruff check .
+	$(TEST_ENV) $(BIN)/python manage.py collectstatic --noinput --verbosity 0
+	$(TEST_ENV) $(BIN)/python scripts/localredis.py exec -- $(BIN)/pytest $(PYTEST_ARGS)
+
+test-postgres: $(STAMP)
+	DATABASE_URL="$(TEST_DATABASE_URL)" $(MAKE) test
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -266,6 +266,11 @@ JOB_DISPATCH_INTERVAL_SECONDS = env_float("JOB_DISPATCH_INTERVAL_SECONDS", 1.0)
 JOB_REDISPATCH_AFTER = timedelta(seconds=env_int("JOB_REDISPATCH_AFTER_SECONDS", 120))
 # A running job whose worker has not reported for this long is presumed lost.
 JOB_LEASE = timedelta(seconds=env_int("JOB_LEASE_SECONDS", 60))
+# Past its time limit a job is interrupted; if it is still running this much later, its
+# process is killed.
+JOB_HARD_TIMEOUT_GRACE = timedelta(seconds=env_int("JOB_HARD_TIMEOUT_GRACE_SECONDS", 30))
+# A worker told to stop lets its running jobs finish for this long, then hands them back.
+WORKER_SHUTDOWN_GRACE_SECONDS = env_float("WORKER_SHUTDOWN_GRACE_SECONDS", 10.0)
 JOB_RETRY_BACKOFF_BASE_SECONDS = env_float("JOB_RETRY_BACKOFF_BASE_SECONDS", 2.0)
 JOB_RETRY_BACKOFF_MAX_SECONDS = env_float("JOB_RETRY_BACKOFF_MAX_SECONDS", 300.0)
 

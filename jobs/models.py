@@ -43,6 +43,9 @@ class Job(models.Model):
     progress = models.PositiveSmallIntegerField(default=0)
     attempts = models.PositiveIntegerField(default=0)
     max_retries = models.PositiveSmallIntegerField(default=3)
+    timeout_seconds = models.PositiveIntegerField(
+        default=300, help_text="An attempt running longer than this is stopped and fails."
+    )
     error_message = models.TextField(blank=True, default="")
 
     created_at = models.DateTimeField(default=timezone.now, editable=False)
@@ -64,6 +67,9 @@ class Job(models.Model):
     lease_expires_at = models.DateTimeField(null=True, blank=True)
     worker = models.CharField(max_length=255, blank=True, default="")
     error_traceback = models.TextField(blank=True, default="")
+    # A client's Idempotency-Key, and a fingerprint of the request that used it first.
+    idempotency_key = models.CharField(max_length=255, blank=True, default="", editable=False)
+    request_fingerprint = models.CharField(max_length=64, blank=True, default="", editable=False)
 
     objects = JobQuerySet.as_manager()
 
@@ -89,6 +95,11 @@ class Job(models.Model):
             models.CheckConstraint(
                 condition=Q(progress__gte=0, progress__lte=100), name="job_progress_0_100"
             ),
+            models.UniqueConstraint(
+                fields=["owner", "idempotency_key"],
+                condition=~Q(idempotency_key=""),
+                name="job_unique_idempotency_key",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -97,6 +108,36 @@ class Job(models.Model):
     @property
     def is_finished(self) -> bool:
         return self.status in self.FINISHED_STATUSES
+
+
+class JobAttempt(models.Model):
+    """One run of a job by a worker, from claim to outcome."""
+
+    class Outcome(models.TextChoices):
+        RUNNING = "running", "Running"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+        TIMED_OUT = "timed_out", "Timed out"
+        LOST = "lost", "Worker lost"
+        CANCELLED = "cancelled", "Cancelled"
+        HANDED_BACK = "handed_back", "Handed back at worker shutdown"
+        SUPERSEDED = "superseded", "Superseded by another claim"
+
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="attempt_log")
+    number = models.PositiveIntegerField()
+    claim_token = models.UUIDField(unique=True, editable=False)
+    worker = models.CharField(max_length=255, blank=True, default="")
+    started_at = models.DateTimeField()
+    finished_at = models.DateTimeField(null=True, blank=True)
+    outcome = models.CharField(max_length=16, choices=Outcome.choices, default=Outcome.RUNNING)
+    error_message = models.TextField(blank=True, default="")
+
+    class Meta:
+        ordering = ["started_at"]
+        indexes = [models.Index(fields=["job", "started_at"], name="attempt_job_started")]
+
+    def __str__(self) -> str:
+        return f"Attempt {self.number} of {self.job_id}: {self.outcome}"
 
 
 class JobResultQuerySet(models.QuerySet["JobResult"]):

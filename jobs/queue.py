@@ -6,9 +6,10 @@ not fatal: the job goes back to Beat's dispatcher, and a duplicate message is a 
 
 import logging
 import uuid
-from collections.abc import Iterable
 from functools import partial
+from typing import NamedTuple
 
+from django.conf import settings
 from django.db import transaction
 
 from job_system.celery import app as celery_app
@@ -18,6 +19,17 @@ from jobs.models import Job
 logger = logging.getLogger(__name__)
 
 RUN_JOB_TASK = "jobs.tasks.run_job"
+MESSAGE_FIELDS = ("pk", "job_type", "timeout_seconds")
+
+
+class JobMessage(NamedTuple):
+    job_id: uuid.UUID
+    job_type: str
+    timeout_seconds: int
+
+
+def message_for(job: Job) -> JobMessage:
+    return JobMessage(job.pk, job.job_type, job.timeout_seconds)
 
 
 def queue_for(job_type: str) -> str:
@@ -27,28 +39,32 @@ def queue_for(job_type: str) -> str:
         return celery_app.conf.task_default_queue
 
 
-def publish_on_commit(jobs: Iterable[tuple[uuid.UUID, str]]) -> None:
-    """Publish (job id, job type) pairs once the surrounding transaction commits."""
-    jobs = list(jobs)
-    if jobs:
-        transaction.on_commit(partial(publish, jobs))
+def publish_on_commit(messages: list[JobMessage]) -> None:
+    """Publish once the surrounding transaction commits."""
+    if messages:
+        transaction.on_commit(partial(publish, messages))
 
 
-def publish(jobs: list[tuple[uuid.UUID, str]]) -> None:
+def publish(messages: list[JobMessage]) -> None:
+    hard_grace = settings.JOB_HARD_TIMEOUT_GRACE.total_seconds()
     try:
         with celery_app.producer_or_acquire() as producer:
-            for job_id, job_type in jobs:
+            for message in messages:
                 celery_app.send_task(
                     RUN_JOB_TASK,
-                    args=[str(job_id)],
-                    queue=queue_for(job_type),
+                    args=[str(message.job_id)],
+                    queue=queue_for(message.job_type),
+                    # Celery raises SoftTimeLimitExceeded in the handler at the job's limit,
+                    # and kills the process if it is still running a grace period later.
+                    soft_time_limit=message.timeout_seconds,
+                    time_limit=message.timeout_seconds + hard_grace,
                     producer=producer,
                 )
     except Exception:
         # The rows are committed, so the client must not see an error. Hand the jobs back to
         # the dispatcher, which publishes them again within a second once the broker is back.
-        logger.exception("publishing %d job(s) failed; the dispatcher will retry", len(jobs))
-        _forget_enqueued([job_id for job_id, _ in jobs])
+        logger.exception("publishing %d job(s) failed; the dispatcher will retry", len(messages))
+        _forget_enqueued([message.job_id for message in messages])
 
 
 def _forget_enqueued(job_ids: list[uuid.UUID]) -> None:

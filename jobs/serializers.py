@@ -10,7 +10,7 @@ from drf_spectacular.utils import PolymorphicProxySerializer, extend_schema_fiel
 from rest_framework import serializers
 
 from jobs import handlers
-from jobs.models import Job, JobResult
+from jobs.models import Job, JobAttempt, JobResult
 from jobs.schema import serializer_json_schema
 
 MAX_RETRIES_LIMIT = 10
@@ -57,6 +57,15 @@ class JobCreateSerializer(serializers.Serializer):
         help_text="Retries after a failed attempt. Omit for the job type's default.",
     )
 
+    timeout_seconds = serializers.IntegerField(
+        required=False,
+        allow_null=True,
+        default=None,
+        min_value=1,
+        help_text="Stop an attempt that runs longer than this. Omit for the job type's "
+        "limit, which is also the most you may ask for (see GET /api/job-types/).",
+    )
+
     def validate_scheduled_time(self, value):
         if value is not None and value < timezone.now():
             raise serializers.ValidationError(
@@ -68,6 +77,17 @@ class JobCreateSerializer(serializers.Serializer):
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         handler = handlers.get(attrs["job_type"])
         attrs["parameters"] = validate_parameters(handler.Parameters, attrs["parameters"])
+        timeout = attrs.get("timeout_seconds")
+        if timeout is not None and timeout > handler.timeout_seconds:
+            raise serializers.ValidationError(
+                {
+                    "timeout_seconds": [
+                        f"A {handler.name} job may run for at most "
+                        f"{handler.timeout_seconds} seconds."
+                    ]
+                },
+                code="max_value",
+            )
         return attrs
 
 
@@ -100,6 +120,7 @@ class JobSerializer(serializers.ModelSerializer):
             "progress",
             "attempts",
             "max_retries",
+            "timeout_seconds",
             "error_message",
             "owner",
             "created_at",
@@ -107,6 +128,21 @@ class JobSerializer(serializers.ModelSerializer):
             "started_at",
             "completed_at",
         ]
+        read_only_fields = fields
+
+
+class JobAttemptSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = JobAttempt
+        fields = ["number", "worker", "started_at", "finished_at", "outcome", "error_message"]
+        read_only_fields = fields
+
+
+class JobDetailSerializer(JobSerializer):
+    attempt_history = JobAttemptSerializer(source="attempt_log", many=True, read_only=True)
+
+    class Meta(JobSerializer.Meta):
+        fields = [*JobSerializer.Meta.fields, "attempt_history"]
         read_only_fields = fields
 
 
@@ -122,6 +158,7 @@ class JobTypeSerializer(serializers.Serializer):
     description = serializers.CharField()
     queue = serializers.CharField()
     max_retries = serializers.IntegerField()
+    timeout_seconds = serializers.IntegerField()
     parameters_schema = serializers.SerializerMethodField()
 
     def get_parameters_schema(self, handler) -> dict[str, Any]:

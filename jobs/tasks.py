@@ -1,8 +1,10 @@
-"""Celery entry points. They take ids and call services; the logic lives in services.py."""
+"""Celery entry points. They take ids and call services; the logic lives in services/."""
 
 import uuid
 
 from celery import shared_task
+from celery.signals import worker_shutting_down
+from django.conf import settings
 
 from jobs import services
 
@@ -20,3 +22,9 @@ def dispatch_due_jobs() -> int:
 @shared_task(name="jobs.tasks.reap_stale_jobs")
 def reap_stale_jobs() -> dict[str, int]:
     return services.jobs_reap_stale()
+
+
+@worker_shutting_down.connect
+def hand_back_running_jobs(sender: str, **kwargs) -> None:
+    """On a warm shutdown, let running jobs finish for a while, then hand the rest back."""
+    services.jobs_hand_back(worker=sender, grace_seconds=settings.WORKER_SHUTDOWN_GRACE_SECONDS)

@@ -1,5 +1,13 @@
+import hashlib
+import json
+
 from django_filters.rest_framework import DjangoFilterBackend
-from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_view,
+)
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import APIException, ValidationError
@@ -15,6 +23,7 @@ from jobs.models import Job, JobResult
 from jobs.pagination import NewestFirstPagination, ResultPagination
 from jobs.serializers import (
     JobCreateSerializer,
+    JobDetailSerializer,
     JobResultSerializer,
     JobSerializer,
     JobSummarySerializer,
@@ -32,12 +41,39 @@ class JobNotCompleted(ValidationError):
     default_code = "job_not_completed"
 
 
+IDEMPOTENCY_KEY = OpenApiParameter(
+    "Idempotency-Key",
+    str,
+    OpenApiParameter.HEADER,
+    description="Any unique string (a UUID, say). Sending the same key and body again "
+    "returns the first job instead of creating another; the same key with another body "
+    "gets 409. Keys are per user and kept as long as the job.",
+)
+MAX_IDEMPOTENCY_KEY_LENGTH = 255
+
+
+def idempotency_arguments(request: Request) -> dict[str, str]:
+    key = request.headers.get("Idempotency-Key", "").strip()
+    if not key:
+        return {}
+    if len(key) > MAX_IDEMPOTENCY_KEY_LENGTH:
+        raise ValidationError(
+            {"Idempotency-Key": [f"At most {MAX_IDEMPOTENCY_KEY_LENGTH} characters."]},
+            code="max_length",
+        )
+    body = json.dumps(request.data, sort_keys=True, separators=(",", ":"), default=str)
+    return {
+        "idempotency_key": key,
+        "request_fingerprint": hashlib.sha256(body.encode()).hexdigest(),
+    }
+
+
 def _state_change(change, job: Job) -> Response:
     try:
         job = change(job=job)
     except services.JobStateError as exc:
         raise Conflict(str(exc)) from exc
-    return Response(JobSerializer(job).data)
+    return Response(JobDetailSerializer(job).data)
 
 
 _conflict = OpenApiResponse(description="The job's state does not allow this.")
@@ -59,28 +95,46 @@ class JobViewSet(
     viewsets.GenericViewSet,
 ):
     queryset = Job.objects.none()  # Tells the schema generator the model; see get_queryset.
-    serializer_class = JobSerializer
     filterset_class = JobFilter
     ordering_fields = ["created_at", "name"]
     pagination_class = NewestFirstPagination
     throttle_scope = "job_create"
 
     def get_queryset(self):
-        return Job.objects.owned_by(self.request.user)
+        jobs = Job.objects.owned_by(self.request.user)
+        return jobs.prefetch_related("attempt_log") if self.action == "retrieve" else jobs
 
     def get_throttles(self):
         return [ScopedRateThrottle()] if self.action == "create" else []
 
+    def get_serializer_class(self):
+        return JobDetailSerializer if self.action == "retrieve" else JobSerializer
+
     @extend_schema(
         summary="Submit a job",
         request=JobCreateSerializer,
-        responses={201: JobSerializer},
+        parameters=[IDEMPOTENCY_KEY],
+        responses={
+            201: JobSerializer,
+            200: OpenApiResponse(JobSerializer, "The job an earlier identical request made."),
+            409: OpenApiResponse(description="The Idempotency-Key was used with another body."),
+        },
     )
     def create(self, request: Request) -> Response:
         serializer = JobCreateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        job = services.job_create(owner=request.user, **serializer.validated_data)
-        return Response(JobSerializer(job).data, status=status.HTTP_201_CREATED)
+        try:
+            job, created = services.job_create(
+                owner=request.user,
+                **serializer.validated_data,
+                **idempotency_arguments(request),
+            )
+        except services.IdempotencyConflict as exc:
+            raise Conflict(str(exc), code="idempotency_key_reused") from exc
+        return Response(
+            JobSerializer(job).data,
+            status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
+        )
 
     def destroy(self, request: Request, pk=None) -> Response:
         return _state_change(services.job_cancel, self.get_object())

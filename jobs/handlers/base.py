@@ -31,8 +31,13 @@ class JobHandler:
     name: ClassVar[str]
     description: ClassVar[str]
     Parameters: ClassVar[type[serializers.Serializer]]
-    max_retries: ClassVar[int] = 3
     queue: ClassVar[str] = "default"
+    # Retry policy: a failed attempt is retried after about base * 2^(attempt-1) seconds,
+    # with jitter, up to max_retries times. None takes the base from settings.
+    max_retries: ClassVar[int] = 3
+    retry_backoff_seconds: ClassVar[float | None] = None
+    # The longest an attempt may run; a client may ask for less, never more.
+    timeout_seconds: ClassVar[int] = 60
 
     def run(self, params: dict[str, Any], progress: Progress) -> dict[str, Any]:
         raise NotImplementedError

@@ -43,7 +43,6 @@ class Checksum(JobHandler):
     name = "checksum"
     description = "Compute the hex digest of a text's UTF-8 bytes with the chosen hash algorithm."
     Parameters = ChecksumParameters
-    max_retries = 0
 
     def run(self, params: dict[str, Any], progress: Progress) -> dict[str, Any]:
         data = params["text"].encode("utf-8")

@@ -55,7 +55,6 @@ class CsvSummary(JobHandler):
     name = "csv_summary"
     description = "Summarise each column of a CSV document: counts, missing cells, ranges, means."
     Parameters = CsvSummaryParameters
-    max_retries = 0
 
     def run(self, params: dict[str, Any], progress: Progress) -> dict[str, Any]:
         rows = _read_rows(params["csv"], params["delimiter"])

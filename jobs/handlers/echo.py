@@ -24,7 +24,6 @@ class Echo(JobHandler):
     name = "echo"
     description = "Return the given message and data unchanged. Handy for trying the API."
     Parameters = EchoParameters
-    max_retries = 0
 
     def run(self, params: dict[str, Any], progress: Progress) -> dict[str, Any]:
         return {"message": params["message"], "data": params["data"]}

@@ -27,8 +27,6 @@ class Fail(JobHandler):
     name = "fail"
     description = "Always fail with the given message, to test how a client handles failed jobs."
     Parameters = FailParameters
-    # Retries are what a retryable failure exists to show.
-    max_retries = 3
 
     def run(self, params: dict[str, Any], progress: Progress) -> dict[str, Any]:
         if params["retryable"]:

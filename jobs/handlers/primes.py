@@ -30,7 +30,7 @@ class Primes(JobHandler):
     description = "Count the prime numbers up to a limit and list the first and last few."
     Parameters = PrimesParameters
     queue = "cpu"
-    max_retries = 1
+    timeout_seconds = 120
 
     def run(self, params: dict[str, Any], progress: Progress) -> dict[str, Any]:
         limit: int = params["limit"]

@@ -24,7 +24,8 @@ class Sleep(JobHandler):
     description = "Wait for the given number of seconds, reporting progress as it goes."
     Parameters = SleepParameters
     queue = "long"
-    max_retries = 3
+    # Room for the longest sleep the parameters allow.
+    timeout_seconds = 3600 + 60
 
     def run(self, params: dict[str, Any], progress: Progress) -> dict[str, Any]:
         seconds: float = params["seconds"]

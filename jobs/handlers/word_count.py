@@ -39,7 +39,6 @@ class WordCount(JobHandler):
         "Count the characters, words, lines and sentences of a text and list its commonest words."
     )
     Parameters = WordCountParameters
-    max_retries = 0
 
     def run(self, params: dict[str, Any], progress: Progress) -> dict[str, Any]:
         text: str = params["text"]

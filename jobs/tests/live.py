@@ -84,7 +84,11 @@ def start_worker(name: str, log_dir: Path, *, queues: str = "default,long,cpu") 
             "--loglevel=INFO",
         ],
         log_dir / f"{name}.log",
-        subprocess_env(),
+        # Emails land in files that tests can read, as a mailbox would receive them.
+        subprocess_env(
+            EMAIL_BACKEND="django.core.mail.backends.filebased.EmailBackend",
+            EMAIL_FILE_PATH=str(log_dir / "emails"),
+        ),
     )
     deadline = time.monotonic() + WORKER_START_TIMEOUT_SECONDS
     while time.monotonic() < deadline:

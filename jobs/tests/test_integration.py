@@ -129,7 +129,8 @@ def test_a_duplicated_message_runs_the_job_once(live_worker, auth_client):
     )
     job_id = created.data["id"]
 
-    queue.publish([(job_id, "sleep")] * 3)  # the same job published again, three times
+    # The same job published again, three times.
+    queue.publish([queue.JobMessage(job_id, "sleep", 60)] * 3)
 
     job = wait_until_finished(job_id)
     assert job.status == Job.Status.COMPLETED

@@ -1,17 +1,23 @@
-"""The job state machine, driven directly through the services (no broker, no worker)."""
+"""A worker's side of the state machine, driven through the services (no broker, no worker)."""
 
+import contextlib
+import signal
 import threading
+import time
 from datetime import timedelta
 
 import pytest
 import time_machine
+from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
-from jobs import services
+from jobs import handlers, services
 from jobs.handlers.base import JobInterrupted, RetryableJobError
-from jobs.models import Job, JobResult
+from jobs.models import Job, JobAttempt, JobResult
+from jobs.services.execution import LeaseKeeper
+from jobs.tests.concurrency import run_together
 from jobs.tests.live import wait_for
 
 pytestmark = pytest.mark.django_db
@@ -162,16 +168,46 @@ def test_progress_after_cancellation_interrupts_the_handler(job_factory):
     assert not JobResult.objects.filter(job=job).exists()
 
 
-def test_progress_renews_the_lease(job_factory):
-    job = services.job_claim(job_id=job_factory().pk, worker="w")
-    first_lease = job.lease_expires_at
+@pytest.fixture
+def short_lease(settings):
+    settings.JOB_LEASE = timedelta(seconds=0.6)  # renewed every 0.2 s
+    settings.JOB_HARD_TIMEOUT_GRACE = timedelta(0)
+    return settings.JOB_LEASE
 
-    with time_machine.travel(timezone.now() + timedelta(seconds=30)):
-        services.job_progress_reporter(job=job)(40)
+
+@pytest.mark.django_db(transaction=True)
+def test_the_lease_is_renewed_while_a_silent_handler_runs(job_factory, short_lease):
+    job = services.job_claim(job_id=job_factory().pk, worker="w")
+
+    with LeaseKeeper(job) as lease:
+        time.sleep(1.5)  # longer than the lease: without renewals it would have lapsed
 
     job.refresh_from_db()
-    assert job.progress == 40
-    assert job.lease_expires_at >= first_lease + timedelta(seconds=29)
+    assert not lease.lost.is_set()
+    assert job.lease_expires_at > job.started_at + timedelta(seconds=1.5)
+    assert services.jobs_reap_stale()["requeued"] == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_lease_is_never_renewed_past_the_attempt_deadline(job_factory, short_lease):
+    job = services.job_claim(job_id=job_factory(timeout_seconds=1).pk, worker="w")
+
+    with LeaseKeeper(job):
+        time.sleep(1.5)
+
+    job.refresh_from_db()
+    assert job.lease_expires_at <= job.started_at + timedelta(seconds=1)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_lease_keeper_tells_a_silent_handler_its_job_was_cancelled(job_factory, short_lease):
+    job = services.job_claim(job_id=job_factory().pk, worker="w")
+
+    with LeaseKeeper(job) as lease:
+        services.job_cancel(job=job)
+        assert lease.lost.wait(timeout=2)
+        with pytest.raises(JobInterrupted):
+            services.job_progress_reporter(job=job, lease=lease)(10)
 
 
 @pytest.mark.django_db(transaction=True)
@@ -198,59 +234,106 @@ def test_cancelling_a_running_sleep_job_stops_it_promptly(job_factory):
     assert not JobResult.objects.filter(job=job).exists()
 
 
-def test_the_dispatcher_publishes_only_due_jobs_without_a_message(job_factory):
-    now = timezone.now()
-    due = job_factory(run_after=now - timedelta(seconds=1), enqueued_at=None)
-    job_factory(run_after=now + timedelta(minutes=1), enqueued_at=None)  # not yet
-    job_factory(run_after=now, enqueued_at=now)  # already published
+@pytest.mark.django_db(transaction=True)
+def test_duplicate_deliveries_at_the_same_moment_give_one_run_and_one_result(job_factory):
+    job = job_factory(job_type="word_count", parameters={"text": "a b c", "top": 1})
 
-    assert services.jobs_dispatch_due() == 1
-    due.refresh_from_db()
-    assert due.enqueued_at is not None
-
-
-def test_a_second_dispatcher_finds_nothing_left_to_publish(job_factory):
-    job_factory.create_batch(3, run_after=timezone.now(), enqueued_at=None)
-
-    assert services.jobs_dispatch_due() == 3
-    assert services.jobs_dispatch_due() == 0
-
-
-def test_the_reaper_republishes_pending_jobs_whose_message_was_lost(job_factory):
-    long_ago = timezone.now() - settings.JOB_REDISPATCH_AFTER - timedelta(seconds=1)
-    lost = job_factory(run_after=long_ago, enqueued_at=long_ago)
-    recent = job_factory(enqueued_at=timezone.now())
-
-    assert services.jobs_reap_stale()["republished"] == 1
-    assert services.jobs_reap_stale()["republished"] == 0
-    lost.refresh_from_db()
-    recent.refresh_from_db()
-    assert lost.enqueued_at > long_ago
-
-
-def test_the_reaper_requeues_jobs_of_lost_workers_and_leaves_live_ones(job_factory):
-    lost = services.job_claim(job_id=job_factory(max_retries=1).pk, worker="dead")
-    live = services.job_claim(job_id=job_factory().pk, worker="alive")
-
-    with time_machine.travel(timezone.now() + settings.JOB_LEASE + timedelta(seconds=1)):
-        services.job_progress_reporter(job=live)(50)  # renews live's lease
-        assert services.jobs_reap_stale() == {"republished": 0, "requeued": 1, "failed": 0}
-
-    lost.refresh_from_db()
-    live.refresh_from_db()
-    assert lost.status == Job.Status.PENDING
-    assert lost.claim_token is None
-    assert "was lost" in lost.error_message
-    assert live.status == Job.Status.IN_PROGRESS
-
-
-def test_the_reaper_fails_a_lost_job_that_used_up_its_retries(job_factory):
-    job = job_factory(max_retries=0)
-    services.job_claim(job_id=job.pk, worker="dead")
-
-    with time_machine.travel(timezone.now() + settings.JOB_LEASE + timedelta(seconds=1)):
-        assert services.jobs_reap_stale()["failed"] == 1
+    run_together(8, lambda: services.job_run(job_id=job.pk, worker="racer"))
 
     job.refresh_from_db()
+    assert job.status == Job.Status.COMPLETED
+    assert job.attempts == 1
+    assert JobResult.objects.filter(job=job).count() == 1
+    assert [a.outcome for a in job.attempt_log.all()] == [JobAttempt.Outcome.SUCCEEDED]
+
+
+def test_every_attempt_is_recorded_with_its_outcome(job_factory):
+    job = job_factory(job_type="fail", parameters={"message": "x", "retryable": True})
+    job.max_retries = 1
+    job.save()
+
+    with time_machine.travel(timezone.now(), tick=False) as clock:
+        run(job)
+        clock.shift(timedelta(minutes=10))
+        job = run(job)
+
+    attempts = list(job.attempt_log.all())
+    assert [(a.number, a.outcome, a.error_message) for a in attempts] == [
+        (1, JobAttempt.Outcome.FAILED, "x"),
+        (2, JobAttempt.Outcome.FAILED, "x"),
+    ]
+    assert all(a.started_at <= a.finished_at for a in attempts)
+    assert {a.worker for a in attempts} == {"test-worker"}
+
+
+def test_the_job_detail_shows_its_attempts(auth_client, verified_user, job_factory):
+    job = run(job_factory(owner=verified_user))
+
+    detail = auth_client.get(f"/api/jobs/{job.pk}/").json()
+
+    assert [(a["number"], a["outcome"]) for a in detail["attempt_history"]] == [(1, "succeeded")]
+
+
+def test_a_handler_past_its_soft_time_limit_fails_the_attempt_as_timed_out(job_factory):
+    # What Celery's soft time limit raises inside the handler, delivered here for real by a
+    # SIGALRM-driven timer instead of the worker's.
+    job = job_factory(job_type="sleep", parameters={"seconds": 5}, max_retries=0)
+
+    with soft_time_limit(0.3):
+        job = run(job)
+
     assert job.status == Job.Status.FAILED
-    assert job.error_message == "The worker running this job was lost (1 attempts)."
+    assert job.error_message == f"The job ran past its {job.timeout_seconds}s time limit."
+    assert [a.outcome for a in job.attempt_log.all()] == [JobAttempt.Outcome.TIMED_OUT]
+
+
+def test_a_timed_out_attempt_is_retried_while_retries_remain(job_factory):
+    job = job_factory(job_type="sleep", parameters={"seconds": 5}, max_retries=1)
+
+    with soft_time_limit(0.3):
+        job = run(job)
+
+    assert job.status == Job.Status.PENDING
+    assert "time limit" in job.error_message
+
+
+@contextlib.contextmanager
+def soft_time_limit(seconds: float):
+    def expire(signum, frame):
+        raise SoftTimeLimitExceeded()
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def test_a_client_may_lower_the_timeout_but_not_raise_it(auth_client):
+    lowered = auth_client.post(
+        "/api/jobs/",
+        {"name": "t", "job_type": "primes", "parameters": {"limit": 10}, "timeout_seconds": 5},
+        format="json",
+    )
+    raised = auth_client.post(
+        "/api/jobs/",
+        {"name": "t", "job_type": "primes", "parameters": {"limit": 10}, "timeout_seconds": 10_000},
+        format="json",
+    )
+
+    assert lowered.status_code == 201
+    assert lowered.json()["timeout_seconds"] == 5
+    assert raised.status_code == 400
+    assert "timeout_seconds" in raised.json()
+
+
+def test_the_job_type_timeout_applies_when_the_client_gives_none(auth_client):
+    created = auth_client.post(
+        "/api/jobs/",
+        {"name": "t", "job_type": "sleep", "parameters": {"seconds": 1}},
+        format="json",
+    )
+
+    assert created.json()["timeout_seconds"] == handlers.get("sleep").timeout_seconds

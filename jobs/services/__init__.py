@@ -1,0 +1,40 @@
+"""Every change to a job's state happens in this package.
+
+A state change is a conditional UPDATE whose row count says whether it happened, so web
+processes, workers and Beat can race freely: a job is claimed once, finishes once and has at
+most one result. Broker messages only carry job ids and are hints; the database is the truth.
+
+- submission: what clients ask for (create, cancel, retry).
+- execution: what a worker does (claim, lease, run, complete, fail).
+- recovery: what Beat and shutting-down workers do (dispatch, reap, hand back).
+"""
+
+from jobs.services.common import IdempotencyConflict, JobStateError, retry_delay
+from jobs.services.execution import (
+    JobTimedOut,
+    job_claim,
+    job_complete,
+    job_fail_attempt,
+    job_progress_reporter,
+    job_run,
+)
+from jobs.services.recovery import jobs_dispatch_due, jobs_hand_back, jobs_reap_stale
+from jobs.services.submission import job_cancel, job_create, job_retry
+
+__all__ = [
+    "IdempotencyConflict",
+    "JobStateError",
+    "JobTimedOut",
+    "job_cancel",
+    "job_claim",
+    "job_complete",
+    "job_create",
+    "job_fail_attempt",
+    "job_progress_reporter",
+    "job_retry",
+    "job_run",
+    "jobs_dispatch_due",
+    "jobs_hand_back",
+    "jobs_reap_stale",
+    "retry_delay",
+]

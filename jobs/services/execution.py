@@ -1,0 +1,244 @@
+"""What a worker does with a job: claim it, keep its lease, run its handler, record the outcome.
+
+Every write after the claim is fenced by the claim token, so a worker whose lease was taken
+over (or whose job was cancelled) writes nothing: no progress, no result, no failure.
+"""
+
+import json
+import logging
+import threading
+import traceback
+import uuid
+from time import monotonic
+from typing import Any
+
+from celery.exceptions import SoftTimeLimitExceeded
+from django.conf import settings
+from django.db import close_old_connections, connection, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from jobs import handlers
+from jobs.handlers.base import (
+    JobHandler,
+    JobInterrupted,
+    PermanentJobError,
+    Progress,
+    RetryableJobError,
+)
+from jobs.models import Job, JobAttempt, JobResult
+from jobs.services.common import (
+    MAX_ERROR_MESSAGE_LENGTH,
+    attempt_deadline,
+    finish_attempt,
+    held_by,
+    log_fields,
+    retry_delay,
+    transition,
+)
+
+logger = logging.getLogger(__name__)
+
+# How often a running job may write progress; each write also notices a cancellation, so this
+# bounds how long a cancelled handler keeps running.
+PROGRESS_WRITE_INTERVAL_SECONDS = 0.5
+
+
+class JobTimedOut(RetryableJobError):
+    """The attempt ran past the job's time limit."""
+
+
+def job_claim(*, job_id: uuid.UUID, worker: str) -> Job | None:
+    """Mark a due pending job as in progress; return None if it is not ours to run."""
+    now = timezone.now()
+    token = uuid.uuid4()
+    with transaction.atomic():
+        claimed = transition(
+            Job.objects.filter(pk=job_id, status=Job.Status.PENDING, run_after__lte=now),
+            status=Job.Status.IN_PROGRESS,
+            claim_token=token,
+            lease_expires_at=now + settings.JOB_LEASE,
+            started_at=now,
+            attempts=F("attempts") + 1,
+            progress=0,
+            worker=worker[:255],
+        )
+        if not claimed:
+            return None
+        job = Job.objects.get(pk=job_id)
+        JobAttempt.objects.create(
+            job=job, number=job.attempts, claim_token=token, worker=job.worker, started_at=now
+        )
+    return job
+
+
+def job_run(*, job_id: uuid.UUID, worker: str) -> None:
+    """Claim a job, run its handler and record the outcome. A duplicate message does nothing."""
+    job = job_claim(job_id=job_id, worker=worker)
+    if job is None:
+        logger.info("job not claimed (taken, not due or finished)", extra=log_fields(job_id))
+        return
+    try:
+        handler = handlers.get(job.job_type)
+    except KeyError:
+        unknown = PermanentJobError(f"Unknown job type {job.job_type!r}.")
+        job_fail_attempt(job=job, exc=unknown, trace="")
+        return
+    with LeaseKeeper(job) as lease:
+        _run_handler(job, handler, lease)
+
+
+def _run_handler(job: Job, handler: JobHandler, lease: "LeaseKeeper") -> None:
+    log = log_fields(job.pk, job)
+    logger.info("job started", extra=log)
+    started = monotonic()
+    try:
+        output = handler.run(job.parameters, job_progress_reporter(job=job, lease=lease))
+        json.dumps(output)  # A result must be JSON; find out here, not half-way into a write.
+    except JobInterrupted:
+        logger.info("job interrupted: cancelled or taken over", extra=log)
+        _record_interruption(job)
+    except SoftTimeLimitExceeded:
+        logger.warning("job ran past its %ss time limit", job.timeout_seconds, extra=log)
+        timed_out = JobTimedOut(f"The job ran past its {job.timeout_seconds}s time limit.")
+        job_fail_attempt(job=job, exc=timed_out, trace=traceback.format_exc())
+    except Exception as exc:
+        logger.warning("job attempt failed: %s", exc, extra=log)
+        job_fail_attempt(job=job, exc=exc, trace=traceback.format_exc())
+    else:
+        duration_ms = int((monotonic() - started) * 1000)
+        if job_complete(job=job, output=output, duration_ms=duration_ms):
+            logger.info("job completed in %d ms", duration_ms, extra=log)
+        else:
+            logger.info("job finished but was cancelled or taken over; result dropped", extra=log)
+
+
+def job_progress_reporter(*, job: Job, lease: "LeaseKeeper | None" = None) -> Progress:
+    """Return the callback a handler reports progress through; it raises JobInterrupted."""
+    last_write = float("-inf")
+
+    def report(percent: int) -> None:
+        nonlocal last_write
+        if lease is not None and lease.lost.is_set():
+            raise JobInterrupted()
+        if monotonic() - last_write < PROGRESS_WRITE_INTERVAL_SECONDS:
+            return
+        last_write = monotonic()
+        if not transition(held_by(job), progress=max(0, min(100, int(percent)))):
+            raise JobInterrupted()
+
+    return report
+
+
+def job_complete(*, job: Job, output: dict[str, Any], duration_ms: int) -> bool:
+    """Store the result and mark the job completed, if this claim still holds it."""
+    now = timezone.now()
+    with transaction.atomic():
+        completed = transition(
+            held_by(job),
+            status=Job.Status.COMPLETED,
+            progress=100,
+            completed_at=now,
+            lease_expires_at=None,
+            error_message="",
+        )
+        if completed:
+            JobResult.objects.create(
+                job_id=job.pk, output=output, completed_at=now, duration_ms=duration_ms
+            )
+            finish_attempt(
+                claim_token=job.claim_token, outcome=JobAttempt.Outcome.SUCCEEDED, now=now
+            )
+    if not completed:
+        _record_interruption(job)
+    return bool(completed)
+
+
+def job_fail_attempt(*, job: Job, exc: Exception, trace: str) -> None:
+    """Record a failed attempt: retry after a backoff while retries remain, else fail."""
+    message = _user_message(exc)
+    timed_out = isinstance(exc, JobTimedOut)
+    outcome = JobAttempt.Outcome.TIMED_OUT if timed_out else JobAttempt.Outcome.FAILED
+    now = timezone.now()
+    final = isinstance(exc, PermanentJobError) or job.attempts > job.max_retries
+    if final:
+        changes = {"status": Job.Status.FAILED, "completed_at": now, "error_message": message}
+    else:
+        changes = {
+            "status": Job.Status.PENDING,
+            "run_after": now + _backoff(job),
+            "enqueued_at": None,  # Beat's dispatcher publishes it when the backoff is over.
+            "claim_token": None,
+            "error_message": f"Attempt {job.attempts} failed: {message} Retrying.",
+        }
+    with transaction.atomic():
+        if transition(held_by(job), lease_expires_at=None, error_traceback=trace, **changes):
+            finish_attempt(
+                claim_token=job.claim_token, outcome=outcome, error_message=message, now=now
+            )
+
+
+def _backoff(job: Job):
+    try:
+        base = handlers.get(job.job_type).retry_backoff_seconds
+    except KeyError:
+        base = None
+    return retry_delay(attempt=job.attempts, base_seconds=base)
+
+
+def _record_interruption(job: Job) -> None:
+    cancelled = Job.objects.filter(pk=job.pk, status=Job.Status.CANCELLED).exists()
+    outcome = JobAttempt.Outcome.CANCELLED if cancelled else JobAttempt.Outcome.SUPERSEDED
+    finish_attempt(claim_token=job.claim_token, outcome=outcome)
+
+
+def _user_message(exc: Exception) -> str:
+    # Handler errors are written for users; anything else is a bug whose details stay in the
+    # traceback, which only staff see.
+    if isinstance(exc, PermanentJobError | RetryableJobError):
+        return str(exc)[:MAX_ERROR_MESSAGE_LENGTH] or type(exc).__name__
+    return f"The job crashed with an internal error ({type(exc).__name__})."
+
+
+class LeaseKeeper:
+    """Renew a running job's lease from a background thread while its handler runs.
+
+    Handlers that never report progress keep their lease all the same, and a handler that
+    does learns at its next report when the renewal found the job cancelled or taken over.
+    The lease is never renewed past the attempt's deadline, so a worker stuck beyond its
+    time limit lets the reaper take the job back.
+    """
+
+    def __init__(self, job: Job) -> None:
+        self.job = job
+        self.interval = min(settings.JOB_LEASE.total_seconds() / 3, 10.0)
+        self.lost = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._renew_until_stopped, daemon=True)
+
+    def __enter__(self) -> "LeaseKeeper":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _renew_until_stopped(self) -> None:
+        try:
+            while not self._stop.wait(self.interval):
+                if not self.renew():
+                    self.lost.set()
+                    return
+        except Exception:
+            logger.exception("lease renewal failed", extra=log_fields(self.job.pk, self.job))
+        finally:
+            close_old_connections()
+            connection.close()
+
+    def renew(self) -> bool:
+        """Extend the lease once; False if the job is no longer held by this claim."""
+        now = timezone.now()
+        grace = settings.JOB_HARD_TIMEOUT_GRACE
+        expires = min(now + settings.JOB_LEASE, attempt_deadline(self.job) + grace)
+        return bool(transition(held_by(self.job), lease_expires_at=expires))

@@ -1,0 +1,134 @@
+"""What Beat and shutting-down workers do: publish due jobs and take back abandoned ones.
+
+Each runs safely beside copies of itself: rows are taken by conditional updates, so two
+dispatchers or two reapers never publish or requeue the same job twice.
+"""
+
+import logging
+import time
+import uuid
+from datetime import datetime
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F, QuerySet
+from django.utils import timezone
+
+from jobs import queue
+from jobs.models import Job, JobAttempt
+from jobs.services.common import attempt_deadline, finish_attempt, retry_delay, transition
+
+logger = logging.getLogger(__name__)
+
+BATCH_SIZE = 500
+
+
+def jobs_dispatch_due(*, limit: int = BATCH_SIZE) -> int:
+    """Publish pending jobs whose time has come and that have no message yet."""
+    now = timezone.now()
+    due = Job.objects.filter(status=Job.Status.PENDING, enqueued_at=None, run_after__lte=now)
+    return _mark_enqueued_and_publish(due, now=now, limit=limit)
+
+
+def jobs_reap_stale(*, limit: int = BATCH_SIZE) -> dict[str, int]:
+    """Recover jobs whose message or worker was lost."""
+    now = timezone.now()
+    lost_messages = Job.objects.filter(
+        status=Job.Status.PENDING,
+        run_after__lte=now,
+        enqueued_at__lt=now - settings.JOB_REDISPATCH_AFTER,
+    )
+    counts = {
+        "republished": _mark_enqueued_and_publish(lost_messages, now=now, limit=limit),
+        "requeued": 0,
+        "failed": 0,
+    }
+    expired = Job.objects.filter(status=Job.Status.IN_PROGRESS, lease_expires_at__lt=now)
+    for job in expired.order_by("lease_expires_at")[:limit]:
+        outcome = _take_back(job, now=now)
+        if outcome:
+            counts[outcome] += 1
+    if any(counts.values()):
+        logger.warning("reaper: %s", counts)
+    return counts
+
+
+def _take_back(job: Job, *, now: datetime) -> str | None:
+    """Requeue or fail a job whose lease ran out; return which, or None if it was not ours."""
+    timed_out = attempt_deadline(job) <= now
+    if timed_out:
+        reason = f"The job ran past its {job.timeout_seconds}s time limit."
+        outcome = JobAttempt.Outcome.TIMED_OUT
+    else:
+        reason = f"The worker running attempt {job.attempts} was lost."
+        outcome = JobAttempt.Outcome.LOST
+    if job.attempts > job.max_retries:
+        changes = {"status": Job.Status.FAILED, "completed_at": now, "error_message": reason}
+    else:
+        changes = {
+            "status": Job.Status.PENDING,
+            "run_after": now + retry_delay(attempt=job.attempts),
+            "enqueued_at": None,
+            "claim_token": None,
+            "error_message": f"{reason} Retrying.",
+        }
+    lapsed = Job.objects.filter(
+        pk=job.pk, status=Job.Status.IN_PROGRESS, claim_token=job.claim_token
+    )
+    with transaction.atomic():
+        if not transition(lapsed, lease_expires_at=None, **changes):
+            return None  # The worker renewed it, or another reaper got there first.
+        finish_attempt(claim_token=job.claim_token, outcome=outcome, error_message=reason)
+    return "failed" if changes["status"] == Job.Status.FAILED else "requeued"
+
+
+def jobs_hand_back(*, worker: str, grace_seconds: float) -> int:
+    """Give back the jobs a shutting-down worker still runs after a grace period.
+
+    They go back to pending without counting the attempt, and Beat's dispatcher publishes
+    them within a second; the handlers still running notice at their next lease renewal or
+    progress report that the job is no longer theirs, and stop.
+    """
+    running = Job.objects.filter(status=Job.Status.IN_PROGRESS, worker=worker)
+    deadline = time.monotonic() + grace_seconds
+    while running.exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    handed_back = 0
+    for job_id, claim_token in running.values_list("pk", "claim_token"):
+        handed_back += _hand_back(job_id, claim_token)
+    if handed_back:
+        logger.warning("worker %s handed back %d running job(s)", worker, handed_back)
+    return handed_back
+
+
+def _hand_back(job_id: uuid.UUID, claim_token: uuid.UUID) -> int:
+    now = timezone.now()
+    with transaction.atomic():
+        handed = transition(
+            Job.objects.filter(pk=job_id, status=Job.Status.IN_PROGRESS, claim_token=claim_token),
+            status=Job.Status.PENDING,
+            attempts=F("attempts") - 1,
+            run_after=now,
+            enqueued_at=None,
+            claim_token=None,
+            lease_expires_at=None,
+            error_message="Handed back by a worker that was shutting down; it will run again.",
+        )
+        if handed:
+            finish_attempt(claim_token=claim_token, outcome=JobAttempt.Outcome.HANDED_BACK)
+    return handed
+
+
+def _mark_enqueued_and_publish(jobs: QuerySet[Job], *, now: datetime, limit: int) -> int:
+    # Each caller stamps the rows it takes with its own token and publishes only those, so
+    # two dispatchers (or a dispatcher and the reaper) never publish the same job together.
+    candidates = list(jobs.order_by("run_after").values_list("pk", flat=True)[:limit])
+    if not candidates:
+        return 0
+    token = uuid.uuid4()
+    with transaction.atomic():
+        transition(jobs.filter(pk__in=candidates), enqueued_at=now, dispatch_token=token)
+        taken = Job.objects.filter(pk__in=candidates, dispatch_token=token)
+        messages = [queue.message_for(job) for job in taken.only(*queue.MESSAGE_FIELDS)]
+        queue.publish_on_commit(messages)
+    return len(messages)

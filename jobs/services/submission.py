@@ -1,0 +1,130 @@
+"""What clients ask for: submitting, cancelling and retrying jobs."""
+
+import logging
+from datetime import datetime
+from typing import Any
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from jobs import handlers, queue
+from jobs.models import Job, JobAttempt
+from jobs.services.common import IdempotencyConflict, JobStateError, log_fields, transition
+
+logger = logging.getLogger(__name__)
+
+
+def job_create(
+    *,
+    owner,
+    name: str,
+    job_type: str = handlers.DEFAULT_JOB_TYPE,
+    parameters: dict[str, Any],
+    description: str = "",
+    scheduled_time: datetime | None = None,
+    max_retries: int | None = None,
+    timeout_seconds: int | None = None,
+    idempotency_key: str | None = None,
+    request_fingerprint: str = "",
+) -> tuple[Job, bool]:
+    """Store a pending job and publish it after commit when due; return (job, created).
+
+    With an idempotency key that this owner used before, nothing is created: the earlier job
+    comes back if the request is the same, and IdempotencyConflict is raised if it is not.
+    """
+    if idempotency_key and (earlier := _job_with_key(owner, idempotency_key)):
+        return _replay(earlier, request_fingerprint), False
+    handler = handlers.get(job_type)
+    now = timezone.now()
+    due_now = scheduled_time is None or scheduled_time <= now
+    job = Job(
+        owner=owner,
+        name=name,
+        description=description,
+        job_type=job_type,
+        parameters=parameters,
+        scheduled_time=scheduled_time,
+        max_retries=handler.max_retries if max_retries is None else max_retries,
+        timeout_seconds=timeout_seconds or handler.timeout_seconds,
+        created_at=now,
+        run_after=now if due_now else scheduled_time,
+        # A scheduled job waits for Beat's dispatcher; it never sits in the broker as an ETA.
+        enqueued_at=now if due_now else None,
+        idempotency_key=idempotency_key or "",
+        request_fingerprint=request_fingerprint if idempotency_key else "",
+    )
+    try:
+        with transaction.atomic():
+            job.save(force_insert=True)
+            if due_now:
+                queue.publish_on_commit([queue.message_for(job)])
+    except IntegrityError:
+        # Another request with the same key won the race; answer as if we had come second.
+        if idempotency_key and (earlier := _job_with_key(owner, idempotency_key)):
+            return _replay(earlier, request_fingerprint), False
+        raise
+    logger.info("job created", extra=log_fields(job.pk, job))
+    return job, True
+
+
+def _job_with_key(owner, idempotency_key: str) -> Job | None:
+    return Job.objects.filter(owner=owner, idempotency_key=idempotency_key).first()
+
+
+def _replay(job: Job, request_fingerprint: str) -> Job:
+    if job.request_fingerprint != request_fingerprint:
+        raise IdempotencyConflict(job=job)
+    return job
+
+
+def job_cancel(*, job: Job) -> Job:
+    """Cancel a pending or running job; a running handler notices at its next report."""
+    now = timezone.now()
+    with transaction.atomic():
+        cancelled = transition(
+            Job.objects.filter(pk=job.pk, status__in=Job.ACTIVE_STATUSES),
+            status=Job.Status.CANCELLED,
+            completed_at=now,
+            lease_expires_at=None,
+        )
+        if cancelled:
+            JobAttempt.objects.filter(job=job, outcome=JobAttempt.Outcome.RUNNING).update(
+                outcome=JobAttempt.Outcome.CANCELLED, finished_at=now
+            )
+    job.refresh_from_db()
+    if not cancelled:
+        raise JobStateError(f"The job is already {job.status} and cannot be cancelled.", job=job)
+    logger.info("job cancelled", extra=log_fields(job.pk, job))
+    return job
+
+
+def job_retry(*, job: Job) -> Job:
+    """Put a failed or cancelled job back in the queue, with a fresh count of attempts."""
+    now = timezone.now()
+    run_after = max(job.scheduled_time or now, now)
+    due_now = run_after <= now
+    with transaction.atomic():
+        requeued = transition(
+            Job.objects.filter(pk=job.pk, status__in=[Job.Status.FAILED, Job.Status.CANCELLED]),
+            status=Job.Status.PENDING,
+            attempts=0,
+            progress=0,
+            error_message="",
+            error_traceback="",
+            started_at=None,
+            completed_at=None,
+            run_after=run_after,
+            enqueued_at=now if due_now else None,
+            claim_token=None,
+            lease_expires_at=None,
+            worker="",
+        )
+        if requeued and due_now:
+            queue.publish_on_commit([queue.message_for(job)])
+    job.refresh_from_db()
+    if not requeued:
+        raise JobStateError(
+            f"Only failed or cancelled jobs can be retried; this one is {job.status}.", job=job
+        )
+    logger.info("job requeued by its owner", extra=log_fields(job.pk, job))
+    return job
