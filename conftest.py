@@ -4,7 +4,7 @@ import pytest
 from rest_framework.test import APIClient
 
 from jobs.tests.factories import JobFactory, JobResultFactory
-from jobs.tests.live import CeleryProcess, start_worker, subprocess_env
+from jobs.tests.live import celery_process, start_worker, subprocess_env
 from users.tests.factories import DEFAULT_PASSWORD, UserFactory
 
 
@@ -69,9 +69,10 @@ def live_worker(django_db_setup, django_db_blocker, celery_log_dir):
 @pytest.fixture
 def live_beat(transactional_db, celery_log_dir):
     """A real Beat process with the database scheduler, for one test."""
-    beat = CeleryProcess(
+    beat = celery_process(
+        "beat",
         ["beat", "--loglevel=INFO", f"--pidfile={celery_log_dir / 'beat.pid'}"],
-        celery_log_dir / "beat.log",
+        celery_log_dir,
         subprocess_env(),
     )
     yield beat

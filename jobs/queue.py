@@ -9,6 +9,7 @@ import uuid
 from functools import partial
 from typing import NamedTuple
 
+from celery import Celery
 from django.conf import settings
 from django.db import transaction
 
@@ -45,12 +46,13 @@ def publish_on_commit(messages: list[JobMessage]) -> None:
         transaction.on_commit(partial(publish, messages))
 
 
-def publish(messages: list[JobMessage]) -> None:
+def publish(messages: list[JobMessage], *, app: Celery = celery_app) -> None:
+    """Send one run_job message per job; on failure, leave the jobs to the dispatcher."""
     hard_grace = settings.JOB_HARD_TIMEOUT_GRACE.total_seconds()
     try:
-        with celery_app.producer_or_acquire() as producer:
+        with app.producer_or_acquire() as producer:
             for message in messages:
-                celery_app.send_task(
+                app.send_task(
                     RUN_JOB_TASK,
                     args=[str(message.job_id)],
                     queue=queue_for(message.job_type),

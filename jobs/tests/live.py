@@ -1,9 +1,7 @@
 """Real Celery processes for integration tests, run against the test database and Redis."""
 
 import os
-import signal
 import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -13,6 +11,7 @@ import pytest
 from django.conf import settings
 
 from job_system.celery import app as celery_app
+from scripts.stack import ManagedProcess
 
 WORKER_START_TIMEOUT_SECONDS = 60
 
@@ -42,58 +41,41 @@ def subprocess_env(**overrides: str) -> dict[str, str]:
     return env
 
 
-class CeleryProcess:
-    """A `celery -A job_system ...` subprocess whose output goes to a log file."""
-
-    def __init__(self, args: list[str], log_path: Path, env: dict[str, str]) -> None:
-        self.log_path = log_path
-        self._log = log_path.open("wb")
-        self.process = subprocess.Popen(  # noqa: S603 (our own command line)
-            [sys.executable, "-m", "celery", "-A", "job_system", *args],
-            cwd=settings.BASE_DIR,
-            env=env,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> None:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, sig)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout)
-        self._log.close()
-
-    def output(self) -> str:
-        return self.log_path.read_text(errors="replace")
+def celery_process(name: str, args: list[str], log_dir: Path, env: dict[str, str]):
+    """Start `celery -A job_system ARGS` in its own process group, logging to a file."""
+    argv = [sys.executable, "-m", "celery", "-A", "job_system", *args]
+    return ManagedProcess(name, argv, env, log_dir / f"{name}.log").start()
 
 
-def start_worker(name: str, log_dir: Path, *, queues: str = "default,long,cpu") -> CeleryProcess:
+def start_worker(
+    name: str,
+    log_dir: Path,
+    *,
+    queues: str = "default,long,cpu",
+    env: dict[str, str] | None = None,
+) -> ManagedProcess:
+    """Start a worker process and wait until it answers a ping."""
     hostname = f"{name}@{socket.gethostname()}"
-    worker = CeleryProcess(
-        [
-            "worker",
-            f"--hostname={hostname}",
-            f"--queues={queues}",
-            "--concurrency=2",
-            "--without-mingle",
-            "--without-gossip",
-            "--loglevel=INFO",
-        ],
-        log_dir / f"{name}.log",
-        # Emails land in files that tests can read, as a mailbox would receive them.
-        subprocess_env(
-            EMAIL_BACKEND="django.core.mail.backends.filebased.EmailBackend",
-            EMAIL_FILE_PATH=str(log_dir / "emails"),
-        ),
+    args = [
+        "worker",
+        f"--hostname={hostname}",
+        f"--queues={queues}",
+        "--concurrency=2",
+        "--without-mingle",
+        "--without-gossip",
+        "--loglevel=INFO",
+    ]
+    # Emails land in files that tests can read, as a mailbox would receive them.
+    worker_env = subprocess_env(
+        EMAIL_BACKEND="django.core.mail.backends.filebased.EmailBackend",
+        EMAIL_FILE_PATH=str(log_dir / "emails"),
+        **(env or {}),
     )
+    worker = celery_process(name, args, log_dir, worker_env)
     deadline = time.monotonic() + WORKER_START_TIMEOUT_SECONDS
     while time.monotonic() < deadline:
-        if worker.process.poll() is not None:
-            pytest.fail(f"worker {name} exited early:\n{worker.output()}")
+        if not worker.alive:
+            pytest.fail(f"worker {name} exited early:\n{worker.log_tail()}")
         if celery_app.control.ping(destination=[hostname], timeout=0.5):
             return worker
     worker.stop()
