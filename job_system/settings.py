@@ -79,6 +79,7 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "corsheaders",
     "rest_framework",
     "rest_framework_simplejwt",
     "rest_framework_simplejwt.token_blacklist",
@@ -92,6 +93,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "job_system.middleware.RequestSizeLimitMiddleware",
+    "corsheaders.middleware.CorsMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -100,6 +103,14 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
+
+# Request bodies: at most this many bytes (413 beyond), parsed in memory.
+MAX_REQUEST_BODY_BYTES = env_int("MAX_REQUEST_BODY_BYTES", 1024 * 1024)
+DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_REQUEST_BODY_BYTES
+
+# Cross-origin requests are refused unless origins are listed here.
+CORS_ALLOWED_ORIGINS = env_list("CORS_ALLOWED_ORIGINS")
+CORS_URLS_REGEX = r"^/api/.*$"
 
 ROOT_URLCONF = "job_system.urls"
 WSGI_APPLICATION = "job_system.wsgi.application"
@@ -260,6 +271,8 @@ SPECTACULAR_SETTINGS = {
 }
 
 # Jobs.
+# A user with this many pending or running jobs gets 429 until some finish.
+MAX_ACTIVE_JOBS_PER_USER = env_int("MAX_ACTIVE_JOBS_PER_USER", 10_000)
 JOB_DISPATCH_INTERVAL_SECONDS = env_float("JOB_DISPATCH_INTERVAL_SECONDS", 1.0)
 # A pending, due job whose message was published this long ago without being claimed is
 # published again; the claim makes the duplicate harmless.
@@ -336,5 +349,6 @@ if not DEBUG:
     SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
     SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
     SECURE_CONTENT_TYPE_NOSNIFF = True
-    if SECRET_KEY.startswith("django-insecure") or len(SECRET_KEY) < 32:
+    # The same bar as Django's deploy check (security.W009).
+    if SECRET_KEY.startswith("django-insecure") or len(SECRET_KEY) < 50 or len(set(SECRET_KEY)) < 5:
         raise ImproperlyConfigured("SECRET_KEY must be a long random value when DEBUG is off.")

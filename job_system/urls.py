@@ -24,3 +24,7 @@ urlpatterns = [
     path("api/", include("jobs.urls")),
     *docs,
 ]
+
+# JSON, never an HTML page or a traceback, when something breaks.
+handler400 = "rest_framework.exceptions.bad_request"
+handler500 = "rest_framework.exceptions.server_error"

@@ -37,6 +37,11 @@ class Conflict(APIException):
     default_code = "invalid_state"
 
 
+class TooManyActiveJobsError(APIException):
+    status_code = status.HTTP_429_TOO_MANY_REQUESTS
+    default_code = "too_many_active_jobs"
+
+
 class JobNotCompleted(ValidationError):
     default_code = "job_not_completed"
 
@@ -118,6 +123,8 @@ class JobViewSet(
             201: JobSerializer,
             200: OpenApiResponse(JobSerializer, "The job an earlier identical request made."),
             409: OpenApiResponse(description="The Idempotency-Key was used with another body."),
+            413: OpenApiResponse(description="The request body is too large."),
+            429: OpenApiResponse(description="Too many requests, or too many active jobs."),
         },
     )
     def create(self, request: Request) -> Response:
@@ -131,6 +138,8 @@ class JobViewSet(
             )
         except services.IdempotencyConflict as exc:
             raise Conflict(str(exc), code="idempotency_key_reused") from exc
+        except services.TooManyActiveJobs as exc:
+            raise TooManyActiveJobsError(str(exc)) from exc
         return Response(
             JobSerializer(job).data,
             status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,

@@ -9,7 +9,12 @@ most one result. Broker messages only carry job ids and are hints; the database 
 - recovery: what Beat and shutting-down workers do (dispatch, reap, hand back).
 """
 
-from jobs.services.common import IdempotencyConflict, JobStateError, retry_delay
+from jobs.services.common import (
+    IdempotencyConflict,
+    JobStateError,
+    TooManyActiveJobs,
+    retry_delay,
+)
 from jobs.services.execution import (
     JobTimedOut,
     job_claim,
@@ -25,6 +30,7 @@ __all__ = [
     "IdempotencyConflict",
     "JobStateError",
     "JobTimedOut",
+    "TooManyActiveJobs",
     "job_cancel",
     "job_claim",
     "job_complete",

@@ -33,6 +33,16 @@ class IdempotencyConflict(Exception):
         self.job = job
 
 
+class TooManyActiveJobs(Exception):
+    """The owner already has as many pending and running jobs as one user may."""
+
+    def __init__(self, *, limit: int) -> None:
+        super().__init__(
+            f"You already have {limit} pending or running jobs, the most one user may have. "
+            "Submit more when some have finished."
+        )
+
+
 def transition(jobs: QuerySet[Job], **changes: Any) -> int:
     """Apply a conditional UPDATE and return how many rows it changed."""
     # QuerySet.update() skips auto_now, so every transition stamps updated_at itself.

@@ -4,12 +4,19 @@ import logging
 from datetime import datetime
 from typing import Any
 
+from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from jobs import handlers, queue
 from jobs.models import Job, JobAttempt
-from jobs.services.common import IdempotencyConflict, JobStateError, log_fields, transition
+from jobs.services.common import (
+    IdempotencyConflict,
+    JobStateError,
+    TooManyActiveJobs,
+    log_fields,
+    transition,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +41,7 @@ def job_create(
     """
     if idempotency_key and (earlier := _job_with_key(owner, idempotency_key)):
         return _replay(earlier, request_fingerprint), False
+    _check_active_job_cap(owner)
     handler = handlers.get(job_type)
     now = timezone.now()
     due_now = scheduled_time is None or scheduled_time <= now
@@ -65,6 +73,15 @@ def job_create(
         raise
     logger.info("job created", extra=log_fields(job.pk, job))
     return job, True
+
+
+def _check_active_job_cap(owner) -> None:
+    # A count, not a lock: concurrent requests can pass the cap by a few, which is fine for a
+    # resource limit and keeps submissions from queueing behind one another.
+    limit = settings.MAX_ACTIVE_JOBS_PER_USER
+    active = Job.objects.filter(owner=owner, status__in=Job.ACTIVE_STATUSES)
+    if active[:limit].count() >= limit:
+        raise TooManyActiveJobs(limit=limit)
 
 
 def _job_with_key(owner, idempotency_key: str) -> Job | None:
