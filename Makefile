@@ -9,8 +9,10 @@ PYTEST_ARGS ?=
 # Tests run like production: DEBUG off, and a real-looking secret. This one is for tests only.
 TEST_SECRET_KEY := test-only-secret-key-not-for-any-deployment-8c1f0b7e2d
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/test
+# Arguments for the chaos run: make chaos CHAOS_ARGS="--quick --database-url postgres://..."
+CHAOS_ARGS ?=
 
-.PHONY: install run test test-postgres lint format clean
+.PHONY: install run test test-postgres chaos lint format clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -40,6 +42,11 @@ test: $(STAMP)
 
 test-postgres: $(STAMP)
 	DATABASE_URL="$(TEST_DATABASE_URL)" $(MAKE) test
+
+# Kill workers and wipe Redis while 1,000 jobs run on real processes; fails if any job is lost
+# or runs to a result twice.
+chaos: $(STAMP)
+	$(BIN)/python scripts/chaos.py $(CHAOS_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -3,9 +3,8 @@
 The promise under test: every accepted job reaches exactly one terminal state (completed,
 failed or cancelled) and has at most one result, whatever happens to workers and the broker.
 This submits a mix of jobs over HTTP to real processes on 127.0.0.1 (web, two workers, Beat,
-Redis) while a chaos thread SIGKILLs workers, mostly while they run a job, and restarts Redis
-empty. Then it reads the database, the truth, and prints one `name: value unit` line per
-figure:
+Redis) while it SIGKILLs workers, mostly while they run a job, and restarts Redis empty. Then
+it reads the database, the truth, and prints one `name: value unit` line per figure:
 
     python scripts/chaos.py                 # 1,000 jobs, 10 kills, 1 Redis wipe, SQLite
     python scripts/chaos.py --quick         # 200 jobs, 3 kills, 1 Redis wipe
@@ -61,7 +60,7 @@ SCHEDULED_SHARE = 0.1
 SCHEDULED_AHEAD_SECONDS = (2.0, 8.0)
 # Well above the kills one job can suffer, so a job only fails if recovery itself is broken.
 MAX_RETRIES = 10
-WORDS = "the quick brown fox jumps over the lazy dog while workers die".split()
+WORDS = ["the", "quick", "brown", "fox", "jumps", "over", "lazy", "dog", "while", "workers", "die"]
 
 SUBMIT_ATTEMPTS = 8
 SUBMIT_RETRY_PAUSE_SECONDS = 0.25
@@ -345,12 +344,16 @@ def run_chaos(stack: Stack, settings: RunSettings) -> dict[str, Any]:
     chaos = Chaos(stack)
     started = time.monotonic()
     deadline = started + settings.deadline
-    with ThreadPoolExecutor(max_workers=1) as chaos_thread:
-        breaking = chaos_thread.submit(
-            chaos.run, chaos_plan(settings.kills, settings.redis_wipes), deadline
+    with ThreadPoolExecutor(max_workers=1) as background:
+        submitting = background.submit(
+            submit_all, stack.base_url, token, settings.jobs, settings.clients, deadline
         )
-        submissions = submit_all(stack.base_url, token, settings.jobs, settings.clients, deadline)
-        breaking.result()  # Bounded by the deadline; re-raises if the chaos itself broke.
+        # The chaos runs on this thread, which outlives the Stack: the kernel SIGTERMs a
+        # process the Stack starts as soon as the *thread* that started it exits (the
+        # parent-death signal of prctl(2)), so a restarted worker or Redis must not be started
+        # from a short-lived thread.
+        chaos.run(chaos_plan(settings.kills, settings.redis_wipes), deadline)
+        submissions = submitting.result()  # Bounded by the deadline too.
     wait_until_terminal(stack.database_url, submissions.accepted, deadline)
     drain_time = time.monotonic() - started
     figures = count_outcomes(stack.database_url, submissions.accepted)

@@ -5,7 +5,12 @@ it on purpose. Nothing here talks to anything but loopback.
 
     with Stack(Path("/tmp/run"), web_workers=2) as stack:
         token = stack.login(*stack.create_verified_user())
-        Api(stack.base_url, token).post("/api/jobs/", {"name": "x"})
+        Api(stack.base_url, token).request("POST", "/api/jobs/", {"name": "x"})
+
+Start and restart processes (start_worker, restart_redis) from a thread that lives as long as
+the Stack, such as the main thread: each child asks the kernel for a SIGTERM when its parent
+dies (localredis.die_with_parent), and for the kernel the parent is the *thread* that started
+it (prctl(2), PR_SET_PDEATHSIG). A worker restarted from a short-lived thread stops with it.
 """
 
 from __future__ import annotations
@@ -212,8 +217,12 @@ class Stack:
     def env(self) -> dict[str, str]:
         return {
             **os.environ,
+            # Like `make test`: a developer's .env must not point the stack elsewhere.
+            "ENV_FILE": "/dev/null",
             "DATABASE_URL": self.database_url,
             "REDIS_URL": getattr(self, "redis_url", ""),
+            # The broker too, even if the caller's environment names another one.
+            "CELERY_BROKER_URL": getattr(self, "redis_url", ""),
             "SECRET_KEY": os.environ.get("SECRET_KEY", "stack-" + "k" * 48),
             "DEBUG": "false",
             "ALLOWED_HOSTS": "127.0.0.1,localhost",
