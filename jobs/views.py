@@ -128,13 +128,18 @@ class JobViewSet(
         },
     )
     def create(self, request: Request) -> Response:
-        serializer = JobCreateSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
+        idempotency = idempotency_arguments(request)
         try:
+            # A retry is answered before validation: a scheduled time that has passed since
+            # the first attempt must not stop the client from learning what it created.
+            if idempotency and (
+                earlier := services.job_for_idempotency_key(owner=request.user, **idempotency)
+            ):
+                return Response(JobSerializer(earlier).data, status=status.HTTP_200_OK)
+            serializer = JobCreateSerializer(data=request.data)
+            serializer.is_valid(raise_exception=True)
             job, created = services.job_create(
-                owner=request.user,
-                **serializer.validated_data,
-                **idempotency_arguments(request),
+                owner=request.user, **serializer.validated_data, **idempotency
             )
         except services.IdempotencyConflict as exc:
             raise Conflict(str(exc), code="idempotency_key_reused") from exc

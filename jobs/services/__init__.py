@@ -24,7 +24,12 @@ from jobs.services.execution import (
     job_run,
 )
 from jobs.services.recovery import jobs_dispatch_due, jobs_hand_back, jobs_reap_stale
-from jobs.services.submission import job_cancel, job_create, job_retry
+from jobs.services.submission import (
+    job_cancel,
+    job_create,
+    job_for_idempotency_key,
+    job_retry,
+)
 
 __all__ = [
     "IdempotencyConflict",
@@ -36,6 +41,7 @@ __all__ = [
     "job_complete",
     "job_create",
     "job_fail_attempt",
+    "job_for_idempotency_key",
     "job_progress_reporter",
     "job_retry",
     "job_run",

@@ -39,8 +39,12 @@ def job_create(
     With an idempotency key that this owner used before, nothing is created: the earlier job
     comes back if the request is the same, and IdempotencyConflict is raised if it is not.
     """
-    if idempotency_key and (earlier := _job_with_key(owner, idempotency_key)):
-        return _replay(earlier, request_fingerprint), False
+    if idempotency_key and (
+        earlier := job_for_idempotency_key(
+            owner=owner, idempotency_key=idempotency_key, request_fingerprint=request_fingerprint
+        )
+    ):
+        return earlier, False
     _check_active_job_cap(owner)
     handler = handlers.get(job_type)
     now = timezone.now()
@@ -68,8 +72,14 @@ def job_create(
                 queue.publish_on_commit([queue.message_for(job)])
     except IntegrityError:
         # Another request with the same key won the race; answer as if we had come second.
-        if idempotency_key and (earlier := _job_with_key(owner, idempotency_key)):
-            return _replay(earlier, request_fingerprint), False
+        if idempotency_key and (
+            earlier := job_for_idempotency_key(
+                owner=owner,
+                idempotency_key=idempotency_key,
+                request_fingerprint=request_fingerprint,
+            )
+        ):
+            return earlier, False
         raise
     logger.info("job created", extra=log_fields(job.pk, job))
     return job, True
@@ -84,14 +94,15 @@ def _check_active_job_cap(owner) -> None:
         raise TooManyActiveJobs(limit=limit)
 
 
-def _job_with_key(owner, idempotency_key: str) -> Job | None:
-    return Job.objects.filter(owner=owner, idempotency_key=idempotency_key).first()
+def job_for_idempotency_key(*, owner, idempotency_key: str, request_fingerprint: str) -> Job | None:
+    """Return the job an earlier request with this key made, if the request was the same.
 
-
-def _replay(job: Job, request_fingerprint: str) -> Job:
-    if job.request_fingerprint != request_fingerprint:
-        raise IdempotencyConflict(job=job)
-    return job
+    Raises IdempotencyConflict when the key was used with a different request.
+    """
+    earlier = Job.objects.filter(owner=owner, idempotency_key=idempotency_key).first()
+    if earlier is not None and earlier.request_fingerprint != request_fingerprint:
+        raise IdempotencyConflict(job=earlier)
+    return earlier
 
 
 def job_cancel(*, job: Job) -> Job:

@@ -1,5 +1,9 @@
+from datetime import timedelta
+
 import pytest
+import time_machine
 from django.db import IntegrityError
+from django.utils import timezone
 from rest_framework.test import APIClient
 
 from jobs.models import Job
@@ -84,3 +88,15 @@ def test_racing_retries_with_one_key_make_one_job(verified_user):
 
     assert sorted(statuses) == [200] * 5 + [201]
     assert Job.objects.count() == 1
+
+
+def test_a_retry_after_the_scheduled_time_passed_still_returns_the_job(auth_client):
+    soon = timezone.now() + timedelta(seconds=5)
+    body = {"name": "later", "scheduled_time": soon.isoformat()}
+    first = submit(auth_client, body)
+
+    with time_machine.travel(soon + timedelta(minutes=1)):
+        again = submit(auth_client, body)
+
+    assert again.status_code == 200
+    assert again.json()["id"] == first.json()["id"]
