@@ -27,6 +27,8 @@ class Fail(JobHandler):
     name = "fail"
     description = "Always fail with the given message, to test how a client handles failed jobs."
     Parameters = FailParameters
+    # Clients use this type to watch retries happen; a short backoff keeps that quick.
+    retry_backoff_seconds = 0.5
 
     def run(self, params: dict[str, Any], progress: Progress) -> dict[str, Any]:
         if params["retryable"]:

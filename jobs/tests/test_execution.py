@@ -95,7 +95,7 @@ def test_a_retryable_error_retries_with_backoff_then_fails(job_factory):
         assert job.status == Job.Status.PENDING
         assert job.enqueued_at is None  # Beat's dispatcher publishes it when due.
         backoff = job.run_after - timezone.now()
-        assert timedelta(seconds=1) <= backoff <= timedelta(seconds=2)
+        assert timedelta(seconds=0.25) <= backoff <= timedelta(seconds=0.5)  # fail's base
         assert "Attempt 1 failed: flaky" in job.error_message
 
         assert services.job_claim(job_id=job.pk, worker="too-early") is None
@@ -104,7 +104,7 @@ def test_a_retryable_error_retries_with_backoff_then_fails(job_factory):
         job = run(job)
         assert job.status == Job.Status.PENDING
         second_backoff = job.run_after - timezone.now()
-        assert timedelta(seconds=2) <= second_backoff <= timedelta(seconds=4)
+        assert timedelta(seconds=0.5) <= second_backoff <= timedelta(seconds=1)
 
         clock.shift(second_backoff)
         job = run(job)
@@ -337,3 +337,18 @@ def test_the_job_type_timeout_applies_when_the_client_gives_none(auth_client):
     )
 
     assert created.json()["timeout_seconds"] == handlers.get("sleep").timeout_seconds
+
+
+def test_a_job_type_can_set_its_own_backoff(job_factory, settings):
+    settings.JOB_RETRY_BACKOFF_BASE_SECONDS = 60  # the default for types that set none
+    flaky = job_factory(job_type="fail", parameters={"message": "x", "retryable": True})
+    crashing = job_factory(job_type="primes", parameters={"limit": "not a number"})
+
+    with time_machine.travel(timezone.now(), tick=False):
+        flaky, crashing = run(flaky), run(crashing)
+        fail_backoff = flaky.run_after - timezone.now()
+        default_backoff = crashing.run_after - timezone.now()
+
+    assert handlers.get("fail").retry_backoff_seconds == 0.5
+    assert timedelta(seconds=0.25) <= fail_backoff <= timedelta(seconds=0.5)
+    assert timedelta(seconds=30) <= default_backoff <= timedelta(seconds=60)

@@ -81,7 +81,7 @@ def test_a_retryable_failure_is_retried_by_beat_until_retries_run_out(
         format="json",
     )
 
-    # Backoff is about 1 s, then 2 s (JOB_RETRY_BACKOFF_BASE_SECONDS = 2, halved by jitter).
+    # The fail type backs off about 0.5 s, then 1 s, before Beat publishes the retries.
     job = wait_until_finished(created.data["id"], timeout=30)
 
     assert job.status == Job.Status.FAILED
