@@ -50,6 +50,15 @@ def auth_client(api_client, verified_user) -> APIClient:
     return api_client
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Run integration tests last.
+
+    Their worker lives for the rest of the session and takes every message published to the
+    test Redis; unit tests that publish must not have a worker acting on their rows.
+    """
+    items.sort(key=lambda item: item.get_closest_marker("integration") is not None)
+
+
 # Integration fixtures: real Celery processes against the test database and Redis.
 
 

@@ -212,6 +212,9 @@ DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "Job System <no-reply@localho
 OTP_TTL = timedelta(seconds=env_int("OTP_TTL_SECONDS", 600))
 OTP_MAX_ATTEMPTS = env_int("OTP_MAX_ATTEMPTS", 5)
 OTP_RESEND_COOLDOWN = timedelta(seconds=env_int("OTP_RESEND_COOLDOWN_SECONDS", 60))
+# Codes emailed to one address for one purpose, at most, in any hour and any day.
+OTP_MAX_SENDS_PER_HOUR = env_int("OTP_MAX_SENDS_PER_HOUR", 5)
+OTP_MAX_SENDS_PER_DAY = env_int("OTP_MAX_SENDS_PER_DAY", 20)
 # Codes are stored as HMAC-SHA256 digests keyed with this; rotating it invalidates open codes.
 OTP_HMAC_KEY = env_str("OTP_HMAC_KEY", SECRET_KEY)
 
@@ -232,6 +235,9 @@ REST_FRAMEWORK = {
         "login": env_str("THROTTLE_LOGIN", "20/min"),
         "register": env_str("THROTTLE_REGISTER", "10/min"),
         "otp": env_str("THROTTLE_OTP", "20/min"),
+        # Per client IP, across every endpoint that emails a code (users.throttles).
+        "otp_ip_hour": env_str("THROTTLE_OTP_IP_HOUR", "10/hour"),
+        "otp_ip_day": env_str("THROTTLE_OTP_IP_DAY", "50/day"),
         "job_create": env_str("THROTTLE_JOB_CREATE", "6000/min"),
     },
     "NUM_PROXIES": env_int("NUM_PROXIES", 0),
@@ -251,6 +257,10 @@ SIMPLE_JWT = {
     "ALGORITHM": "HS256",
     "SIGNING_KEY": env_str("JWT_SIGNING_KEY", SECRET_KEY),
     "AUTH_HEADER_TYPES": ("Bearer",),
+    # Tokens carry a digest of the password hash, so changing the password revokes them all,
+    # access tokens included.
+    "CHECK_REVOKE_TOKEN": True,
+    "REVOKE_TOKEN_CLAIM": "hash_password",
 }
 
 SPECTACULAR_SETTINGS = {

@@ -5,6 +5,19 @@ from django.db import transaction
 
 # A module import because users.tasks imports the services that import this module.
 from users import tasks
+from users.models import EmailCode
+
+# What each kind of code is for, as the email's subject and its opening line.
+CODE_EMAILS = {
+    EmailCode.Purpose.VERIFY_EMAIL: (
+        "Your confirmation code",
+        "Here is the code to confirm your email address:",
+    ),
+    EmailCode.Purpose.PASSWORD_RESET: (
+        "Your password reset code",
+        "Here is the code to reset your password:",
+    ),
+}
 
 
 def email_enqueue(*, recipient: str, subject: str, body: str) -> None:
@@ -17,16 +30,28 @@ def email_enqueue(*, recipient: str, subject: str, body: str) -> None:
     )
 
 
-def code_email(*, code: str) -> dict[str, str]:
-    """Return the subject and body of the email that carries a confirmation code."""
+def code_email(*, code: str, purpose: str) -> dict[str, str]:
+    """Return the subject and body of the email that carries a code for `purpose`."""
+    subject, opening = CODE_EMAILS[purpose]
     minutes = int(settings.OTP_TTL.total_seconds() // 60)
     body = (
-        "Here is the code to confirm your email address:\n\n"
+        f"{opening}\n\n"
         f"{code}\n\n"
         f"It expires in {minutes} minutes and works once. If you did not ask for it, "
-        "you can ignore this email.\n"
+        "you can ignore this email: nothing has changed on your account.\n"
     )
-    return {"subject": "Your confirmation code", "body": body}
+    return {"subject": subject, "body": body}
+
+
+def password_changed_email() -> dict[str, str]:
+    """Return the email that tells an account's owner their password was just changed."""
+    body = (
+        "The password of your account was just changed, and every device signed in with the "
+        "old one has been signed out.\n\n"
+        'If it was not you, reset your password at once with the "forgot password" option, '
+        "which emails a code to this address.\n"
+    )
+    return {"subject": "Your password was changed", "body": body}
 
 
 def registration_attempt_email() -> dict[str, str]:

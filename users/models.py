@@ -40,6 +40,8 @@ class CustomUser(AbstractBaseUser, PermissionsMixin):
     is_active = models.BooleanField(default=True)
     is_staff = models.BooleanField(default=False)
     date_joined = models.DateTimeField(default=timezone.now)
+    # When the owner was last told that someone tried to register this address again.
+    registration_warned_at = models.DateTimeField(null=True, blank=True, editable=False)
 
     objects = CustomUserManager()
 

@@ -12,14 +12,17 @@ from hashlib import sha256
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F
+from django.db.models import Count, F, Q, QuerySet
 from django.utils import timezone
 
 # A module import because users.emails imports users.tasks, which imports this module.
 from users import emails
 from users.models import CustomUser, EmailCode
 
+# Six random digits: the 20 bits of entropy ASVS 5.0 (6.5.4) asks for ("typically ... 6
+# random digits is sufficient"), with guesses capped by OTP_MAX_ATTEMPTS.
 CODE_DIGITS = 6
+# At least a day, because the daily send cap counts the codes of the last day.
 PURGE_CODES_AFTER = timedelta(days=1)
 
 
@@ -30,16 +33,18 @@ def otp_hash(*, user_id: int, purpose: str, code: str) -> str:
 
 
 def otp_issue(*, user: CustomUser, purpose: str) -> bool:
-    """Email a fresh code unless one went out within the cooldown; return whether it did.
+    """Email a fresh code unless the cooldown or a send cap forbids it; return whether it did.
 
-    The user row is locked so two quick requests cannot both pass the cooldown check. SQLite
-    ignores the lock, but its IMMEDIATE transactions serialise writers to the same effect.
+    The caps count this user's codes for this purpose, so nobody can flood a mailbox through
+    the API whatever addresses they come from. The user row is locked so two quick requests
+    cannot both pass the checks. SQLite ignores the lock, but its IMMEDIATE transactions
+    serialise writers to the same effect.
     """
     now = timezone.now()
     with transaction.atomic():
         CustomUser.objects.select_for_update().only("pk").get(pk=user.pk)
         codes = EmailCode.objects.filter(user=user, purpose=purpose)
-        if codes.filter(created_at__gt=now - settings.OTP_RESEND_COOLDOWN).exists():
+        if not _send_allowed(codes=codes, now=now):
             return False
         codes.filter(used_at=None, revoked_at=None).update(revoked_at=now)
         code = f"{secrets.randbelow(10**CODE_DIGITS):0{CODE_DIGITS}d}"
@@ -50,7 +55,7 @@ def otp_issue(*, user: CustomUser, purpose: str) -> bool:
             created_at=now,
             expires_at=now + settings.OTP_TTL,
         )
-        emails.email_enqueue(recipient=user.email, **emails.code_email(code=code))
+        emails.email_enqueue(recipient=user.email, **emails.code_email(code=code, purpose=purpose))
     return True
 
 
@@ -87,6 +92,20 @@ def otp_purge_expired(*, older_than: timedelta = PURGE_CODES_AFTER) -> int:
     """Delete codes that expired longer ago than `older_than`; return how many went."""
     deleted, _ = EmailCode.objects.filter(expires_at__lt=timezone.now() - older_than).delete()
     return deleted
+
+
+def _send_allowed(*, codes: QuerySet[EmailCode], now: datetime) -> bool:
+    """Return whether the cooldown, the hourly cap and the daily cap all allow one more code."""
+    sent = codes.aggregate(
+        in_cooldown=Count("pk", filter=Q(created_at__gt=now - settings.OTP_RESEND_COOLDOWN)),
+        in_hour=Count("pk", filter=Q(created_at__gt=now - timedelta(hours=1))),
+        in_day=Count("pk", filter=Q(created_at__gt=now - timedelta(days=1))),
+    )
+    return (
+        sent["in_cooldown"] == 0
+        and sent["in_hour"] < settings.OTP_MAX_SENDS_PER_HOUR
+        and sent["in_day"] < settings.OTP_MAX_SENDS_PER_DAY
+    )
 
 
 def _open_code(*, user: CustomUser, purpose: str, now: datetime) -> EmailCode | None:

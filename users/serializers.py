@@ -8,11 +8,15 @@ from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.urls import reverse
 from rest_framework import serializers
-from rest_framework.exceptions import APIException, AuthenticationFailed
+from rest_framework.exceptions import APIException, AuthenticationFailed, ErrorDetail
 from rest_framework.fields import get_error_detail
 from rest_framework_simplejwt.exceptions import TokenError
+from rest_framework_simplejwt.serializers import (
+    TokenRefreshSerializer as SimpleJWTTokenRefreshSerializer,
+)
 from rest_framework_simplejwt.settings import api_settings as jwt_settings
 from rest_framework_simplejwt.tokens import RefreshToken
+from rest_framework_simplejwt.utils import get_md5_hash_password
 
 from users.models import CustomUser
 from users.otp import CODE_DIGITS
@@ -32,13 +36,13 @@ def error_with_code(exc_class: type[APIException]) -> APIException:
     return exc_class({"detail": exc_class.default_detail, "code": code}, code)
 
 
-def invalid_code_error() -> serializers.ValidationError:
+def invalid_code_error(*, resend_route: str = "users:resend-otp") -> serializers.ValidationError:
     """Build the one error every unusable code gets, whatever the reason."""
     minutes = int(settings.OTP_TTL.total_seconds() // 60)
     message = (
         f"The code is invalid or has expired. Codes last {minutes} minutes, work once, and "
         f"stop working after {settings.OTP_MAX_ATTEMPTS} wrong tries; ask for a new one at "
-        f"{reverse('users:resend-otp')}."
+        f"{reverse(resend_route)}."
     )
     return serializers.ValidationError({"otp": [message]}, code="invalid_code")
 
@@ -48,21 +52,33 @@ def normalized_email(value: str) -> str:
     return CustomUser.objects.normalize_email(value)
 
 
+def password_field(**kwargs) -> serializers.CharField:
+    """Return a field that takes a password exactly as typed and never echoes it."""
+    return serializers.CharField(
+        write_only=True, trim_whitespace=False, style={"input_type": "password"}, **kwargs
+    )
+
+
+def password_problems(password: str, *, user: CustomUser) -> list[ErrorDetail]:
+    """Return what Django's password validators hold against a password; empty if nothing."""
+    try:
+        validate_password(password, user=user)
+    except DjangoValidationError as exc:
+        return get_error_detail(exc)
+    return []
+
+
 class RegisterSerializer(serializers.Serializer):
     email = serializers.EmailField(max_length=254)
-    password = serializers.CharField(
-        write_only=True, trim_whitespace=False, max_length=128, style={"input_type": "password"}
-    )
+    password = password_field(max_length=128)
 
     def validate_email(self, value: str) -> str:
         return normalized_email(value)
 
     def validate(self, attrs: dict) -> dict:
         # An unsaved user lets the similarity validator compare the password with the address.
-        try:
-            validate_password(attrs["password"], user=CustomUser(email=attrs["email"]))
-        except DjangoValidationError as exc:
-            raise serializers.ValidationError({"password": get_error_detail(exc)}) from exc
+        if problems := password_problems(attrs["password"], user=CustomUser(email=attrs["email"])):
+            raise serializers.ValidationError({"password": problems})
         return attrs
 
 
@@ -72,6 +88,9 @@ class RegisterResponseSerializer(serializers.Serializer):
 
 
 class VerifyOtpSerializer(serializers.Serializer):
+    # Where a failed code sends the client for a new one.
+    resend_route = "users:resend-otp"
+
     email = serializers.EmailField(max_length=254)
     otp = serializers.CharField(
         required=False, help_text=f"The {CODE_DIGITS}-digit code from the email."
@@ -86,8 +105,38 @@ class VerifyOtpSerializer(serializers.Serializer):
             message = self.fields["otp"].error_messages["required"]
             raise serializers.ValidationError({"otp": [message]}, code="required")
         if not CODE_PATTERN.fullmatch(code):
-            raise invalid_code_error()
+            raise invalid_code_error(resend_route=self.resend_route)
         return {"email": normalized_email(attrs["email"]), "otp": code}
+
+
+class PasswordResetConfirmSerializer(VerifyOtpSerializer):
+    resend_route = "users:password-reset"
+
+    new_password = password_field(max_length=128)
+
+    def validate(self, attrs: dict) -> dict:
+        checked = super().validate(attrs)
+        # Checked before the service spends the code, so a weak password costs no attempt.
+        new_password = attrs["new_password"]
+        if problems := password_problems(new_password, user=CustomUser(email=checked["email"])):
+            raise serializers.ValidationError({"new_password": problems})
+        return {**checked, "new_password": new_password}
+
+
+class PasswordChangeSerializer(serializers.Serializer):
+    old_password = password_field()
+    new_password = password_field(max_length=128)
+
+    def validate_old_password(self, value: str) -> str:
+        if not self.context["request"].user.check_password(value):
+            message = "This is not your current password."
+            raise serializers.ValidationError(message, code="password_incorrect")
+        return value
+
+    def validate_new_password(self, value: str) -> str:
+        if problems := password_problems(value, user=self.context["request"].user):
+            raise serializers.ValidationError(problems)
+        return value
 
 
 class EmailSerializer(serializers.Serializer):
@@ -96,9 +145,7 @@ class EmailSerializer(serializers.Serializer):
 
 class LoginSerializer(serializers.Serializer):
     email = serializers.EmailField(max_length=254)
-    password = serializers.CharField(
-        write_only=True, trim_whitespace=False, style={"input_type": "password"}
-    )
+    password = password_field()
 
     def validate(self, attrs: dict) -> dict:
         # authenticate() hashes the password for unknown addresses too, so timing tells nothing.
@@ -126,6 +173,29 @@ class LogoutSerializer(serializers.Serializer):
         if owner_id != str(getattr(self.context["request"].user, jwt_settings.USER_ID_FIELD)):
             raise serializers.ValidationError(message, code="invalid_token")
         return token
+
+
+class TokenRefreshSerializer(SimpleJWTTokenRefreshSerializer):
+    """simplejwt's rotation, refusing with 401 a token whose user is gone or has a new password.
+
+    simplejwt answers 500 for a deleted user, and does not check the password digest that
+    CHECK_REVOKE_TOKEN puts in tokens until an access token is used.
+    """
+
+    def validate(self, attrs: dict) -> dict[str, str]:
+        refresh = self.token_class(attrs["refresh"])
+        user_id = refresh.get(jwt_settings.USER_ID_CLAIM)
+        user = CustomUser.objects.filter(**{jwt_settings.USER_ID_FIELD: user_id}).first()
+        if user is None:
+            raise AuthenticationFailed(
+                self.error_messages["no_active_account"], "no_active_account"
+            )
+        password_digest = refresh.get(jwt_settings.REVOKE_TOKEN_CLAIM)
+        if jwt_settings.CHECK_REVOKE_TOKEN and password_digest != get_md5_hash_password(
+            user.password
+        ):
+            raise AuthenticationFailed("The user's password has been changed.", "password_changed")
+        return super().validate(attrs)
 
 
 class TokenPairSerializer(serializers.Serializer):

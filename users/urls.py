@@ -1,6 +1,6 @@
 from django.urls import path
 
-from users import views
+from users import password_views, views
 
 app_name = "users"
 
@@ -13,4 +13,11 @@ urlpatterns = [
     path("token/refresh/", views.TokenRefreshView.as_view(), name="token-refresh"),
     path("logout/", views.LogoutView.as_view(), name="logout"),
     path("me/", views.MeView.as_view(), name="me"),
+    path("password/change/", password_views.PasswordChangeView.as_view(), name="password-change"),
+    path("password/reset/", password_views.PasswordResetView.as_view(), name="password-reset"),
+    path(
+        "password/reset/confirm/",
+        password_views.PasswordResetConfirmView.as_view(),
+        name="password-reset-confirm",
+    ),
 ]

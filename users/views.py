@@ -23,16 +23,31 @@ from users.serializers import (
     RegisterResponseSerializer,
     RegisterSerializer,
     TokenPairSerializer,
+    TokenRefreshSerializer,
     VerifyOtpSerializer,
     invalid_code_error,
 )
+from users.throttles import CODE_EMAIL_THROTTLES
 
 TAGS = ["accounts"]
 FIELD_ERRORS = OpenApiResponse(
     description='Invalid input, keyed by field: `{"field": ["message"]}`.'
 )
 THROTTLED = OpenApiResponse(DetailSerializer, description="Too many requests; retry later.")
+THROTTLED_EMAILS = OpenApiResponse(
+    DetailSerializer,
+    description="Too many requests, or this client asked for too many emails; retry later.",
+)
 UNAUTHENTICATED = OpenApiResponse(DetailSerializer, description="No valid bearer token.")
+
+
+def send_limits() -> str:
+    """Describe how often codes can be sent, the same for every address."""
+    seconds = int(settings.OTP_RESEND_COOLDOWN.total_seconds())
+    return (
+        f"You can ask again every {seconds} seconds, up to {settings.OTP_MAX_SENDS_PER_HOUR} "
+        f"times an hour and {settings.OTP_MAX_SENDS_PER_DAY} times a day."
+    )
 
 
 # Endpoints used before login: no authenticators, so a stale bearer token cannot cause a 401.
@@ -42,7 +57,12 @@ class PublicAccountView(APIView):
     throttle_classes = [ScopedRateThrottle]
 
 
-class RegisterView(PublicAccountView):
+# Endpoints that email codes also count against the caller's per-IP email caps.
+class CodeEmailingView(PublicAccountView):
+    throttle_classes = [ScopedRateThrottle, *CODE_EMAIL_THROTTLES]
+
+
+class RegisterView(CodeEmailingView):
     throttle_scope = "register"
 
     @extend_schema(
@@ -50,7 +70,7 @@ class RegisterView(PublicAccountView):
         summary="Create an account and email a confirmation code",
         description="Answers the same whether or not the address already has an account.",
         request=RegisterSerializer,
-        responses={201: RegisterResponseSerializer, 400: FIELD_ERRORS, 429: THROTTLED},
+        responses={201: RegisterResponseSerializer, 400: FIELD_ERRORS, 429: THROTTLED_EMAILS},
     )
     def post(self, request: Request) -> Response:
         serializer = RegisterSerializer(data=request.data)
@@ -97,25 +117,22 @@ class LegacyVerifyEmailView(VerifyOtpView):
     """Serve /api/verify-email/, the path older clients use for /api/verify-otp/."""
 
 
-class ResendOtpView(PublicAccountView):
+class ResendOtpView(CodeEmailingView):
     throttle_scope = "otp"
 
     @extend_schema(
         tags=TAGS,
         summary="Email a new confirmation code",
-        description="Answers the same whatever the address; sends nothing during the cooldown.",
+        description="Answers the same whatever the address; sends nothing during the cooldown "
+        "or past the address's hourly and daily caps.",
         request=EmailSerializer,
-        responses={202: DetailSerializer, 400: FIELD_ERRORS, 429: THROTTLED},
+        responses={202: DetailSerializer, 400: FIELD_ERRORS, 429: THROTTLED_EMAILS},
     )
     def post(self, request: Request) -> Response:
         serializer = EmailSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         otp.otp_resend(email=serializer.validated_data["email"])
-        seconds = int(settings.OTP_RESEND_COOLDOWN.total_seconds())
-        detail = (
-            "If the address needs confirming, a new code is on its way. "
-            f"You can ask again every {seconds} seconds."
-        )
+        detail = f"If the address needs confirming, a new code is on its way. {send_limits()}"
         return Response({"detail": detail}, status=status.HTTP_202_ACCEPTED)
 
 
@@ -152,12 +169,18 @@ class LoginView(PublicAccountView):
         responses={
             200: TokenPairSerializer,
             400: FIELD_ERRORS,
-            401: OpenApiResponse(DetailSerializer, description="Invalid or revoked token."),
+            401: OpenApiResponse(
+                DetailSerializer,
+                description="Invalid, expired or revoked token, or its account is gone or has "
+                "a new password.",
+            ),
         },
     )
 )
 class TokenRefreshView(SimpleJWTTokenRefreshView):
     """Rotate a refresh token with simplejwt, documented beside the other account routes."""
+
+    serializer_class = TokenRefreshSerializer
 
 
 class LogoutView(APIView):

@@ -101,7 +101,7 @@ def test_a_worker_told_to_stop_hands_back_its_running_job(
 def test_a_publish_that_fails_after_commit_is_recovered_by_the_dispatcher(live_worker, job_factory):
     job = job_factory()  # committed, as the API's transaction would have left it
     # A real broker connection that is refused: Redis down as the web process publishes.
-    redis_down = Celery("outage", broker="redis://127.0.0.1:1/0")
+    redis_down = Celery("outage", broker="redis://127.0.0.1:1/0", set_as_current=False)
     redis_down.conf.broker_connection_max_retries = 1
 
     queue.publish([queue.message_for(job)], app=redis_down)

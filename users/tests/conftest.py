@@ -5,8 +5,11 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from celery import _state as celery_state
 from django.db import connection
 from django.urls import reverse
+from rest_framework.throttling import SimpleRateThrottle
+from rest_framework_simplejwt.tokens import RefreshToken
 
 from job_system.celery import app as celery_app
 from users.models import EmailCode
@@ -36,21 +39,31 @@ def fast_password_hasher(settings) -> None:
 
 @pytest.fixture
 def celery_eager() -> Iterator[None]:
-    """Run Celery tasks in-process for this test only, then restore the app's settings."""
+    """Run Celery tasks in-process for this test only, then restore the app's settings.
+
+    Shared tasks run on the current app, and a test elsewhere may have left another app
+    current (any Celery() made without set_as_current=False), so ours is made current too.
+    """
     conf = celery_app.conf
     saved = (conf.task_always_eager, conf.task_eager_propagates)
+    previous_app = celery_state.get_current_app()
+    celery_app.set_current()
     conf.task_always_eager = conf.task_eager_propagates = True
     yield
     conf.task_always_eager, conf.task_eager_propagates = saved
+    previous_app.set_current()
 
 
 @pytest.fixture
 def post(api_client, django_capture_on_commit_callbacks, celery_eager) -> Callable:
-    """POST JSON to a named route, then deliver the emails the request queued for commit."""
+    """POST JSON to a named route, then deliver the emails the request queued for commit.
 
-    def _post(route: str, data: dict):
+    Extra keyword arguments go into the request's environ, e.g. REMOTE_ADDR="203.0.113.9".
+    """
+
+    def _post(route: str, data: dict, **extra):
         with django_capture_on_commit_callbacks(execute=True):
-            return api_client.post(reverse(route), data, format="json")
+            return api_client.post(reverse(route), data, format="json", **extra)
 
     return _post
 
@@ -70,14 +83,41 @@ def last_code(mailoutbox) -> Callable[[], str]:
 
 @pytest.fixture
 def issue_code(django_capture_on_commit_callbacks, celery_eager, mailoutbox) -> Callable:
-    """Issue an address-confirmation code through the service; return the emailed code."""
+    """Issue a code (address confirmation unless told) through the service; return it."""
 
-    def _issue(user) -> str:
+    def _issue(user, purpose: str = EmailCode.Purpose.VERIFY_EMAIL) -> str:
         with django_capture_on_commit_callbacks(execute=True):
-            assert otp_issue(user=user, purpose=EmailCode.Purpose.VERIFY_EMAIL)
+            assert otp_issue(user=user, purpose=purpose)
         return code_in(mailoutbox[-1])
 
     return _issue
+
+
+@pytest.fixture
+def bearer(api_client) -> Callable:
+    """Sign the client in as a user with a real token pair; return the refresh token."""
+
+    def _bearer(user) -> str:
+        refresh = RefreshToken.for_user(user)
+        api_client.credentials(HTTP_AUTHORIZATION=f"Bearer {refresh.access_token}")
+        return str(refresh)
+
+    return _bearer
+
+
+@pytest.fixture
+def throttle_rates(monkeypatch) -> Callable[..., None]:
+    """Change some throttle rates for one test, e.g. throttle_rates(otp_ip_hour="99/hour").
+
+    DRF copies the rates onto SimpleRateThrottle when it is imported, so overriding the
+    REST_FRAMEWORK setting would not reach the throttles.
+    """
+
+    def _set(**rates: str) -> None:
+        merged = {**SimpleRateThrottle.THROTTLE_RATES, **rates}
+        monkeypatch.setattr(SimpleRateThrottle, "THROTTLE_RATES", merged)
+
+    return _set
 
 
 @pytest.fixture

@@ -1,4 +1,5 @@
 import pytest
+from django.contrib.auth.hashers import MD5PasswordHasher, get_hasher
 from django.urls import reverse
 
 pytestmark = pytest.mark.django_db
@@ -8,6 +9,23 @@ INVALID_CREDENTIALS = {"detail": "Invalid email or password.", "code": "invalid_
 
 def login(api_client, email: str, password: str):
     return api_client.post(reverse("users:login"), {"email": email, "password": password})
+
+
+class CountingHasher(MD5PasswordHasher):
+    """A real (fast) hasher that counts the passwords it hashes, verifying included."""
+
+    def __init__(self) -> None:
+        self.hashed = 0
+
+    def encode(self, password: str, salt: str) -> str:
+        self.hashed += 1
+        return super().encode(password, salt)
+
+
+@pytest.fixture
+def counting_hasher(settings) -> CountingHasher:
+    settings.PASSWORD_HASHERS = [f"{__name__}.CountingHasher"]
+    return get_hasher()
 
 
 def test_login_returns_a_token_pair_that_opens_the_api(api_client, verified_user, password):
@@ -44,6 +62,18 @@ def test_login_answers_an_unknown_address_like_a_wrong_password(api_client, veri
 
     assert unknown.status_code == wrong.status_code == 401
     assert unknown.json() == wrong.json() == INVALID_CREDENTIALS
+
+
+def test_login_hashes_the_password_for_unknown_addresses_as_for_known_ones(
+    api_client, verified_user, counting_hasher
+):
+    hashed = []
+    for email in ("nobody@example.com", verified_user.email):
+        before = counting_hasher.hashed
+        assert login(api_client, email, "not-the-password-at-all").status_code == 401
+        hashed.append(counting_hasher.hashed - before)
+
+    assert hashed == [1, 1]
 
 
 def test_login_answers_an_inactive_account_like_a_wrong_password(

@@ -71,6 +71,22 @@ def test_register_with_a_taken_address_answers_the_same_and_warns_the_owner(
     assert not verified_user.email_codes.exists()
 
 
+def test_register_with_a_taken_address_warns_the_owner_at_most_once_an_hour(
+    post, mailoutbox, verified_user
+):
+    data = {"email": verified_user.email, "password": STRONG_PASSWORD}
+    start = timezone.now()
+    responses = [post("users:register", data), post("users:register", data)]
+    with time_machine.travel(start + timedelta(minutes=59)):
+        responses.append(post("users:register", data))
+    with time_machine.travel(start + timedelta(minutes=61)):
+        responses.append(post("users:register", data))
+
+    assert [response.status_code for response in responses] == [201] * 4
+    assert len({str(response.json()) for response in responses}) == 1
+    assert len(mailoutbox) == 2
+
+
 def test_register_again_while_unverified_sends_a_new_code_and_keeps_the_password(post, mailoutbox):
     first = {"email": "ada@example.com", "password": STRONG_PASSWORD}
     post("users:register", first)

@@ -10,7 +10,7 @@ pytestmark = pytest.mark.django_db
 
 ACCEPTED = {
     "detail": "If the address needs confirming, a new code is on its way. "
-    "You can ask again every 60 seconds."
+    "You can ask again every 60 seconds, up to 5 times an hour and 20 times a day."
 }
 
 
@@ -60,16 +60,34 @@ def test_resend_rejects_a_malformed_address_keyed_by_email(post):
     assert set(response.data) == {"email"}
 
 
+def test_resend_past_the_hourly_cap_answers_the_same_and_sends_nothing(
+    post, mailoutbox, unverified_user
+):
+    start = timezone.now()
+    responses = []
+    for attempt in range(6):
+        with time_machine.travel(start + timedelta(minutes=2 * attempt)):
+            responses.append(post("users:resend-otp", {"email": unverified_user.email}))
+
+    assert [response.status_code for response in responses] == [202] * 6
+    assert all(response.json() == ACCEPTED for response in responses)
+    assert len(mailoutbox) == 5
+
+
 @pytest.mark.parametrize(
     ("route", "scope"),
     [
         ("users:register", "register"),
         ("users:verify-otp", "otp"),
         ("users:resend-otp", "otp"),
+        ("users:password-reset", "otp"),
+        ("users:password-reset-confirm", "otp"),
         ("users:login", "login"),
     ],
 )
-def test_public_account_endpoints_are_throttled_per_scope(post, route, scope):
+def test_public_account_endpoints_are_throttled_per_scope(post, throttle_rates, route, scope):
+    # Lift the per-IP email caps (users.throttles), so the scope is what trips.
+    throttle_rates(otp_ip_hour="1000/hour", otp_ip_day="1000/day")
     allowed, _ = ScopedRateThrottle().parse_rate(api_settings.DEFAULT_THROTTLE_RATES[scope])
     for _ in range(allowed):
         assert post(route, {}).status_code == 400

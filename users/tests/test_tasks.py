@@ -6,7 +6,7 @@ import time_machine
 from django.conf import settings
 from django.urls import reverse
 from django.utils import timezone
-from rest_framework_simplejwt.token_blacklist.models import OutstandingToken
+from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
 from rest_framework_simplejwt.tokens import RefreshToken
 
 from job_system.celery import app as celery_app
@@ -57,6 +57,18 @@ def test_flush_expired_tokens_drops_expired_refresh_tokens(verified_user):
         tasks.flush_expired_tokens()
 
     assert not OutstandingToken.objects.exists()
+
+
+def test_flush_expired_tokens_drops_expired_blacklist_rows_and_keeps_live_tokens(verified_user):
+    RefreshToken.for_user(verified_user).blacklist()
+    lifetime = settings.SIMPLE_JWT["REFRESH_TOKEN_LIFETIME"]
+
+    with time_machine.travel(timezone.now() + lifetime):
+        live = RefreshToken.for_user(verified_user)
+        tasks.flush_expired_tokens()
+
+    assert list(OutstandingToken.objects.values_list("jti", flat=True)) == [live["jti"]]
+    assert not BlacklistedToken.objects.exists()
 
 
 def test_beat_schedule_names_registered_user_tasks():

@@ -121,6 +121,10 @@ def test_verify_answers_an_unknown_address_like_a_wrong_code(post):
     assert_refused(post("users:verify-otp", {"email": "nobody@example.com", "otp": "123456"}))
 
 
+def test_verify_answers_a_confirmed_address_like_a_wrong_code(post, verified_user):
+    assert_refused(post("users:verify-otp", {"email": verified_user.email, "otp": "123456"}))
+
+
 def test_verify_answers_a_malformed_code_like_a_wrong_code(post, issue_code, unverified_user):
     issue_code(unverified_user)
 

@@ -1,0 +1,113 @@
+"""Password endpoints: change it while signed in, or reset it with an emailed code."""
+
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import status
+from rest_framework.permissions import IsAuthenticated
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.throttling import ScopedRateThrottle
+from rest_framework.views import APIView
+
+from users import services
+from users.serializers import (
+    DetailSerializer,
+    EmailSerializer,
+    PasswordChangeSerializer,
+    PasswordResetConfirmSerializer,
+    TokenPairSerializer,
+    invalid_code_error,
+)
+from users.views import (
+    FIELD_ERRORS,
+    TAGS,
+    THROTTLED,
+    THROTTLED_EMAILS,
+    UNAUTHENTICATED,
+    CodeEmailingView,
+    PublicAccountView,
+    send_limits,
+)
+
+
+class PasswordChangeView(APIView):
+    # Unverified users may change their password too: it is theirs either way.
+    permission_classes = [IsAuthenticated]
+    throttle_classes = [ScopedRateThrottle]
+    # It checks a password, so it shares login's rate (counted per user here).
+    throttle_scope = "login"
+
+    @extend_schema(
+        tags=TAGS,
+        summary="Change the signed-in account's password",
+        description="Every session of the account is signed out, this one included: its "
+        "tokens stop working. The response carries a fresh token pair for this client.",
+        request=PasswordChangeSerializer,
+        responses={
+            200: TokenPairSerializer,
+            400: OpenApiResponse(
+                description='A wrong current password (`{"old_password": ["..."]}`, code '
+                "`password_incorrect`) or a weak new one, keyed by `new_password`."
+            ),
+            401: UNAUTHENTICATED,
+            429: THROTTLED,
+        },
+    )
+    def post(self, request: Request) -> Response:
+        serializer = PasswordChangeSerializer(data=request.data, context={"request": request})
+        serializer.is_valid(raise_exception=True)
+        tokens = services.user_password_change(
+            user=request.user, password=serializer.validated_data["new_password"]
+        )
+        return Response(tokens)
+
+
+class PasswordResetView(CodeEmailingView):
+    throttle_scope = "otp"
+
+    @extend_schema(
+        tags=TAGS,
+        summary="Email a code to reset a forgotten password",
+        description="Answers the same whatever the address; sends a code only to an active "
+        "account, and never during the cooldown or past the address's hourly and daily caps.",
+        request=EmailSerializer,
+        responses={202: DetailSerializer, 400: FIELD_ERRORS, 429: THROTTLED_EMAILS},
+    )
+    def post(self, request: Request) -> Response:
+        serializer = EmailSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        services.user_password_reset_request(email=serializer.validated_data["email"])
+        detail = (
+            "If the address has an account, a code to reset its password is on its way. "
+            f"{send_limits()}"
+        )
+        return Response({"detail": detail}, status=status.HTTP_202_ACCEPTED)
+
+
+class PasswordResetConfirmView(PublicAccountView):
+    throttle_scope = "otp"
+
+    @extend_schema(
+        tags=TAGS,
+        summary="Set a new password with the emailed reset code",
+        description="Every session of the account is signed out, and the address counts as "
+        "confirmed. `otp_code` is accepted in place of `otp`.",
+        request=PasswordResetConfirmSerializer,
+        responses={
+            200: DetailSerializer,
+            400: OpenApiResponse(
+                description='Unusable code (`{"otp": ["..."]}`, code `invalid_code`), a weak '
+                "new password (keyed by `new_password`), or other invalid input, keyed by field."
+            ),
+            429: THROTTLED,
+        },
+    )
+    def post(self, request: Request) -> Response:
+        serializer = PasswordResetConfirmSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        user = services.user_password_reset(
+            email=data["email"], code=data["otp"], password=data["new_password"]
+        )
+        if user is None:
+            raise invalid_code_error(resend_route=PasswordResetConfirmSerializer.resend_route)
+        return Response({"detail": "Your password is changed. You can log in with it now."})
