@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import subprocess
 import sys
 import tempfile
 import threading
@@ -25,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from scripts.stack import Api, Stack
+from scripts.stack import Api, Stack, recreate_postgres_database
 
 DRAIN_TIMEOUT_SECONDS = 300.0
 
@@ -102,14 +101,6 @@ def main() -> int:
     else:
         print(f"logs: {workdir}")
     return 0 if ok else 1
-
-
-def recreate_postgres_database(url: str) -> None:
-    """Start from an empty database so the summary counts only this burst's jobs."""
-    name = url.rsplit("/", 1)[1]
-    server = url.rsplit("/", 1)[0] + "/postgres"
-    for statement in (f'DROP DATABASE IF EXISTS "{name}"', f'CREATE DATABASE "{name}"'):
-        subprocess.run(["psql", server, "-q", "-c", statement], check=True)  # noqa: S603,S607
 
 
 if __name__ == "__main__":

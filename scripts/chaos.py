@@ -22,7 +22,6 @@ import http.client
 import math
 import random
 import shutil
-import sqlite3
 import sys
 import tempfile
 import threading
@@ -34,12 +33,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from scripts.burst import recreate_postgres_database
-from scripts.stack import Api, Stack
+from scripts.stack import Api, Stack, connect_database, recreate_postgres_database
 
 # Recovery timings measured in seconds rather than minutes, so that a killed worker's jobs
 # come back while the run is still going.
@@ -164,22 +162,7 @@ def submit_all(base_url: str, token: str, jobs: int, clients: int, deadline: flo
 # Reading the database
 
 
-class Connection(Protocol):
-    def execute(self, query: str) -> Any: ...
-
-    def close(self) -> None: ...
-
-
-def connect(database_url: str) -> Connection:
-    """Open the Stack's database read-only in spirit: this script never writes to it."""
-    if database_url.startswith("sqlite:///"):
-        # Autocommit, so each poll sees what the workers have committed since the last one.
-        return sqlite3.connect(
-            database_url.removeprefix("sqlite:///"), timeout=20, isolation_level=None
-        )
-    import psycopg  # Only PostgreSQL runs need it.
-
-    return psycopg.connect(database_url, autocommit=True)
+Connection = Any  # a DB-API connection from stack.connect_database
 
 
 def rows(connection: Connection, query: str) -> list[tuple[Any, ...]]:
@@ -225,7 +208,7 @@ class Chaos:
         self.dead_claims: set[str] = set()
 
     def run(self, plan: list[str], deadline: float) -> None:
-        connection = connect(self.stack.database_url)
+        connection = connect_database(self.stack.database_url)
         try:
             for event in plan:
                 if time.monotonic() >= deadline:
@@ -282,7 +265,7 @@ class Chaos:
 
 
 def wait_until_terminal(database_url: str, job_ids: set[uuid.UUID], deadline: float) -> None:
-    connection = connect(database_url)
+    connection = connect_database(database_url)
     try:
         while time.monotonic() < deadline:
             statuses = job_statuses(connection)
@@ -295,7 +278,7 @@ def wait_until_terminal(database_url: str, job_ids: set[uuid.UUID], deadline: fl
 
 def count_outcomes(database_url: str, accepted: set[uuid.UUID]) -> dict[str, Any]:
     """Read the figures that prove or break the promise straight from the database."""
-    connection = connect(database_url)
+    connection = connect_database(database_url)
     try:
         statuses = job_statuses(connection)
         results = {uuid.UUID(str(pk)): n for pk, n in rows(connection, RESULTS_PER_JOB_QUERY)}

@@ -20,6 +20,7 @@ import json
 import os
 import secrets
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -250,6 +251,29 @@ class Stack:
             f"--threads={self.web_threads}",
             "--no-control-socket",
         ]
+
+
+def connect_database(database_url: str):
+    """A plain DB-API connection to a Stack's database, in autocommit mode.
+
+    Scripts read the truth from the database directly; autocommit lets each poll see what
+    the workers have committed since the last one.
+    """
+    if database_url.startswith("sqlite:///"):
+        return sqlite3.connect(
+            database_url.removeprefix("sqlite:///"), timeout=20, isolation_level=None
+        )
+    import psycopg  # Only PostgreSQL runs need it.
+
+    return psycopg.connect(database_url, autocommit=True)
+
+
+def recreate_postgres_database(url: str) -> None:
+    """Start from an empty PostgreSQL database, so figures count only this run's jobs."""
+    name = url.rsplit("/", 1)[1]
+    server = url.rsplit("/", 1)[0] + "/postgres"
+    for statement in (f'DROP DATABASE IF EXISTS "{name}"', f'CREATE DATABASE "{name}"'):
+        subprocess.run(["psql", server, "-q", "-c", statement], check=True)  # noqa: S603,S607
 
 
 class Api:
