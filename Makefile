@@ -12,7 +12,7 @@ TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/test
 # Arguments for the chaos run: make chaos CHAOS_ARGS="--quick --database-url postgres://..."
 CHAOS_ARGS ?=
 
-.PHONY: install run test test-postgres chaos lint format clean
+.PHONY: install run test test-postgres chaos fuzz lint format clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -47,6 +47,11 @@ test-postgres: $(STAMP)
 # or runs to a result twice.
 chaos: $(STAMP)
 	$(BIN)/python scripts/chaos.py $(CHAOS_ARGS)
+
+# schemathesis against the live OpenAPI schema as a verified user, with its default checks;
+# fails on any server error, schema violation or accepted invalid input (scripts/fuzz.py).
+fuzz: $(STAMP)
+	$(BIN)/python scripts/fuzz.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -3,9 +3,28 @@
 import os
 
 from celery import Celery
+from celery.signals import worker_ready
+from django.conf import settings
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "job_system.settings")
 
 app = Celery("job_system")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+
+@worker_ready.connect
+def start_worker_metrics_server(**kwargs) -> None:
+    """With WORKER_METRICS_PORT set, serve this host's metrics from the worker's main process.
+
+    worker_ready is sent once, in the main process, which lives as long as the worker; its
+    children come and go.
+    """
+    if settings.WORKER_METRICS_PORT:
+        # Not at the top: prometheus_client picks its mode from PROMETHEUS_MULTIPROC_DIR when
+        # first imported, and this module is imported before settings load `.env`.
+        from job_system.metrics import serve_worker_metrics
+
+        serve_worker_metrics(
+            address=settings.WORKER_METRICS_ADDRESS, port=settings.WORKER_METRICS_PORT
+        )

@@ -5,6 +5,7 @@ small typed helpers below. `.env.example` documents each variable. Defaults are 
 developer's machine; with DEBUG off, insecure values stop the process at start-up.
 """
 
+import ipaddress
 import os
 import tempfile
 from datetime import timedelta
@@ -61,6 +62,14 @@ def env_list(name: str, default: str = "") -> list[str]:
     return [item.strip() for item in env_str(name, default).split(",") if item.strip()]
 
 
+def env_networks(name: str) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    """Comma-separated addresses or CIDR networks: `10.0.0.5,192.168.0.0/16,::1`."""
+    try:
+        return [ipaddress.ip_network(item, strict=False) for item in env_list(name)]
+    except ValueError as error:
+        raise ImproperlyConfigured(f"{name} must list IP addresses or networks: {error}") from None
+
+
 DEBUG = env_bool("DEBUG", False)
 
 SECRET_KEY = env_str("SECRET_KEY")
@@ -92,6 +101,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First, so that it counts and times every response, the other middlewares' included.
+    "job_system.request_metrics.RequestMetricsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "job_system.middleware.RequestSizeLimitMiddleware",
     "corsheaders.middleware.CorsMiddleware",
@@ -225,11 +236,11 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["users.permissions.IsVerified"],
     "DEFAULT_FILTER_BACKENDS": [
         "django_filters.rest_framework.DjangoFilterBackend",
-        "rest_framework.filters.OrderingFilter",
+        "jobs.filters.OrderingFilter",
     ],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "job_system.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "job_system.exceptions.exception_handler",
     "DEFAULT_THROTTLE_RATES": {
         "login": env_str("THROTTLE_LOGIN", "20/min"),
@@ -338,15 +349,57 @@ CELERY_BEAT_SCHEDULE = {
     },
 }
 
+# Logging: `plain` lines for people, or one JSON object per line for a log collector. Every
+# record emitted while a job is handled carries job_id, job_type and attempt
+# (job_system.logging).
+LOG_FORMAT = env_str("LOG_FORMAT", "plain")
+if LOG_FORMAT not in {"plain", "json"}:
+    raise ImproperlyConfigured(f"LOG_FORMAT must be plain or json, not {LOG_FORMAT!r}")
+_console = {"handlers": ["console"], "propagate": False}
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
+    "filters": {"job_context": {"()": "job_system.logging.JobContextFilter"}},
     "formatters": {
-        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "plain": {"()": "job_system.logging.PlainFormatter"},
+        "json": {"()": "job_system.logging.JsonFormatter"},
     },
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": LOG_FORMAT,
+            "filters": ["job_context"],
+        }
+    },
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
+    # gunicorn's own loggers, in the web worker processes (which load Django): the access log
+    # and errors in the same format as everything else. Its master process keeps its own.
+    "loggers": {"gunicorn.error": _console, "gunicorn.access": _console},
 }
+# Celery would replace the root logger's handlers with its own in workers and Beat; keep
+# ours, so their lines have the same format and job fields as the web's.
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+
+# Metrics at /metrics (job_system.metrics), for a scraper with the bearer token or from an
+# allowed address. Neither set: metrics are off and /metrics is a 404.
+METRICS_TOKEN = env_str("METRICS_TOKEN")
+if METRICS_TOKEN and len(METRICS_TOKEN) < 24:
+    raise ImproperlyConfigured("METRICS_TOKEN must be at least 24 characters long.")
+METRICS_ALLOWED_IPS = env_networks("METRICS_ALLOWED_IPS")
+# Where the processes of one host share their metrics (prometheus_client's multiprocess mode,
+# which reads this variable itself). Empty: each process reports only its own.
+PROMETHEUS_MULTIPROC_DIR = env_str("PROMETHEUS_MULTIPROC_DIR")
+if PROMETHEUS_MULTIPROC_DIR:
+    # Created here, before anything counts: a missing folder would fail every write.
+    Path(PROMETHEUS_MULTIPROC_DIR).mkdir(parents=True, exist_ok=True)
+# A worker's main process can serve its host's metrics itself (0: off), for hosts without web.
+WORKER_METRICS_PORT = env_int("WORKER_METRICS_PORT", 0)
+WORKER_METRICS_ADDRESS = env_str("WORKER_METRICS_ADDRESS", "127.0.0.1")
+if WORKER_METRICS_PORT and not PROMETHEUS_MULTIPROC_DIR:
+    raise ImproperlyConfigured(
+        "WORKER_METRICS_PORT needs PROMETHEUS_MULTIPROC_DIR: the jobs run in the worker's "
+        "child processes, whose metrics reach the main process only through that folder."
+    )
 
 # Production hardening, applied whenever DEBUG is off.
 if not DEBUG:

@@ -3,6 +3,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
 from job_system.health import HealthView
+from job_system.metrics import metrics_view
 
 docs = [
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
@@ -20,6 +21,8 @@ docs = [
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/health/", HealthView.as_view(), name="health"),
+    # Prometheus scrapes /metrics by default; a 404 unless METRICS_TOKEN or _ALLOWED_IPS is set.
+    path("metrics", metrics_view, name="metrics"),
     path("api/", include("users.urls")),
     path("api/", include("jobs.urls")),
     *docs,

@@ -1,8 +1,12 @@
 from django.contrib import admin, messages
+from django.contrib.admin.utils import display_for_value
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import mark_safe
 
-from jobs import services
+from jobs import handlers, services
+from jobs.admin_pagination import EstimatedCountPaginator
 from jobs.models import Job, JobResult
 
 
@@ -42,6 +46,31 @@ def retry_jobs(modeladmin, request, queryset):
     _apply(modeladmin, request, queryset, services.job_retry, "Requeued")
 
 
+@admin.action(description="Requeue selected stuck jobs (lost worker or lost message)")
+def requeue_stuck_jobs(modeladmin, request, queryset):
+    counts = services.jobs_requeue_stuck(jobs=queryset)
+    modeladmin.message_user(
+        request,
+        f"Republished {counts['republished']} pending job(s) whose message was lost; requeued "
+        f"{counts['requeued']} and failed {counts['failed']} (out of retries) running job(s) "
+        "whose worker was lost. Jobs that were not stuck were left alone.",
+        messages.SUCCESS,
+    )
+
+
+class JobTypeFilter(admin.SimpleListFilter):
+    """Job types from the registry: the default filter would SELECT DISTINCT the whole table."""
+
+    title = "job type"
+    parameter_name = "job_type"
+
+    def lookups(self, request, model_admin):
+        return [(name, name) for name in handlers.names()]
+
+    def queryset(self, request, queryset):
+        return queryset.filter(job_type=self.value()) if self.value() else queryset
+
+
 @admin.register(Job)
 class JobAdmin(admin.ModelAdmin):
     list_display = [
@@ -56,12 +85,16 @@ class JobAdmin(admin.ModelAdmin):
         "started_at",
         "completed_at",
     ]
-    list_filter = ["status", "job_type", "created_at"]
+    list_filter = ["status", JobTypeFilter, "created_at"]
     list_select_related = ["owner"]
     search_fields = ["=id", "name", "owner__email"]
-    date_hierarchy = "created_at"
-    actions = [cancel_jobs, retry_jobs]
+    # No date_hierarchy: its year/month/day links take a MIN/MAX and a SELECT DISTINCT over
+    # every row on each page view (0.8 s at a million jobs); the created_at filter stays.
+    actions = [cancel_jobs, retry_jobs, requeue_stuck_jobs]
     inlines = [JobResultInline]
+    # Counting a million rows on every page view would be the next slowest part.
+    paginator = EstimatedCountPaginator
+    show_full_result_count = False
     fieldsets = [
         (None, {"fields": ["id", "owner", "name", "description", "job_type", "parameters"]}),
         ("Schedule", {"fields": ["scheduled_time", "max_retries"]}),
@@ -81,6 +114,7 @@ class JobAdmin(admin.ModelAdmin):
                 ]
             },
         ),
+        ("Attempts", {"fields": ["attempt_history"]}),
         (
             "Worker bookkeeping",
             {
@@ -113,14 +147,43 @@ class JobAdmin(admin.ModelAdmin):
         # Jobs come in through the API, which validates parameters and publishes them.
         return False
 
+    # A table rather than an inline formset: attempts are history, never edited, and a
+    # formset would make every save of the job's labels post its management form.
+    @admin.display(description="Attempts")
+    def attempt_history(self, job: Job) -> str:
+        attempts = job.attempt_log.all()
+        if not attempts:
+            return "None yet."
+        header = mark_safe(  # A constant: nothing in it comes from a user.
+            "<tr><th>#</th><th>Worker</th><th>Started</th><th>Finished</th>"
+            "<th>Outcome</th><th>Error</th></tr>"
+        )
+        rows = format_html_join(
+            "",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            (
+                (
+                    attempt.number,
+                    attempt.worker,
+                    display_for_value(attempt.started_at, ""),
+                    display_for_value(attempt.finished_at, "-"),
+                    attempt.get_outcome_display(),
+                    attempt.error_message,
+                )
+                for attempt in attempts
+            ),
+        )
+        return format_html("<table>{}{}</table>", header, rows)
+
 
 @admin.register(JobResult)
 class JobResultAdmin(admin.ModelAdmin):
     list_display = ["job", "completed_at", "duration_ms"]
     list_select_related = ["job"]
     search_fields = ["=job__id", "job__name", "job__owner__email"]
-    date_hierarchy = "completed_at"
     readonly_fields = ["job", "output", "completed_at", "duration_ms"]
+    paginator = EstimatedCountPaginator
+    show_full_result_count = False
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

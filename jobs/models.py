@@ -76,6 +76,8 @@ class Job(models.Model):
     class Meta:
         ordering = ["-created_at"]
         indexes = [
+            # The admin's unfiltered list, newest first, across all owners.
+            models.Index(fields=["-created_at"], name="job_newest"),
             models.Index(fields=["owner", "-created_at"], name="job_owner_newest"),
             models.Index(fields=["owner", "status", "-created_at"], name="job_owner_status"),
             models.Index(fields=["owner", "job_type", "-created_at"], name="job_owner_type"),

@@ -1,13 +1,86 @@
+import re
+
+from django.core.exceptions import ValidationError as DjangoValidationError
+from rest_framework.exceptions import ErrorDetail, NotFound, ValidationError
 from rest_framework.pagination import CursorPagination
+
+from jobs.filters import single_query_value
+
+# More digits than any page size: the value is capped, not parsed.
+PAGE_SIZE_DIGITS = 9
+# Base64, as DRF writes cursors. DRF's decoder would skip other characters.
+CURSOR = re.compile(r"[A-Za-z0-9+/=]*")
 
 
 class NewestFirstPagination(CursorPagination):
-    """Cursor pages: as fast on page 1,000 as on page 1, and stable while jobs are added."""
+    """Cursor pages: as fast on page 1,000 as on page 1, and stable while jobs are added.
+
+    A `page_size` that is not a whole number from 1 up is refused with 400 (DRF would ignore
+    it); one over `max_page_size` gives `max_page_size`. A cursor this list did not give out is
+    a 404, as in DRF.
+    """
 
     ordering = "-created_at"
     page_size = 20
     page_size_query_param = "page_size"
     max_page_size = 100
+
+    def paginate_queryset(self, queryset, request, view=None):
+        self.model = queryset.model
+        return super().paginate_queryset(queryset, request, view)
+
+    def get_page_size(self, request) -> int:
+        value = single_query_value(request.query_params, self.page_size_query_param)
+        if value is None:
+            return self.page_size
+        if not (value.isascii() and value.isdigit()):
+            raise self.page_size_error("A valid integer is required.", "invalid")
+        digits = value.lstrip("0")
+        if not digits:
+            raise self.page_size_error(
+                "Ensure this value is greater than or equal to 1.", "min_value"
+            )
+        if len(digits) > PAGE_SIZE_DIGITS:
+            return self.max_page_size
+        return min(int(digits), self.max_page_size)
+
+    def page_size_error(self, message: str, code: str) -> ValidationError:
+        return ValidationError({self.page_size_query_param: [ErrorDetail(message, code=code)]})
+
+    def decode_cursor(self, request):
+        encoded = single_query_value(request.query_params, self.cursor_query_param)
+        if encoded is None:
+            return None
+        if not CURSOR.fullmatch(encoded):
+            raise NotFound(self.invalid_cursor_message)
+        cursor = super().decode_cursor(request)
+        if cursor.position is not None and not self.is_position(cursor.position):
+            raise NotFound(self.invalid_cursor_message)
+        return cursor
+
+    def is_position(self, value: str) -> bool:
+        """Whether a cursor's position could be one we wrote: a value of the ordering field.
+
+        A forged one would otherwise reach the query, and fail there with a 500.
+        """
+        field = self.model._meta.get_field(self.ordering[0].lstrip("-"))
+        try:
+            field.to_python(value)
+        except DjangoValidationError:
+            return False
+        # No value we store holds NUL, which PostgreSQL refuses in a query.
+        return "\x00" not in value
+
+    def get_schema_operation_parameters(self, view) -> list[dict]:
+        cursor, page_size = super().get_schema_operation_parameters(view)
+        cursor["description"] = "Where the page starts: copy it from `next` or `previous`."
+        cursor["schema"]["pattern"] = f"^{CURSOR.pattern}$"
+        page_size["description"] = (
+            f"Results per page: {self.page_size} if not given, at most {self.max_page_size} "
+            "(a larger number gives that many)."
+        )
+        page_size["schema"]["minimum"] = 1
+        return [cursor, page_size]
 
 
 class ResultPagination(NewestFirstPagination):

@@ -7,6 +7,9 @@ from typing import Any
 
 from rest_framework import serializers
 
+from job_system.openapi import NON_BLANK_TEXT, text_pattern
+
+NON_NULL_TYPES = ["object", "array", "string", "number", "boolean"]
 _TYPES: list[tuple[type[serializers.Field], str]] = [
     (serializers.BooleanField, "boolean"),
     (serializers.IntegerField, "integer"),
@@ -19,8 +22,21 @@ _TYPES: list[tuple[type[serializers.Field], str]] = [
 ]
 
 
+# Rules that handlers check in validate_<field> methods, where no schema can read them;
+# jobs/tests/test_schema.py holds each one to its handler.
+CHECKED_IN_CODE: dict[tuple[str, str], dict[str, Any]] = {
+    # Not only whitespace.
+    ("CsvSummaryParameters", "csv"): {"pattern": NON_BLANK_TEXT},
+    # Not a quote or a line break.
+    ("CsvSummaryParameters", "delimiter"): {"pattern": r'^[^\u0000"\r\n]$'},
+}
+
+
 def serializer_json_schema(serializer: serializers.Serializer) -> dict[str, Any]:
-    properties = {name: field_json_schema(field) for name, field in serializer.fields.items()}
+    properties = {
+        name: field_json_schema(field) | CHECKED_IN_CODE.get((type(serializer).__name__, name), {})
+        for name, field in serializer.fields.items()
+    }
     required = [name for name, field in serializer.fields.items() if field.required]
     schema: dict[str, Any] = {
         "type": "object",
@@ -36,6 +52,9 @@ def field_json_schema(field: serializers.Field) -> dict[str, Any]:
     schema: dict[str, Any] = {}
     if isinstance(field, serializers.ChoiceField):
         schema["enum"] = list(field.choices)
+    elif isinstance(field, serializers.JSONField) and not field.allow_null:
+        # Any JSON value but null, which the field refuses.
+        schema["anyOf"] = [{"type": json_type} for json_type in NON_NULL_TYPES]
     else:
         for field_class, json_type in _TYPES:
             if isinstance(field, field_class):
@@ -50,8 +69,14 @@ def field_json_schema(field: serializers.Field) -> dict[str, Any]:
         value = getattr(field, attribute, None)
         if value is not None:
             schema[keyword] = value
+    if isinstance(field, serializers.CharField):
+        if not field.allow_blank:
+            schema.setdefault("minLength", 1)
+        schema["pattern"] = text_pattern(field)
     if field.help_text:
         schema["description"] = str(field.help_text)
-    if field.default is not serializers.empty and not callable(field.default):
+    # A default of None for a field that refuses null (echo's `data`) describes no input.
+    has_default = field.default is not serializers.empty and not callable(field.default)
+    if has_default and (field.default is not None or field.allow_null):
         schema["default"] = field.default
     return schema

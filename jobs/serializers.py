@@ -9,25 +9,21 @@ from django.utils import timezone
 from drf_spectacular.utils import PolymorphicProxySerializer, extend_schema_field
 from rest_framework import serializers
 
+from job_system.serializers import StrictTypesMixin, json_type_errors
 from jobs import handlers
+from jobs.handlers.base import JobHandler
 from jobs.models import Job, JobAttempt, JobResult
 from jobs.schema import serializer_json_schema
 
 MAX_RETRIES_LIMIT = 10
-
-
-@extend_schema_field(
-    PolymorphicProxySerializer(
-        component_name="JobParameters",
-        serializers=[handler.Parameters for handler in handlers.all_handlers()],
-        resource_type_field_name=None,
-    )
+PARAMETERS_HELP = "The job type's parameters; GET /api/job-types/ shows each type's schema."
+TIMEOUT_HELP = (
+    "Stop an attempt that runs longer than this. Omit for the job type's limit, which is also "
+    "the most you may ask for (see GET /api/job-types/)."
 )
-class ParametersField(serializers.DictField):
-    """A JSON object whose shape depends on `job_type`; see GET /api/job-types/."""
 
 
-class JobCreateSerializer(serializers.Serializer):
+class JobCreateSerializer(StrictTypesMixin, serializers.Serializer):
     name = serializers.CharField(max_length=200)
     description = serializers.CharField(
         max_length=10_000, required=False, allow_blank=True, default=""
@@ -37,11 +33,7 @@ class JobCreateSerializer(serializers.Serializer):
         default=handlers.DEFAULT_JOB_TYPE,
         help_text="One of the types listed by GET /api/job-types/.",
     )
-    parameters = ParametersField(
-        required=False,
-        default=dict,
-        help_text="The job type's parameters; GET /api/job-types/ shows each type's schema.",
-    )
+    parameters = serializers.DictField(required=False, default=dict, help_text=PARAMETERS_HELP)
     scheduled_time = serializers.DateTimeField(
         required=False,
         allow_null=True,
@@ -62,8 +54,7 @@ class JobCreateSerializer(serializers.Serializer):
         allow_null=True,
         default=None,
         min_value=1,
-        help_text="Stop an attempt that runs longer than this. Omit for the job type's "
-        "limit, which is also the most you may ask for (see GET /api/job-types/).",
+        help_text=TIMEOUT_HELP,
     )
 
     def validate_scheduled_time(self, value):
@@ -91,12 +82,60 @@ class JobCreateSerializer(serializers.Serializer):
         return attrs
 
 
+def job_create_variant(handler: JobHandler) -> type[JobCreateSerializer]:
+    """Return JobCreateSerializer as it stands for one job type, for the schema.
+
+    Its `job_type` is that type, its `parameters` are that type's, and its `timeout_seconds`
+    stops at that type's limit, so that a client (or a fuzzer) can tell a valid body from the
+    schema alone.
+    """
+    title = "".join(part.title() for part in handler.name.split("_"))
+    parameters_schema = serializer_json_schema(handler.Parameters())
+    parameters_field = extend_schema_field(parameters_schema, component_name=f"{title}Parameters")(
+        type(f"{title}ParametersField", (serializers.DictField,), {})
+    )
+    is_default = handler.name == handlers.DEFAULT_JOB_TYPE
+    return type(
+        f"{title}JobCreateSerializer",
+        (JobCreateSerializer,),
+        {
+            "__doc__": f"A {handler.name} job to submit. {handler.description}",
+            "job_type": serializers.ChoiceField(
+                choices=[handler.name],
+                required=not is_default,
+                **({"default": handler.name} if is_default else {}),
+            ),
+            "parameters": parameters_field(
+                required="required" in parameters_schema, help_text=PARAMETERS_HELP
+            ),
+            "timeout_seconds": serializers.IntegerField(
+                required=False,
+                allow_null=True,
+                min_value=1,
+                max_value=handler.timeout_seconds,
+                help_text=TIMEOUT_HELP,
+            ),
+        },
+    )
+
+
+# The body of POST /api/jobs/, one variant per job type.
+JOB_CREATE_REQUEST = PolymorphicProxySerializer(
+    component_name="JobCreate",
+    serializers=[job_create_variant(handler) for handler in handlers.all_handlers()],
+    resource_type_field_name=None,
+    many=False,
+)
+
+
 def validate_parameters(
     parameters_class: type[serializers.Serializer], data: dict[str, Any]
 ) -> dict[str, Any]:
     """Validate a job's parameters against its type, with errors keyed under `parameters`."""
     parameters = parameters_class(data=data)
-    errors = {} if parameters.is_valid() else dict(parameters.errors)
+    errors = json_type_errors(parameters, data)
+    if not errors and not parameters.is_valid():
+        errors = dict(parameters.errors)
     for unknown in sorted(set(data) - set(parameters.fields)):
         errors[unknown] = [
             serializers.ErrorDetail("This job type has no such parameter.", code="unknown")

@@ -22,6 +22,7 @@ from jobs.filters import JobFilter, JobResultFilter
 from jobs.models import Job, JobResult
 from jobs.pagination import NewestFirstPagination, ResultPagination
 from jobs.serializers import (
+    JOB_CREATE_REQUEST,
     JobCreateSerializer,
     JobDetailSerializer,
     JobResultSerializer,
@@ -46,15 +47,15 @@ class JobNotCompleted(ValidationError):
     default_code = "job_not_completed"
 
 
+MAX_IDEMPOTENCY_KEY_LENGTH = 255
 IDEMPOTENCY_KEY = OpenApiParameter(
     "Idempotency-Key",
-    str,
+    {"type": "string", "maxLength": MAX_IDEMPOTENCY_KEY_LENGTH},
     OpenApiParameter.HEADER,
     description="Any unique string (a UUID, say). Sending the same key and body again "
     "returns the first job instead of creating another; the same key with another body "
     "gets 409. Keys are per user and kept as long as the job.",
 )
-MAX_IDEMPOTENCY_KEY_LENGTH = 255
 
 
 def idempotency_arguments(request: Request) -> dict[str, str]:
@@ -81,15 +82,16 @@ def _state_change(change, job: Job) -> Response:
     return Response(JobDetailSerializer(job).data)
 
 
-_conflict = OpenApiResponse(description="The job's state does not allow this.")
+_conflict = OpenApiResponse(description="`invalid_state`: the job's state does not allow this.")
 
 
 @extend_schema_view(
     list=extend_schema(summary="List your jobs, newest first"),
     retrieve=extend_schema(summary="Show one of your jobs"),
     destroy=extend_schema(
-        summary="Cancel a job (same as POST .../cancel/)",
-        responses={200: JobSerializer, 409: _conflict},
+        summary="Cancel a pending or running job (same as POST .../cancel/)",
+        description="Cancels; it does not delete. The job stays readable, `cancelled`.",
+        responses={200: JobDetailSerializer, 409: _conflict},
     ),
 )
 class JobViewSet(
@@ -100,6 +102,9 @@ class JobViewSet(
     viewsets.GenericViewSet,
 ):
     queryset = Job.objects.none()  # Tells the schema generator the model; see get_queryset.
+    # Any one path segment reaches the view, so a malformed id gets the API's JSON 404 rather
+    # than Django's HTML page.
+    lookup_value_regex = "[^/]+"
     filterset_class = JobFilter
     ordering_fields = ["created_at", "name"]
     pagination_class = NewestFirstPagination
@@ -117,14 +122,18 @@ class JobViewSet(
 
     @extend_schema(
         summary="Submit a job",
-        request=JobCreateSerializer,
+        request=JOB_CREATE_REQUEST,
         parameters=[IDEMPOTENCY_KEY],
         responses={
             201: JobSerializer,
             200: OpenApiResponse(JobSerializer, "The job an earlier identical request made."),
-            409: OpenApiResponse(description="The Idempotency-Key was used with another body."),
-            413: OpenApiResponse(description="The request body is too large."),
-            429: OpenApiResponse(description="Too many requests, or too many active jobs."),
+            409: OpenApiResponse(
+                description="`idempotency_key_reused`: the Idempotency-Key came with another body."
+            ),
+            429: OpenApiResponse(
+                description="`throttled`: too many requests; or `too_many_active_jobs`: wait "
+                "for some of your jobs to finish."
+            ),
         },
     )
     def create(self, request: Request) -> Response:
@@ -156,7 +165,7 @@ class JobViewSet(
     @extend_schema(
         summary="Cancel a pending or running job",
         request=None,
-        responses={200: JobSerializer, 409: _conflict},
+        responses={200: JobDetailSerializer, 409: _conflict},
     )
     @action(detail=True, methods=["post"])
     def cancel(self, request: Request, pk=None) -> Response:
@@ -165,7 +174,7 @@ class JobViewSet(
     @extend_schema(
         summary="Queue a failed or cancelled job again",
         request=None,
-        responses={200: JobSerializer, 409: _conflict},
+        responses={200: JobDetailSerializer, 409: _conflict},
     )
     @action(detail=True, methods=["post"])
     def retry(self, request: Request, pk=None) -> Response:
@@ -175,7 +184,10 @@ class JobViewSet(
         summary="Show a completed job's result",
         responses={
             200: JobResultSerializer,
-            400: OpenApiResponse(description="The job has not completed, so it has no result."),
+            400: OpenApiResponse(
+                description="`job_not_completed`: the job has no result yet, or will not have "
+                "one; `status` says which."
+            ),
         },
     )
     @action(detail=True, methods=["get"])
@@ -202,6 +214,7 @@ class JobViewSet(
 )
 class JobResultViewSet(viewsets.ReadOnlyModelViewSet):
     queryset = JobResult.objects.none()
+    lookup_value_regex = JobViewSet.lookup_value_regex
     serializer_class = JobResultSerializer
     filterset_class = JobResultFilter
     # Always newest first: no OrderingFilter here.

@@ -31,6 +31,7 @@ from dotenv import dotenv_values
 if not __package__:  # Run as a file: make the `scripts` package importable.
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from scripts import localredis
+from scripts.metricsdir import empty_metrics_dir
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 # ENV_FILE names another file, as it does for settings.py (/dev/null reads none).
@@ -73,6 +74,7 @@ def run(cleanup: contextlib.ExitStack) -> int:
     ensure_ports_free(env, ["PORT", "FLOWER_PORT"])
     redis_note = choose_redis(env, cleanup)
     prepare_database(env)
+    empty_metrics_dir(Path(env["PROMETHEUS_MULTIPROC_DIR"]))
 
     honcho = start_honcho(env)
     cleanup.callback(stop_honcho, honcho)
@@ -146,6 +148,10 @@ def load_environment() -> dict[str, str]:
     env["PORT"] = env.get("PORT") or "8000"
     env["FLOWER_PORT"] = env.get("FLOWER_PORT") or "5555"
     env["PYTHONUNBUFFERED"] = "1"  # Log lines reach the terminal as they happen.
+    # Shared by web and worker processes, so /metrics adds them all up; emptied at each start.
+    env["PROMETHEUS_MULTIPROC_DIR"] = env.get("PROMETHEUS_MULTIPROC_DIR") or str(
+        RUN_DIR / "prometheus"
+    )
     if not env.get("FLOWER_BASIC_AUTH"):
         env["FLOWER_BASIC_AUTH"] = f"flower:{secrets.token_urlsafe(16)}"
         print(

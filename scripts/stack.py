@@ -33,6 +33,7 @@ from scripts import localredis
 ROOT = Path(__file__).resolve().parent.parent
 STARTUP_TIMEOUT_SECONDS = 60.0
 STOP_TIMEOUT_SECONDS = 30.0
+IDLE_RECONNECT_SECONDS = 1.5
 
 
 @dataclass
@@ -285,15 +286,21 @@ class Api:
         self.headers = {"Content-Type": "application/json", "Accept": "application/json"}
         if token:
             self.headers["Authorization"] = f"Bearer {token}"
+        self.last_used = time.monotonic()
 
     def request(
         self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None
     ) -> tuple[int, Any]:
         payload = None if body is None else json.dumps(body)
+        if time.monotonic() - self.last_used > IDLE_RECONNECT_SECONDS:
+            # gunicorn closes keep-alive connections idle for 2 s; a request sent on one that
+            # is closing would fail, so start afresh instead.
+            self.connection.close()
         try:
             self.connection.request(method, path, payload, {**self.headers, **(headers or {})})
             response = self.connection.getresponse()
             raw = response.read()
+            self.last_used = time.monotonic()
         except (http.client.HTTPException, OSError):
             self.connection.close()  # The next request reconnects.
             raise

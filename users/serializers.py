@@ -4,9 +4,15 @@ import re
 
 from django.conf import settings
 from django.contrib.auth import authenticate
-from django.contrib.auth.password_validation import validate_password
+from django.contrib.auth.password_validation import (
+    MinimumLengthValidator,
+    NumericPasswordValidator,
+    get_default_password_validators,
+    validate_password,
+)
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.urls import reverse
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 from rest_framework.exceptions import APIException, AuthenticationFailed, ErrorDetail
 from rest_framework.fields import get_error_detail
@@ -18,11 +24,16 @@ from rest_framework_simplejwt.settings import api_settings as jwt_settings
 from rest_framework_simplejwt.tokens import RefreshToken
 from rest_framework_simplejwt.utils import get_md5_hash_password
 
+from job_system.openapi import NON_EMPTY_TEXT
+from job_system.serializers import StrictTypesMixin
 from users.models import CustomUser
 from users.otp import CODE_DIGITS
 from users.permissions import EmailNotVerified
 
 CODE_PATTERN = re.compile(rf"\d{{{CODE_DIGITS}}}")
+NEW_PASSWORD_MAX_LENGTH = 128
+# A string without NUL that has a character other than an ASCII digit.
+NOT_ONLY_DIGITS = r"^[^\u0000]*[^\u00000-9][^\u0000]*$"
 
 
 class InvalidCredentials(AuthenticationFailed):
@@ -52,11 +63,40 @@ def normalized_email(value: str) -> str:
     return CustomUser.objects.normalize_email(value)
 
 
-def password_field(**kwargs) -> serializers.CharField:
+def password_field(field_class=serializers.CharField, **kwargs) -> serializers.CharField:
     """Return a field that takes a password exactly as typed and never echoes it."""
-    return serializers.CharField(
+    return field_class(
         write_only=True, trim_whitespace=False, style={"input_type": "password"}, **kwargs
     )
+
+
+def new_password_schema() -> dict:
+    """Describe a new password by the rules of Django's validators that a schema can state.
+
+    Not being common, or like the email address, is left to the 400.
+    """
+    validators = get_default_password_validators()
+    min_length = max(
+        (v.min_length for v in validators if isinstance(v, MinimumLengthValidator)), default=1
+    )
+    numeric_allowed = not any(isinstance(v, NumericPasswordValidator) for v in validators)
+    return {
+        "type": "string",
+        "minLength": min_length,
+        "maxLength": NEW_PASSWORD_MAX_LENGTH,
+        "pattern": NON_EMPTY_TEXT if numeric_allowed else NOT_ONLY_DIGITS,
+        "description": f"At least {min_length} characters, not all digits, not a common "
+        "password, and not like the email address.",
+    }
+
+
+@extend_schema_field(new_password_schema())
+class NewPasswordField(serializers.CharField):
+    """A password being set, which Django's password validators check."""
+
+
+def new_password_field() -> serializers.CharField:
+    return password_field(NewPasswordField, max_length=NEW_PASSWORD_MAX_LENGTH)
 
 
 def password_problems(password: str, *, user: CustomUser) -> list[ErrorDetail]:
@@ -68,9 +108,9 @@ def password_problems(password: str, *, user: CustomUser) -> list[ErrorDetail]:
     return []
 
 
-class RegisterSerializer(serializers.Serializer):
+class RegisterSerializer(StrictTypesMixin, serializers.Serializer):
     email = serializers.EmailField(max_length=254)
-    password = password_field(max_length=128)
+    password = new_password_field()
 
     def validate_email(self, value: str) -> str:
         return normalized_email(value)
@@ -87,7 +127,7 @@ class RegisterResponseSerializer(serializers.Serializer):
     detail = serializers.CharField()
 
 
-class VerifyOtpSerializer(serializers.Serializer):
+class VerifyOtpSerializer(StrictTypesMixin, serializers.Serializer):
     # Where a failed code sends the client for a new one.
     resend_route = "users:resend-otp"
 
@@ -112,7 +152,7 @@ class VerifyOtpSerializer(serializers.Serializer):
 class PasswordResetConfirmSerializer(VerifyOtpSerializer):
     resend_route = "users:password-reset"
 
-    new_password = password_field(max_length=128)
+    new_password = new_password_field()
 
     def validate(self, attrs: dict) -> dict:
         checked = super().validate(attrs)
@@ -123,9 +163,9 @@ class PasswordResetConfirmSerializer(VerifyOtpSerializer):
         return {**checked, "new_password": new_password}
 
 
-class PasswordChangeSerializer(serializers.Serializer):
+class PasswordChangeSerializer(StrictTypesMixin, serializers.Serializer):
     old_password = password_field()
-    new_password = password_field(max_length=128)
+    new_password = new_password_field()
 
     def validate_old_password(self, value: str) -> str:
         if not self.context["request"].user.check_password(value):
@@ -139,11 +179,11 @@ class PasswordChangeSerializer(serializers.Serializer):
         return value
 
 
-class EmailSerializer(serializers.Serializer):
+class EmailSerializer(StrictTypesMixin, serializers.Serializer):
     email = serializers.EmailField(max_length=254)
 
 
-class LoginSerializer(serializers.Serializer):
+class LoginSerializer(StrictTypesMixin, serializers.Serializer):
     email = serializers.EmailField(max_length=254)
     password = password_field()
 
@@ -159,7 +199,7 @@ class LoginSerializer(serializers.Serializer):
         return {"user": user}
 
 
-class LogoutSerializer(serializers.Serializer):
+class LogoutSerializer(StrictTypesMixin, serializers.Serializer):
     refresh = serializers.CharField()
 
     def validate_refresh(self, value: str) -> RefreshToken:
@@ -175,7 +215,7 @@ class LogoutSerializer(serializers.Serializer):
         return token
 
 
-class TokenRefreshSerializer(SimpleJWTTokenRefreshSerializer):
+class TokenRefreshSerializer(StrictTypesMixin, SimpleJWTTokenRefreshSerializer):
     """simplejwt's rotation, refusing with 401 a token whose user is gone or has a new password.
 
     simplejwt answers 500 for a deleted user, and does not check the password digest that
@@ -205,11 +245,6 @@ class TokenPairSerializer(serializers.Serializer):
 
 class DetailSerializer(serializers.Serializer):
     detail = serializers.CharField()
-
-
-class ErrorSerializer(serializers.Serializer):
-    detail = serializers.CharField()
-    code = serializers.CharField()
 
 
 class MeSerializer(serializers.ModelSerializer):

@@ -12,11 +12,11 @@ from rest_framework.views import APIView
 from rest_framework_simplejwt.authentication import AUTH_HEADER_TYPES
 from rest_framework_simplejwt.views import TokenRefreshView as SimpleJWTTokenRefreshView
 
+from job_system.openapi import ErrorSerializer
 from users import otp, services
 from users.serializers import (
     DetailSerializer,
     EmailSerializer,
-    ErrorSerializer,
     LoginSerializer,
     LogoutSerializer,
     MeSerializer,
@@ -33,12 +33,12 @@ TAGS = ["accounts"]
 FIELD_ERRORS = OpenApiResponse(
     description='Invalid input, keyed by field: `{"field": ["message"]}`.'
 )
-THROTTLED = OpenApiResponse(DetailSerializer, description="Too many requests; retry later.")
+THROTTLED = OpenApiResponse(ErrorSerializer, description="Too many requests; retry later.")
 THROTTLED_EMAILS = OpenApiResponse(
-    DetailSerializer,
+    ErrorSerializer,
     description="Too many requests, or this client asked for too many emails; retry later.",
 )
-UNAUTHENTICATED = OpenApiResponse(DetailSerializer, description="No valid bearer token.")
+UNAUTHENTICATED = OpenApiResponse(ErrorSerializer, description="No valid bearer token.")
 
 
 def send_limits() -> str:
@@ -170,7 +170,7 @@ class LoginView(PublicAccountView):
             200: TokenPairSerializer,
             400: FIELD_ERRORS,
             401: OpenApiResponse(
-                DetailSerializer,
+                ErrorSerializer,
                 description="Invalid, expired or revoked token, or its account is gone or has "
                 "a new password.",
             ),

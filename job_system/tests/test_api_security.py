@@ -17,7 +17,7 @@ from users.models import CustomUser
 pytestmark = pytest.mark.django_db
 
 
-PK = "(?P<pk>[^/.]+)"  # how DRF's router writes an object id into a route
+PK = "(?P<pk>[^/]+)"  # how the router writes an object id into a route (lookup_value_regex)
 
 
 def object_routes(patterns=None, prefix: str = ""):

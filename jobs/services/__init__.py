@@ -23,7 +23,12 @@ from jobs.services.execution import (
     job_progress_reporter,
     job_run,
 )
-from jobs.services.recovery import jobs_dispatch_due, jobs_hand_back, jobs_reap_stale
+from jobs.services.recovery import (
+    jobs_dispatch_due,
+    jobs_hand_back,
+    jobs_reap_stale,
+    jobs_requeue_stuck,
+)
 from jobs.services.submission import (
     job_cancel,
     job_create,
@@ -48,5 +53,6 @@ __all__ = [
     "jobs_dispatch_due",
     "jobs_hand_back",
     "jobs_reap_stale",
+    "jobs_requeue_stuck",
     "retry_delay",
 ]

@@ -6,7 +6,6 @@ over (or whose job was cancelled) writes nothing: no progress, no result, no fai
 
 import json
 import logging
-import threading
 import traceback
 import uuid
 from time import monotonic
@@ -14,11 +13,12 @@ from typing import Any
 
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
-from django.db import close_old_connections, connection, transaction
+from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from jobs import handlers
+from job_system.logging import bind_job, job_log_scope
+from jobs import handlers, metrics
 from jobs.handlers.base import (
     JobHandler,
     JobInterrupted,
@@ -29,13 +29,13 @@ from jobs.handlers.base import (
 from jobs.models import Job, JobAttempt, JobResult
 from jobs.services.common import (
     MAX_ERROR_MESSAGE_LENGTH,
-    attempt_deadline,
     finish_attempt,
     held_by,
     log_fields,
     retry_delay,
     transition,
 )
+from jobs.services.leases import LeaseKeeper
 
 logger = logging.getLogger(__name__)
 
@@ -69,15 +69,18 @@ def job_claim(*, job_id: uuid.UUID, worker: str) -> Job | None:
         JobAttempt.objects.create(
             job=job, number=job.attempts, claim_token=token, worker=job.worker, started_at=now
         )
+    metrics.job_claimed(job)
     return job
 
 
+@job_log_scope
 def job_run(*, job_id: uuid.UUID, worker: str) -> None:
     """Claim a job, run its handler and record the outcome. A duplicate message does nothing."""
     job = job_claim(job_id=job_id, worker=worker)
     if job is None:
         logger.info("job not claimed (taken, not due or finished)", extra=log_fields(job_id))
         return
+    bind_job(job)
     try:
         handler = handlers.get(job.job_type)
     except KeyError:
@@ -88,7 +91,7 @@ def job_run(*, job_id: uuid.UUID, worker: str) -> None:
         _run_handler(job, handler, lease)
 
 
-def _run_handler(job: Job, handler: JobHandler, lease: "LeaseKeeper") -> None:
+def _run_handler(job: Job, handler: JobHandler, lease: LeaseKeeper) -> None:
     log = log_fields(job.pk, job)
     logger.info("job started", extra=log)
     started = monotonic()
@@ -111,9 +114,11 @@ def _run_handler(job: Job, handler: JobHandler, lease: "LeaseKeeper") -> None:
             logger.info("job completed in %d ms", duration_ms, extra=log)
         else:
             logger.info("job finished but was cancelled or taken over; result dropped", extra=log)
+    finally:
+        metrics.job_attempt_ran(job, seconds=monotonic() - started)
 
 
-def job_progress_reporter(*, job: Job, lease: "LeaseKeeper | None" = None) -> Progress:
+def job_progress_reporter(*, job: Job, lease: LeaseKeeper | None = None) -> Progress:
     """Return the callback a handler reports progress through; it raises JobInterrupted."""
     last_write = float("-inf")
 
@@ -149,7 +154,9 @@ def job_complete(*, job: Job, output: dict[str, Any], duration_ms: int) -> bool:
             finish_attempt(
                 claim_token=job.claim_token, outcome=JobAttempt.Outcome.SUCCEEDED, now=now
             )
-    if not completed:
+    if completed:
+        metrics.job_completed(job)
+    else:
         _record_interruption(job)
     return bool(completed)
 
@@ -172,10 +179,13 @@ def job_fail_attempt(*, job: Job, exc: Exception, trace: str) -> None:
             "error_message": f"Attempt {job.attempts} failed: {message} Retrying.",
         }
     with transaction.atomic():
-        if transition(held_by(job), lease_expires_at=None, error_traceback=trace, **changes):
+        recorded = transition(held_by(job), lease_expires_at=None, error_traceback=trace, **changes)
+        if recorded:
             finish_attempt(
                 claim_token=job.claim_token, outcome=outcome, error_message=message, now=now
             )
+    if recorded and final:
+        metrics.job_failed(job)
 
 
 def _backoff(job: Job):
@@ -198,47 +208,3 @@ def _user_message(exc: Exception) -> str:
     if isinstance(exc, PermanentJobError | RetryableJobError):
         return str(exc)[:MAX_ERROR_MESSAGE_LENGTH] or type(exc).__name__
     return f"The job crashed with an internal error ({type(exc).__name__})."
-
-
-class LeaseKeeper:
-    """Renew a running job's lease from a background thread while its handler runs.
-
-    Handlers that never report progress keep their lease all the same, and a handler that
-    does learns at its next report when the renewal found the job cancelled or taken over.
-    The lease is never renewed past the attempt's deadline, so a worker stuck beyond its
-    time limit lets the reaper take the job back.
-    """
-
-    def __init__(self, job: Job) -> None:
-        self.job = job
-        self.interval = min(settings.JOB_LEASE.total_seconds() / 3, 10.0)
-        self.lost = threading.Event()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._renew_until_stopped, daemon=True)
-
-    def __enter__(self) -> "LeaseKeeper":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def _renew_until_stopped(self) -> None:
-        try:
-            while not self._stop.wait(self.interval):
-                if not self.renew():
-                    self.lost.set()
-                    return
-        except Exception:
-            logger.exception("lease renewal failed", extra=log_fields(self.job.pk, self.job))
-        finally:
-            close_old_connections()
-            connection.close()
-
-    def renew(self) -> bool:
-        """Extend the lease once; False if the job is no longer held by this claim."""
-        now = timezone.now()
-        grace = settings.JOB_HARD_TIMEOUT_GRACE
-        expires = min(now + settings.JOB_LEASE, attempt_deadline(self.job) + grace)
-        return bool(transition(held_by(self.job), lease_expires_at=expires))

@@ -14,7 +14,7 @@ from django.db import transaction
 from django.db.models import F, QuerySet
 from django.utils import timezone
 
-from jobs import queue
+from jobs import metrics, queue
 from jobs.models import Job, JobAttempt
 from jobs.services.common import attempt_deadline, finish_attempt, retry_delay, transition
 
@@ -32,8 +32,26 @@ def jobs_dispatch_due(*, limit: int = BATCH_SIZE) -> int:
 
 def jobs_reap_stale(*, limit: int = BATCH_SIZE) -> dict[str, int]:
     """Recover jobs whose message or worker was lost."""
+    counts = _recover_stuck(Job.objects.all(), limit=limit)
+    if any(counts.values()):
+        logger.warning("reaper: %s", counts)
+    return counts
+
+
+def jobs_requeue_stuck(*, jobs: QuerySet[Job]) -> dict[str, int]:
+    """Recover the stuck jobs among `jobs` now, as the reaper would; the others stay as they are.
+
+    For staff who will not wait for the reaper's next round (the admin's bulk action).
+    """
+    counts = _recover_stuck(jobs, limit=None)
+    logger.info("stuck jobs recovered on request: %s", counts)
+    return counts
+
+
+def _recover_stuck(jobs: QuerySet[Job], *, limit: int | None) -> dict[str, int]:
+    """Republish lost messages and take back lapsed leases among `jobs`; count what was done."""
     now = timezone.now()
-    lost_messages = Job.objects.filter(
+    lost_messages = jobs.filter(
         status=Job.Status.PENDING,
         run_after__lte=now,
         enqueued_at__lt=now - settings.JOB_REDISPATCH_AFTER,
@@ -43,13 +61,11 @@ def jobs_reap_stale(*, limit: int = BATCH_SIZE) -> dict[str, int]:
         "requeued": 0,
         "failed": 0,
     }
-    expired = Job.objects.filter(status=Job.Status.IN_PROGRESS, lease_expires_at__lt=now)
+    expired = jobs.filter(status=Job.Status.IN_PROGRESS, lease_expires_at__lt=now)
     for job in expired.order_by("lease_expires_at")[:limit]:
         outcome = _take_back(job, now=now)
         if outcome:
             counts[outcome] += 1
-    if any(counts.values()):
-        logger.warning("reaper: %s", counts)
     return counts
 
 
@@ -79,7 +95,10 @@ def _take_back(job: Job, *, now: datetime) -> str | None:
         if not transition(lapsed, lease_expires_at=None, **changes):
             return None  # The worker renewed it, or another reaper got there first.
         finish_attempt(claim_token=job.claim_token, outcome=outcome, error_message=reason)
-    return "failed" if changes["status"] == Job.Status.FAILED else "requeued"
+    if changes["status"] == Job.Status.FAILED:
+        metrics.job_failed(job)
+        return "failed"
+    return "requeued"
 
 
 def jobs_hand_back(*, worker: str, grace_seconds: float) -> int:
@@ -119,7 +138,7 @@ def _hand_back(job_id: uuid.UUID, claim_token: uuid.UUID) -> int:
     return handed
 
 
-def _mark_enqueued_and_publish(jobs: QuerySet[Job], *, now: datetime, limit: int) -> int:
+def _mark_enqueued_and_publish(jobs: QuerySet[Job], *, now: datetime, limit: int | None) -> int:
     # Each caller stamps the rows it takes with its own token and publishes only those, so
     # two dispatchers (or a dispatcher and the reaper) never publish the same job together.
     candidates = list(jobs.order_by("run_after").values_list("pk", flat=True)[:limit])

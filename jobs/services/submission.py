@@ -8,7 +8,8 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from jobs import handlers, queue
+from job_system.logging import bind_job, job_log_scope
+from jobs import handlers, metrics, queue
 from jobs.models import Job, JobAttempt
 from jobs.services.common import (
     IdempotencyConflict,
@@ -21,6 +22,7 @@ from jobs.services.common import (
 logger = logging.getLogger(__name__)
 
 
+@job_log_scope
 def job_create(
     *,
     owner,
@@ -65,6 +67,7 @@ def job_create(
         idempotency_key=idempotency_key or "",
         request_fingerprint=request_fingerprint if idempotency_key else "",
     )
+    bind_job(job)
     try:
         with transaction.atomic():
             job.save(force_insert=True)
@@ -82,6 +85,7 @@ def job_create(
             return earlier, False
         raise
     logger.info("job created", extra=log_fields(job.pk, job))
+    metrics.job_created(job)
     return job, True
 
 
@@ -105,6 +109,7 @@ def job_for_idempotency_key(*, owner, idempotency_key: str, request_fingerprint:
     return earlier
 
 
+@job_log_scope
 def job_cancel(*, job: Job) -> Job:
     """Cancel a pending or running job; a running handler notices at its next report."""
     now = timezone.now()
@@ -126,6 +131,7 @@ def job_cancel(*, job: Job) -> Job:
     return job
 
 
+@job_log_scope
 def job_retry(*, job: Job) -> Job:
     """Put a failed or cancelled job back in the queue, with a fresh count of attempts."""
     now = timezone.now()

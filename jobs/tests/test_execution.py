@@ -16,7 +16,7 @@ from django.utils import timezone
 from jobs import handlers, services
 from jobs.handlers.base import JobInterrupted, RetryableJobError
 from jobs.models import Job, JobAttempt, JobResult
-from jobs.services.execution import LeaseKeeper
+from jobs.services.leases import LeaseKeeper
 from jobs.tests.concurrency import run_together
 from jobs.tests.live import wait_for
 

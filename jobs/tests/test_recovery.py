@@ -10,7 +10,7 @@ from django.utils import timezone
 from jobs import services
 from jobs.handlers.base import JobInterrupted
 from jobs.models import Job, JobAttempt
-from jobs.services.execution import LeaseKeeper
+from jobs.services.leases import LeaseKeeper
 from jobs.tests.concurrency import run_together
 
 pytestmark = pytest.mark.django_db

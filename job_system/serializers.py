@@ -1,0 +1,52 @@
+"""What every serializer that reads a request body shares: JSON types are taken as sent.
+
+DRF converts on the way in: `"name": 5` becomes "5", `"max_retries": "3"` becomes 3 and
+`"retryable": "yes"` becomes True. The schema promises a string, an integer and a boolean, so
+those are refused by field, with DRF's own message and code `invalid`.
+"""
+
+from collections.abc import Mapping
+from typing import Any
+
+from rest_framework import serializers
+from rest_framework.exceptions import ErrorDetail
+
+# The JSON values each kind of field takes; the first class a field is an instance of wins.
+JSON_TYPES: list[tuple[type[serializers.Field], tuple[type, ...]]] = [
+    (serializers.BooleanField, (bool,)),
+    (serializers.IntegerField, (int,)),
+    (serializers.FloatField, (int, float)),
+    (serializers.CharField, (str,)),
+]
+
+
+def json_type_errors(
+    serializer: serializers.Serializer, data: Mapping[str, Any]
+) -> dict[str, list[ErrorDetail]]:
+    """Return an `invalid` error for each field whose value in `data` is of another JSON type."""
+    return {
+        name: [ErrorDetail(field.error_messages["invalid"], code="invalid")]
+        for name, field in serializer.fields.items()
+        if not field.read_only and name in data and not _takes(field, data[name])
+    }
+
+
+def _takes(field: serializers.Field, value: Any) -> bool:
+    if value is None:
+        return True  # The field's allow_null decides.
+    for field_class, json_types in JSON_TYPES:
+        if isinstance(field, field_class):
+            # JSON's true and false are not numbers, though Python's bool is an int.
+            return isinstance(value, json_types) and (
+                bool in json_types or not isinstance(value, bool)
+            )
+    return True
+
+
+class StrictTypesMixin:
+    """Refuse a value of the wrong JSON type instead of converting it."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, Mapping) and (errors := json_type_errors(self, data)):
+            raise serializers.ValidationError(errors)
+        return super().to_internal_value(data)

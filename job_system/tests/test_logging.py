@@ -1,0 +1,171 @@
+"""Log output as the project's LOGGING setting formats it, and the job fields on each line."""
+
+import io
+import json
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
+from django.conf import settings
+from django.utils.module_loading import import_string
+
+from job_system.logging import job_log_scope
+from jobs import handlers, services
+from jobs.models import Job
+
+JOB_FIELDS = {"job_id", "job_type", "attempt"}
+
+
+class Captured:
+    def __init__(self, stream: io.StringIO) -> None:
+        self.stream = stream
+
+    @property
+    def lines(self) -> list[str]:
+        return self.stream.getvalue().splitlines()
+
+    @property
+    def entries(self) -> list[dict]:
+        return [json.loads(line) for line in self.lines]
+
+
+@contextmanager
+def root_output(log_format: str) -> Iterator[Captured]:
+    """Send root's records through a handler built like settings.LOGGING's console handler."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(import_string(settings.LOGGING["formatters"][log_format]["()"])())
+    for name in settings.LOGGING["handlers"]["console"]["filters"]:
+        handler.addFilter(import_string(settings.LOGGING["filters"][name]["()"])())
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        yield Captured(stream)
+    finally:
+        root.removeHandler(handler)
+
+
+@pytest.fixture
+def captured() -> Iterator[Captured]:
+    with root_output("json") as output:
+        yield output
+
+
+@pytest.fixture
+def plain_output() -> Iterator[Captured]:
+    with root_output("plain") as output:
+        yield output
+
+
+def test_json_lines_are_one_object_each_with_time_level_logger_and_message(captured):
+    logging.getLogger("some.library").warning("disk %s is %d%% full", "/data", 93)
+
+    [entry] = captured.entries
+    assert entry["level"] == "WARNING"
+    assert entry["logger"] == "some.library"
+    assert entry["message"] == "disk /data is 93% full"
+    assert entry["time"].endswith("+00:00")
+    assert isinstance(entry["process"], int)
+
+
+def test_json_lines_carry_extra_fields_and_the_traceback_on_one_line(captured):
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        logging.getLogger("jobs").exception("it broke", extra={"queue": "cpu"})
+
+    assert len(captured.lines) == 1
+    [entry] = captured.entries
+    assert entry["queue"] == "cpu"
+    assert "ValueError: boom" in entry["exc_info"]
+
+
+def test_every_line_inside_a_job_scope_carries_the_job_even_from_libraries(captured, job_factory):
+    job = job_factory.build(job_type="echo", attempts=2)
+
+    @job_log_scope
+    def handle(*, job: Job) -> None:
+        logging.getLogger("some.library").info("inside")
+
+    handle(job=job)
+    logging.getLogger("some.library").info("outside")
+
+    inside, outside = captured.entries
+    assert inside["job_id"] == str(job.pk)
+    assert inside["job_type"] == "echo"
+    assert inside["attempt"] == 2
+    assert JOB_FIELDS.isdisjoint(outside)
+
+
+@pytest.mark.django_db
+def test_every_record_of_a_job_run_carries_its_id_type_and_attempt(
+    captured, job_factory, monkeypatch
+):
+    job = job_factory(job_type="echo", parameters={"message": "hi", "data": None})
+    echo = handlers.get("echo")
+    original_run = echo.run
+
+    def run_and_log_like_a_library(params, progress):
+        logging.getLogger("urllib3.connectionpool").info("a library logs mid-job")
+        return original_run(params, progress)
+
+    monkeypatch.setattr(echo, "run", run_and_log_like_a_library)
+
+    services.job_run(job_id=job.pk, worker="test-worker")
+
+    entries = captured.entries
+    messages = [entry["message"] for entry in entries]
+    assert "job started" in messages
+    assert "a library logs mid-job" in messages
+    assert any(message.startswith("job completed") for message in messages)
+    for entry in entries:
+        assert entry["job_id"] == str(job.pk), entry
+        assert entry["job_type"] == "echo", entry
+        assert entry["attempt"] == 1, entry
+
+
+@pytest.mark.django_db
+def test_a_duplicate_message_is_logged_with_the_job_id_alone_known(captured, job_factory):
+    job = job_factory(status=Job.Status.COMPLETED)
+
+    services.job_run(job_id=job.pk, worker="test-worker")
+
+    [entry] = captured.entries
+    assert entry["message"].startswith("job not claimed")
+    assert entry["job_id"] == str(job.pk)
+    assert entry["job_type"] is None
+    assert entry["attempt"] is None
+
+
+@pytest.mark.django_db
+def test_submitting_and_cancelling_through_the_api_log_the_job(captured, auth_client):
+    created = auth_client.post("/api/jobs/", {"name": "n", "job_type": "echo", "parameters": {}})
+    auth_client.post(f"/api/jobs/{created.data['id']}/cancel/")
+
+    by_message = {entry["message"]: entry for entry in captured.entries}
+    for message in ("job created", "job cancelled"):
+        assert by_message[message]["job_id"] == created.data["id"]
+        assert by_message[message]["job_type"] == "echo"
+        assert "attempt" in by_message[message]
+
+
+def test_plain_lines_end_with_the_job_fields_inside_a_job_scope(plain_output, job_factory):
+    job = job_factory.build(job_type="sleep", attempts=1)
+
+    @job_log_scope
+    def handle(*, job: Job) -> None:
+        logging.getLogger("jobs").info("sleeping")
+
+    handle(job=job)
+    logging.getLogger("jobs").info("idle")
+
+    inside, outside = plain_output.lines
+    assert inside.endswith(f" INFO jobs sleeping [job_id={job.pk} job_type=sleep attempt=1]")
+    assert outside.endswith(" INFO jobs idle")
+
+
+def test_the_console_handler_uses_the_format_from_log_format():
+    assert settings.LOG_FORMAT == "plain"  # the default
+    assert settings.LOGGING["handlers"]["console"]["formatter"] == settings.LOG_FORMAT
+    assert settings.CELERY_WORKER_HIJACK_ROOT_LOGGER is False

@@ -1,0 +1,180 @@
+"""The OpenAPI document says what the API does: every status it answers, every input it takes."""
+
+import json
+import re
+import sys
+
+import pytest
+from django.core.management import call_command
+from rest_framework import serializers
+from rest_framework.test import APIClient
+
+from job_system.openapi import WHITESPACE, text_pattern
+from jobs import handlers
+
+METHODS = {"get", "post", "put", "patch", "delete"}
+ERROR = {"$ref": "#/components/schemas/Error"}
+
+
+@pytest.fixture(scope="module")
+def schema() -> dict:
+    response = APIClient().get("/api/schema/", {"format": "json"})
+    assert response.status_code == 200
+    return json.loads(response.content)
+
+
+def operations(schema: dict):
+    for path, item in schema["paths"].items():
+        for method, operation in item.items():
+            if method in METHODS:
+                yield f"{method.upper()} {path}", operation
+
+
+def component(schema: dict, ref: dict) -> dict:
+    return schema["components"]["schemas"][ref["$ref"].rsplit("/", 1)[1]]
+
+
+def error_schema(operation: dict, status: str) -> dict:
+    return operation["responses"][status]["content"]["application/json"]["schema"]
+
+
+def test_the_schema_validates_without_warnings(tmp_path):
+    call_command("spectacular", "--validate", "--fail-on-warn", "--file", tmp_path / "api.yml")
+
+
+def test_every_operation_behind_a_token_documents_401(schema):
+    for name, operation in operations(schema):
+        if {"jwtAuth": []} in operation.get("security", []):
+            assert error_schema(operation, "401") == ERROR, name
+
+
+def test_every_job_operation_documents_403_for_unconfirmed_addresses(schema):
+    for name, operation in operations(schema):
+        if name.split()[1].startswith(("/api/jobs/", "/api/job-results/")):
+            assert "email_not_verified" in operation["responses"]["403"]["description"], name
+
+
+def test_object_routes_and_cursor_lists_document_404_and_nothing_else_does(schema):
+    for name, operation in operations(schema):
+        located = {parameter["in"] for parameter in operation.get("parameters", [])}
+        if "path" in located or name in {"GET /api/jobs/", "GET /api/job-results/"}:
+            assert error_schema(operation, "404") == ERROR, name
+        else:
+            assert "404" not in operation["responses"], name
+
+
+def test_operations_with_a_body_document_400_413_and_415(schema):
+    for name, operation in operations(schema):
+        if "requestBody" in operation:
+            assert set(operation["responses"]) >= {"400", "413", "415"}, name
+            assert error_schema(operation, "400") == {
+                "anyOf": [ERROR, {"$ref": "#/components/schemas/FieldErrors"}]
+            }
+
+
+def test_operations_with_query_parameters_document_400_and_414(schema):
+    for name, operation in operations(schema):
+        if any(parameter["in"] == "query" for parameter in operation.get("parameters", [])):
+            assert set(operation["responses"]) >= {"400", "414"}, name
+            # The web server's 414 is an HTML page, so no JSON body is promised.
+            assert "content" not in operation["responses"]["414"]
+
+
+def test_throttled_operations_document_429(schema):
+    by_name = dict(operations(schema))
+    for name in ["POST /api/jobs/", "POST /api/login/", "POST /api/register/"]:
+        assert error_schema(by_name[name], "429") == ERROR, name
+    assert "429" not in by_name["GET /api/jobs/"]["responses"]
+
+
+def test_job_submission_is_described_per_job_type(schema):
+    operation = schema["paths"]["/api/jobs/"]["post"]
+    body = operation["requestBody"]
+    variants = [
+        component(schema, ref)
+        for ref in component(schema, body["content"]["application/json"]["schema"])["oneOf"]
+    ]
+
+    assert body["required"] is True
+    assert len(variants) == len(handlers.names())
+    for handler, variant in zip(handlers.all_handlers(), variants, strict=True):
+        properties = variant["properties"]
+        job_type = properties["job_type"].get("allOf", [properties["job_type"]])[0]
+        assert component(schema, job_type)["enum"] == [handler.name]
+        assert properties["timeout_seconds"]["maximum"] == handler.timeout_seconds
+        parameters = component(schema, properties["parameters"]["allOf"][0])
+        assert parameters["additionalProperties"] is False
+        assert ("job_type" in variant["required"]) == (handler.name != "echo")
+
+
+def test_list_parameters_say_what_the_server_accepts(schema):
+    parameters = {
+        p["name"]: p["schema"] for p in schema["paths"]["/api/jobs/"]["get"]["parameters"]
+    }
+
+    assert parameters["job_type"]["enum"] == handlers.names()
+    assert parameters["page_size"]["minimum"] == 1
+    ordering = re.compile(parameters["ordering"]["pattern"])
+    assert ordering.search("name,-created_at")
+    assert not ordering.search("")
+    assert not ordering.search("name,created_at,name")
+    assert re.search(parameters["cursor"]["pattern"], "cD0yMDI2")
+
+
+def test_a_new_password_is_described_by_the_password_validators(schema):
+    password = component(schema, {"$ref": "#/components/schemas/RegisterRequest"})["properties"][
+        "password"
+    ]
+
+    assert password["minLength"] == 12
+    assert not re.search(password["pattern"], "123456789012")
+    assert re.search(password["pattern"], "12345678901a")
+
+
+def test_delete_is_documented_as_a_cancel_that_keeps_the_job(schema):
+    delete = schema["paths"]["/api/jobs/{id}/"]["delete"]
+
+    assert "does not delete" in delete["description"]
+    assert delete["responses"]["200"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/JobDetail"
+    }
+
+
+def test_request_text_fields_carry_the_pattern_charfield_applies(schema):
+    login = component(schema, {"$ref": "#/components/schemas/LoginRequest"})["properties"]
+
+    assert login["password"]["pattern"] == text_pattern(
+        serializers.CharField(trim_whitespace=False)
+    )
+
+
+SAMPLES = ["a", " a ", "", " ", "\t\n", "\u3000", "\x1c", "\ufeff", "a\x00", "\x00", "é", "a\n"]
+
+
+@pytest.mark.parametrize(
+    "field",
+    [
+        serializers.CharField(),
+        serializers.CharField(allow_blank=True),
+        serializers.CharField(trim_whitespace=False),
+    ],
+    ids=["trimmed", "blank allowed", "untrimmed"],
+)
+@pytest.mark.parametrize("sample", SAMPLES)
+def test_the_text_pattern_matches_exactly_what_charfield_accepts(field, sample):
+    try:
+        field.run_validation(sample)
+        accepted = True
+    except serializers.ValidationError:
+        accepted = False
+
+    assert bool(re.search(text_pattern(field), sample)) == accepted
+
+
+def test_whitespace_is_what_str_strip_removes():
+    spelled_out = re.compile(f"[{WHITESPACE}]")
+    characters = map(chr, range(sys.maxunicode + 1))
+
+    assert [c for c in characters if spelled_out.fullmatch(c)] == [
+        c for c in map(chr, range(sys.maxunicode + 1)) if c.isspace()
+    ]
