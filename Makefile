@@ -11,8 +11,9 @@ TEST_SECRET_KEY := test-only-secret-key-not-for-any-deployment-8c1f0b7e2d
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/test
 # Arguments for the chaos run: make chaos CHAOS_ARGS="--quick --database-url postgres://..."
 CHAOS_ARGS ?=
+BENCH_ARGS ?=
 
-.PHONY: install run test test-postgres chaos fuzz lint format clean
+.PHONY: install run test test-postgres chaos bench fuzz lint format clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -47,6 +48,10 @@ test-postgres: $(STAMP)
 # or runs to a result twice.
 chaos: $(STAMP)
 	$(BIN)/python scripts/chaos.py $(CHAOS_ARGS)
+
+# The service beside raw Celery, on real processes: make bench BENCH_ARGS="--quick"
+bench: $(STAMP)
+	$(BIN)/python scripts/bench.py $(BENCH_ARGS)
 
 # schemathesis against the live OpenAPI schema as a verified user, with its default checks;
 # fails on any server error, schema violation or accepted invalid input (scripts/fuzz.py).

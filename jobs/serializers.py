@@ -145,6 +145,32 @@ def validate_parameters(
     return dict(parameters.validated_data)
 
 
+MAX_BULK_JOBS = 500
+
+
+@extend_schema_field(
+    PolymorphicProxySerializer(
+        component_name="JobCreate",
+        serializers=JOB_CREATE_REQUEST.serializers,
+        resource_type_field_name=None,
+        many=True,
+    )
+)
+class JobListField(serializers.ListField):
+    """A list of jobs, each as POST /api/jobs/ takes it."""
+
+
+class JobBulkCreateSerializer(serializers.Serializer):
+    jobs = JobListField(
+        child=JobCreateSerializer(),
+        min_length=1,
+        max_length=MAX_BULK_JOBS,
+        help_text=f"1 to {MAX_BULK_JOBS} jobs, each as POST /api/jobs/ takes it. They are "
+        "validated together: one invalid job refuses the whole request, with errors listed "
+        "by position.",
+    )
+
+
 class JobSerializer(serializers.ModelSerializer):
     class Meta:
         model = Job
@@ -168,6 +194,11 @@ class JobSerializer(serializers.ModelSerializer):
             "completed_at",
         ]
         read_only_fields = fields
+
+
+class JobBulkCreatedSerializer(serializers.Serializer):
+    count = serializers.IntegerField()
+    jobs = JobSerializer(many=True)
 
 
 class JobAttemptSerializer(serializers.ModelSerializer):

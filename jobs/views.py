@@ -23,6 +23,8 @@ from jobs.models import Job, JobResult
 from jobs.pagination import NewestFirstPagination, ResultPagination
 from jobs.serializers import (
     JOB_CREATE_REQUEST,
+    JobBulkCreatedSerializer,
+    JobBulkCreateSerializer,
     JobCreateSerializer,
     JobDetailSerializer,
     JobResultSerializer,
@@ -115,7 +117,7 @@ class JobViewSet(
         return jobs.prefetch_related("attempt_log") if self.action == "retrieve" else jobs
 
     def get_throttles(self):
-        return [ScopedRateThrottle()] if self.action == "create" else []
+        return [ScopedRateThrottle()] if self.action in ("create", "bulk") else []
 
     def get_serializer_class(self):
         return JobDetailSerializer if self.action == "retrieve" else JobSerializer
@@ -201,6 +203,32 @@ class JobViewSet(
                 }
             )
         return Response(JobResultSerializer(job.result).data)
+
+    @extend_schema(
+        summary="Submit up to 500 jobs in one request",
+        description="All or nothing: the jobs are validated together and stored in one "
+        "transaction, then the due ones are published together.",
+        request=JobBulkCreateSerializer,
+        responses={
+            201: JobBulkCreatedSerializer,
+            429: OpenApiResponse(
+                description="`throttled`: too many requests; or `too_many_active_jobs`: wait "
+                "for some of your jobs to finish."
+            ),
+        },
+    )
+    @action(detail=False, methods=["post"])
+    def bulk(self, request: Request) -> Response:
+        serializer = JobBulkCreateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        try:
+            jobs = services.jobs_create_bulk(
+                owner=request.user, specs=serializer.validated_data["jobs"]
+            )
+        except services.TooManyActiveJobs as exc:
+            raise TooManyActiveJobsError(str(exc)) from exc
+        body = {"count": len(jobs), "jobs": JobSerializer(jobs, many=True).data}
+        return Response(body, status=status.HTTP_201_CREATED)
 
     @extend_schema(summary="Count your jobs by status", responses=JobSummarySerializer)
     @action(detail=False, methods=["get"], filter_backends=[], pagination_class=None)

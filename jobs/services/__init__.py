@@ -34,6 +34,7 @@ from jobs.services.submission import (
     job_create,
     job_for_idempotency_key,
     job_retry,
+    jobs_create_bulk,
 )
 
 __all__ = [
@@ -50,6 +51,7 @@ __all__ = [
     "job_progress_reporter",
     "job_retry",
     "job_run",
+    "jobs_create_bulk",
     "jobs_dispatch_due",
     "jobs_hand_back",
     "jobs_reap_stale",

@@ -48,30 +48,24 @@ def job_create(
     ):
         return earlier, False
     _check_active_job_cap(owner)
-    handler = handlers.get(job_type)
-    now = timezone.now()
-    due_now = scheduled_time is None or scheduled_time <= now
-    job = Job(
+    job = _new_job(
         owner=owner,
+        now=timezone.now(),
         name=name,
-        description=description,
         job_type=job_type,
         parameters=parameters,
+        description=description,
         scheduled_time=scheduled_time,
-        max_retries=handler.max_retries if max_retries is None else max_retries,
-        timeout_seconds=timeout_seconds or handler.timeout_seconds,
-        created_at=now,
-        run_after=now if due_now else scheduled_time,
-        # A scheduled job waits for Beat's dispatcher; it never sits in the broker as an ETA.
-        enqueued_at=now if due_now else None,
-        idempotency_key=idempotency_key or "",
-        request_fingerprint=request_fingerprint if idempotency_key else "",
+        max_retries=max_retries,
+        timeout_seconds=timeout_seconds,
     )
+    job.idempotency_key = idempotency_key or ""
+    job.request_fingerprint = request_fingerprint if idempotency_key else ""
     bind_job(job)
     try:
         with transaction.atomic():
             job.save(force_insert=True)
-            if due_now:
+            if job.enqueued_at:
                 queue.publish_on_commit([queue.message_for(job)])
     except IntegrityError:
         # Another request with the same key won the race; answer as if we had come second.
@@ -89,12 +83,59 @@ def job_create(
     return job, True
 
 
-def _check_active_job_cap(owner) -> None:
+def jobs_create_bulk(*, owner, specs: list[dict[str, Any]]) -> list[Job]:
+    """Store many validated jobs in one transaction, then publish the due ones together.
+
+    All or nothing: one bulk INSERT, so either every job exists or none does.
+    """
+    _check_active_job_cap(owner, adding=len(specs))
+    now = timezone.now()
+    jobs = [_new_job(owner=owner, now=now, **spec) for spec in specs]
+    with transaction.atomic():
+        Job.objects.bulk_create(jobs)
+        queue.publish_on_commit([queue.message_for(job) for job in jobs if job.enqueued_at])
+    for job in jobs:
+        metrics.job_created(job)
+    logger.info("%d jobs created in one request", len(jobs))
+    return jobs
+
+
+def _new_job(
+    *,
+    owner,
+    now: datetime,
+    name: str,
+    job_type: str = handlers.DEFAULT_JOB_TYPE,
+    parameters: dict[str, Any],
+    description: str = "",
+    scheduled_time: datetime | None = None,
+    max_retries: int | None = None,
+    timeout_seconds: int | None = None,
+) -> Job:
+    handler = handlers.get(job_type)
+    due_now = scheduled_time is None or scheduled_time <= now
+    return Job(
+        owner=owner,
+        name=name,
+        description=description,
+        job_type=job_type,
+        parameters=parameters,
+        scheduled_time=scheduled_time,
+        max_retries=handler.max_retries if max_retries is None else max_retries,
+        timeout_seconds=timeout_seconds or handler.timeout_seconds,
+        created_at=now,
+        run_after=now if due_now else scheduled_time,
+        # A scheduled job waits for Beat's dispatcher; it never sits in the broker as an ETA.
+        enqueued_at=now if due_now else None,
+    )
+
+
+def _check_active_job_cap(owner, adding: int = 1) -> None:
     # A count, not a lock: concurrent requests can pass the cap by a few, which is fine for a
     # resource limit and keeps submissions from queueing behind one another.
     limit = settings.MAX_ACTIVE_JOBS_PER_USER
     active = Job.objects.filter(owner=owner, status__in=Job.ACTIVE_STATUSES)
-    if active[:limit].count() >= limit:
+    if active[:limit].count() + adding > limit:
         raise TooManyActiveJobs(limit=limit)
 
 
