@@ -34,6 +34,8 @@ def json_type_errors(
 def _takes(field: serializers.Field, value: Any) -> bool:
     if value is None:
         return True  # The field's allow_null decides.
+    if isinstance(field, serializers.IntegerField) and isinstance(value, float):
+        return value.is_integer()  # JSON Schema's integer: 3.0 is one.
     for field_class, json_types in JSON_TYPES:
         if isinstance(field, field_class):
             # JSON's true and false are not numbers, though Python's bool is an int.
