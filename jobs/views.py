@@ -14,9 +14,9 @@ from rest_framework.exceptions import APIException, ValidationError
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
+from job_system.throttling import ScopedCountingThrottle
 from jobs import handlers, services
 from jobs.filters import JobFilter, JobResultFilter
 from jobs.models import Job, JobResult
@@ -117,7 +117,7 @@ class JobViewSet(
         return jobs.prefetch_related("attempt_log") if self.action == "retrieve" else jobs
 
     def get_throttles(self):
-        return [ScopedRateThrottle()] if self.action in ("create", "bulk") else []
+        return [ScopedCountingThrottle()] if self.action in ("create", "bulk") else []
 
     def get_serializer_class(self):
         return JobDetailSerializer if self.action == "retrieve" else JobSerializer
