@@ -3,14 +3,24 @@
 import os
 
 from celery import Celery
-from celery.signals import worker_ready
+from celery.signals import task_postrun, task_prerun, worker_ready
 from django.conf import settings
+from django.db import close_old_connections
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "job_system.settings")
 
 app = Celery("job_system")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+
+@task_prerun.connect
+@task_postrun.connect
+def close_unusable_connections(sender=None, **kwargs) -> None:
+    """Around each task, as around each request: drop broken or expired connections only."""
+    # An eager task runs inside its caller's transaction, whose connection must stay open.
+    if not getattr(sender.request, "is_eager", False):
+        close_old_connections()
 
 
 @worker_ready.connect

@@ -153,7 +153,6 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Web and worker processes write at once. WAL lets readers run beside the writer, and
     # IMMEDIATE makes a writer wait for the lock up front instead of failing half-way with
     # "database is locked".
-    DATABASES["default"]["CONN_MAX_AGE"] = 0
     DATABASES["default"]["OPTIONS"] = {
         "transaction_mode": "IMMEDIATE",
         "timeout": env_int("SQLITE_TIMEOUT_SECONDS", 20),
@@ -295,6 +294,14 @@ SPECTACULAR_SETTINGS = {
 # A user with this many pending or running jobs gets 429 until some finish.
 MAX_ACTIVE_JOBS_PER_USER = env_int("MAX_ACTIVE_JOBS_PER_USER", 10_000)
 JOB_DISPATCH_INTERVAL_SECONDS = env_float("JOB_DISPATCH_INTERVAL_SECONDS", 1.0)
+# Jobs due within this many seconds are published ahead with an ETA, so the worker starts them
+# on time instead of up to a dispatch interval late. Longer than the interval, so every job is
+# published before it is due; short, because an ETA message waits in a worker's memory.
+JOB_DISPATCH_LOOKAHEAD_SECONDS = env_float("JOB_DISPATCH_LOOKAHEAD_SECONDS", 2.0)
+if JOB_DISPATCH_LOOKAHEAD_SECONDS <= JOB_DISPATCH_INTERVAL_SECONDS:
+    raise ImproperlyConfigured(
+        "JOB_DISPATCH_LOOKAHEAD_SECONDS must be longer than JOB_DISPATCH_INTERVAL_SECONDS"
+    )
 # A pending, due job whose message was published this long ago without being claimed is
 # published again; the claim makes the duplicate harmless.
 JOB_REDISPATCH_AFTER = timedelta(seconds=env_int("JOB_REDISPATCH_AFTER_SECONDS", 120))
@@ -323,10 +330,28 @@ CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_DEFAULT_QUEUE = "default"
-# Workers report received/started/succeeded to Flower. No "sent" events: they would double
-# the Redis writes of every submission.
-CELERY_WORKER_SEND_TASK_EVENTS = True
+# Celery closes the database connections around every task unless told to reuse them for this
+# many tasks; opening a connection was an eighth of a short job's time (py-spy). Workers close
+# them as Django's request cycle does instead, honouring DB_CONN_MAX_AGE and health checks
+# (job_system.celery).
+CELERY_DB_REUSE_MAX = 2**31
+# Task events (received/started/succeeded) feed Flower. They are off unless asked for: they
+# cost three Redis publishes per job, nearly half of a worker's main process (py-spy), and
+# Flower switches them on by itself while it runs. No "sent" events at all: they would
+# double the Redis writes of every submission.
+CELERY_WORKER_SEND_TASK_EVENTS = env_bool("CELERY_TASK_EVENTS", False)
 CELERY_TIMEZONE = TIME_ZONE
+# Beat's tasks have a queue of their own, which every worker serves, so a backlog of jobs
+# never delays the dispatcher or the reaper.
+CELERY_TASK_ROUTES = {
+    task: {"queue": "housekeeping"}
+    for task in (
+        "jobs.tasks.dispatch_due_jobs",
+        "jobs.tasks.reap_stale_jobs",
+        "users.tasks.purge_expired_codes",
+        "users.tasks.flush_expired_tokens",
+    )
+}
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_BEAT_SCHEDULE = {
     "dispatch-due-jobs": {

@@ -151,7 +151,7 @@ class JobAdmin(admin.ModelAdmin):
     # formset would make every save of the job's labels post its management form.
     @admin.display(description="Attempts")
     def attempt_history(self, job: Job) -> str:
-        attempts = job.attempt_log.all()
+        attempts = job.attempt_history
         if not attempts:
             return "None yet."
         header = mark_safe(  # A constant: nothing in it comes from a user.

@@ -29,8 +29,10 @@ class Job(models.Model):
     FINISHED_STATUSES = (Status.COMPLETED, Status.FAILED, Status.CANCELLED)
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    # No index of its own: the (owner, ...) indexes below serve every lookup by owner, and each
+    # index is one more write on every claim and completion.
     owner = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="jobs"
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="jobs", db_index=False
     )
     name = models.CharField(max_length=200)
     description = models.TextField(blank=True, default="")
@@ -110,6 +112,26 @@ class Job(models.Model):
     @property
     def is_finished(self) -> bool:
         return self.status in self.FINISHED_STATUSES
+
+    @property
+    def attempt_history(self) -> list["JobAttempt"]:
+        """Every attempt, oldest first: the finished ones, then the one running now, if any.
+
+        A running attempt has no row yet (it is written when the attempt ends); its details
+        are on the job itself.
+        """
+        attempts = list(self.attempt_log.all())
+        if self.status == self.Status.IN_PROGRESS and self.claim_token:
+            attempts.append(
+                JobAttempt(
+                    job=self,
+                    number=self.attempts,
+                    claim_token=self.claim_token,
+                    worker=self.worker,
+                    started_at=self.started_at,
+                )
+            )
+        return attempts
 
 
 class JobAttempt(models.Model):

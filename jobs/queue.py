@@ -2,16 +2,22 @@
 
 A message only says "job X may be due"; the worker's claim decides. So a publish that fails is
 not fatal: the job goes back to Beat's dispatcher, and a duplicate message is a no-op.
+
+A job due within the look-ahead is published ahead with an ETA, and the worker holds the message
+until then. Only within the look-ahead: an ETA message lives in a worker's memory, and on
+Redis a long one is delivered again and again, so future jobs wait in the database.
 """
 
 import logging
 import uuid
+from datetime import datetime, timedelta
 from functools import partial
 from typing import NamedTuple
 
 from celery import Celery
 from django.conf import settings
 from django.db import transaction
+from django.utils import timezone
 
 from job_system.celery import app as celery_app
 from jobs import handlers
@@ -20,17 +26,23 @@ from jobs.models import Job
 logger = logging.getLogger(__name__)
 
 RUN_JOB_TASK = "jobs.tasks.run_job"
-MESSAGE_FIELDS = ("pk", "job_type", "timeout_seconds")
+MESSAGE_FIELDS = ("pk", "job_type", "timeout_seconds", "run_after")
 
 
 class JobMessage(NamedTuple):
     job_id: uuid.UUID
     job_type: str
     timeout_seconds: int
+    run_after: datetime | None = None
 
 
 def message_for(job: Job) -> JobMessage:
-    return JobMessage(job.pk, job.job_type, job.timeout_seconds)
+    return JobMessage(job.pk, job.job_type, job.timeout_seconds, job.run_after)
+
+
+def publish_horizon(now: datetime) -> datetime:
+    """The latest run_after of a job that may be published at `now`."""
+    return now + timedelta(seconds=settings.JOB_DISPATCH_LOOKAHEAD_SECONDS)
 
 
 def queue_for(job_type: str) -> str:
@@ -49,6 +61,7 @@ def publish_on_commit(messages: list[JobMessage]) -> None:
 def publish(messages: list[JobMessage], *, app: Celery = celery_app) -> None:
     """Send one run_job message per job; on failure, leave the jobs to the dispatcher."""
     hard_grace = settings.JOB_HARD_TIMEOUT_GRACE.total_seconds()
+    now = timezone.now()
     try:
         with app.producer_or_acquire() as producer:
             for message in messages:
@@ -56,6 +69,7 @@ def publish(messages: list[JobMessage], *, app: Celery = celery_app) -> None:
                     RUN_JOB_TASK,
                     args=[str(message.job_id)],
                     queue=queue_for(message.job_type),
+                    eta=_eta(message, now=now),
                     # Celery raises SoftTimeLimitExceeded in the handler at the job's limit,
                     # and kills the process if it is still running a grace period later.
                     soft_time_limit=message.timeout_seconds,
@@ -67,6 +81,15 @@ def publish(messages: list[JobMessage], *, app: Celery = celery_app) -> None:
         # the dispatcher, which publishes them again within a second once the broker is back.
         logger.exception("publishing %d job(s) failed; the dispatcher will retry", len(messages))
         _forget_enqueued([message.job_id for message in messages])
+
+
+def _eta(message: JobMessage, *, now: datetime) -> datetime | None:
+    """When the worker should run the message: None for now, else at most the look-ahead away."""
+    if message.run_after is None or message.run_after <= now:
+        return None
+    # Callers publish only jobs within the look-ahead; should one slip through, it arrives early,
+    # which the claim refuses and hands back to the dispatcher, rather than sitting in a worker.
+    return min(message.run_after, publish_horizon(now))
 
 
 def _forget_enqueued(job_ids: list[uuid.UUID]) -> None:

@@ -209,7 +209,7 @@ class JobAttemptSerializer(serializers.ModelSerializer):
 
 
 class JobDetailSerializer(JobSerializer):
-    attempt_history = JobAttemptSerializer(source="attempt_log", many=True, read_only=True)
+    attempt_history = JobAttemptSerializer(many=True, read_only=True)
 
     class Meta(JobSerializer.Meta):
         fields = [*JobSerializer.Meta.fields, "attempt_history"]

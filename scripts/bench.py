@@ -6,9 +6,12 @@ accuracy, list reads at 1k and 1M rows, and peak memory of a web and a worker pr
 figure is printed as `name: value unit` and written to a JSON file with the machine's core
 count and the versions used.
 
-    python scripts/bench.py                        # `make bench`: SQLite, N=5,000, C=16
-    python scripts/bench.py --quick                # a smaller, faster run
-    python scripts/bench.py --database-url postgres://postgres@127.0.0.1:5432/bench
+    python scripts/bench.py              # `make bench`: PostgreSQL, N=5,000, C=16, 1M rows
+    python scripts/bench.py --quick      # a smaller, faster run
+    python scripts/bench.py --sqlite     # the embedded database instead
+
+PostgreSQL is BENCH_DATABASE_URL (default: the local server's `jobsystem_bench` database,
+dropped and created afresh by every run).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import json
 import os
 import platform
 import shutil
+import subprocess
 import sys
 import tempfile
 import threading
@@ -40,6 +44,7 @@ from scripts.stack import (
 )
 
 DRAIN_TIMEOUT_SECONDS = 180.0
+DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/jobsystem_bench"
 BULK_LIMIT = 500
 
 
@@ -403,19 +408,35 @@ def main() -> int:
         "--web-workers", type=int, default=int(os.environ.get("WEB_CONCURRENCY", 2))
     )
     parser.add_argument("--web-threads", type=int, default=int(os.environ.get("WEB_THREADS", 4)))
-    parser.add_argument("--worker-concurrency", type=int, default=2)
+    parser.add_argument(
+        "--worker-concurrency", type=int, default=int(os.environ.get("WORKER_CONCURRENCY", 4))
+    )
     parser.add_argument("--paced-seconds", type=float, default=10.0)
     parser.add_argument("--scheduled", type=int, default=200)
     parser.add_argument("--large-rows", type=int, default=1_000_000)
     parser.add_argument("--skip-reads", action="store_true")
-    parser.add_argument("--database-url", help="default: a fresh SQLite file")
+    parser.add_argument(
+        "--database-url",
+        default=os.environ.get("BENCH_DATABASE_URL", DEFAULT_DATABASE_URL),
+        help="a PostgreSQL database to drop and create afresh (default: %(default)s)",
+    )
+    parser.add_argument("--sqlite", action="store_true", help="use a fresh SQLite file instead")
     parser.add_argument("--json", type=Path, default=Path("bench-results.json"))
     parser.add_argument("--quick", action="store_true", help="1,000 jobs, 100k rows for reads")
     args = parser.parse_args()
     if args.quick:
         args.jobs, args.large_rows, args.scheduled, args.paced_seconds = 1000, 100_000, 50, 5
-    if args.database_url and args.database_url.startswith("postgres"):
-        recreate_postgres_database(args.database_url)
+    if args.sqlite:
+        args.database_url = None
+    else:
+        try:
+            recreate_postgres_database(args.database_url)
+        except (OSError, subprocess.CalledProcessError) as exc:
+            parser.exit(
+                2,
+                f"bench: cannot reach PostgreSQL at {args.database_url} ({exc});\n"
+                "set BENCH_DATABASE_URL, or pass --sqlite.\n",
+            )
 
     figures = Figures()
     started = time.monotonic()

@@ -159,7 +159,7 @@ class Stack:
         argv = self._celery(
             "worker",
             f"--hostname={name}@%h",
-            "--queues=default,long,cpu",
+            "--queues=housekeeping,default,long,cpu",
             f"--concurrency={self.worker_concurrency}",
             "--loglevel=INFO",
         )

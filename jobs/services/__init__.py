@@ -24,6 +24,7 @@ from jobs.services.execution import (
     job_run,
 )
 from jobs.services.recovery import (
+    job_hand_back_if_early,
     jobs_dispatch_due,
     jobs_hand_back,
     jobs_reap_stale,
@@ -48,6 +49,7 @@ __all__ = [
     "job_create",
     "job_fail_attempt",
     "job_for_idempotency_key",
+    "job_hand_back_if_early",
     "job_progress_reporter",
     "job_retry",
     "job_run",

@@ -1,12 +1,15 @@
 """Pieces every job service shares: the guarded UPDATE, errors, backoff and attempt records."""
 
 import random
+import sqlite3
 import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
+from django.db import connections
 from django.db.models import QuerySet
+from django.db.models.sql import UpdateQuery
 from django.utils import timezone
 
 from jobs.models import Job, JobAttempt
@@ -49,20 +52,53 @@ def transition(jobs: QuerySet[Job], **changes: Any) -> int:
     return jobs.update(updated_at=timezone.now(), **changes)
 
 
+def update_returning(job_id: uuid.UUID, jobs: QuerySet[Job], **changes: Any) -> Job | None:
+    """Apply a conditional UPDATE to the job `job_id` among `jobs`; return it updated, or None.
+
+    One round trip (UPDATE ... RETURNING) where the database has it, instead of an UPDATE
+    and a SELECT: claims use it, on the path of every job a worker runs.
+    """
+    jobs = jobs.filter(pk=job_id)
+    changes["updated_at"] = timezone.now()
+    connection = connections[jobs.db]
+    if connection.vendor == "sqlite" and sqlite3.sqlite_version_info < (3, 35):
+        # RETURNING came in SQLite 3.35; older builds still work, one query slower.
+        return Job.objects.get(pk=job_id) if jobs.update(**changes) else None
+    query = jobs.query.chain(UpdateQuery)
+    query.add_update_values(changes)
+    update_sql, params = query.get_compiler(jobs.db).as_sql()
+    columns = ", ".join(connection.ops.quote_name(f.column) for f in Job._meta.concrete_fields)
+    updated = list(Job.objects.raw(f"{update_sql} RETURNING {columns}", params))
+    return updated[0] if updated else None
+
+
 def held_by(job: Job) -> QuerySet[Job]:
     """The job, only while the claim this copy of it was loaded with still holds it."""
     return Job.objects.filter(pk=job.pk, status=Job.Status.IN_PROGRESS, claim_token=job.claim_token)
 
 
 def finish_attempt(
-    *, claim_token: uuid.UUID, outcome: str, error_message: str = "", now: datetime | None = None
+    job: Job, *, outcome: str, error_message: str = "", now: datetime | None = None
 ) -> None:
-    """Record how an attempt ended; the first outcome recorded wins."""
-    JobAttempt.objects.filter(claim_token=claim_token, outcome=JobAttempt.Outcome.RUNNING).update(
-        outcome=outcome,
+    """Record how the attempt `job` was claimed for ended; the first outcome recorded wins.
+
+    `job` is a copy loaded while that attempt held it (its claim token, number, worker and
+    start). The row is written once, when the attempt ends: while it runs, the job row holds
+    all of it (Job.attempt_history shows it from there), so a claim is a single UPDATE.
+    """
+    attempt = JobAttempt(
+        job_id=job.pk,
+        number=job.attempts,
+        claim_token=job.claim_token,
+        worker=job.worker,
+        started_at=job.started_at,
         finished_at=now or timezone.now(),
+        outcome=outcome,
         error_message=error_message[:MAX_ERROR_MESSAGE_LENGTH],
     )
+    # A second outcome for the same claim (a worker that finds its job cancelled under it)
+    # meets the unique claim token and is dropped.
+    JobAttempt.objects.bulk_create([attempt], ignore_conflicts=True)
 
 
 def retry_delay(*, attempt: int, base_seconds: float | None = None) -> timedelta:

@@ -34,8 +34,10 @@ from jobs.services.common import (
     log_fields,
     retry_delay,
     transition,
+    update_returning,
 )
 from jobs.services.leases import LeaseKeeper
+from jobs.services.recovery import job_hand_back_if_early
 
 logger = logging.getLogger(__name__)
 
@@ -51,25 +53,20 @@ class JobTimedOut(RetryableJobError):
 def job_claim(*, job_id: uuid.UUID, worker: str) -> Job | None:
     """Mark a due pending job as in progress; return None if it is not ours to run."""
     now = timezone.now()
-    token = uuid.uuid4()
-    with transaction.atomic():
-        claimed = transition(
-            Job.objects.filter(pk=job_id, status=Job.Status.PENDING, run_after__lte=now),
-            status=Job.Status.IN_PROGRESS,
-            claim_token=token,
-            lease_expires_at=now + settings.JOB_LEASE,
-            started_at=now,
-            attempts=F("attempts") + 1,
-            progress=0,
-            worker=worker[:255],
-        )
-        if not claimed:
-            return None
-        job = Job.objects.get(pk=job_id)
-        JobAttempt.objects.create(
-            job=job, number=job.attempts, claim_token=token, worker=job.worker, started_at=now
-        )
-    metrics.job_claimed(job)
+    # One statement, so no transaction: the attempt's row is written when it ends.
+    job = update_returning(
+        job_id,
+        Job.objects.filter(status=Job.Status.PENDING, run_after__lte=now),
+        status=Job.Status.IN_PROGRESS,
+        claim_token=uuid.uuid4(),
+        lease_expires_at=now + settings.JOB_LEASE,
+        started_at=now,
+        attempts=F("attempts") + 1,
+        progress=0,
+        worker=worker[:255],
+    )
+    if job is not None:
+        metrics.job_claimed(job)
     return job
 
 
@@ -78,7 +75,12 @@ def job_run(*, job_id: uuid.UUID, worker: str) -> None:
     """Claim a job, run its handler and record the outcome. A duplicate message does nothing."""
     job = job_claim(job_id=job_id, worker=worker)
     if job is None:
-        logger.info("job not claimed (taken, not due or finished)", extra=log_fields(job_id))
+        if job_hand_back_if_early(job_id=job_id):
+            logger.warning(
+                "job arrived before its time; back to the dispatcher", extra=log_fields(job_id)
+            )
+        else:
+            logger.info("job not claimed (taken or finished)", extra=log_fields(job_id))
         return
     bind_job(job)
     try:
@@ -151,9 +153,7 @@ def job_complete(*, job: Job, output: dict[str, Any], duration_ms: int) -> bool:
             JobResult.objects.create(
                 job_id=job.pk, output=output, completed_at=now, duration_ms=duration_ms
             )
-            finish_attempt(
-                claim_token=job.claim_token, outcome=JobAttempt.Outcome.SUCCEEDED, now=now
-            )
+            finish_attempt(job, outcome=JobAttempt.Outcome.SUCCEEDED, now=now)
     if completed:
         metrics.job_completed(job)
     else:
@@ -181,9 +181,7 @@ def job_fail_attempt(*, job: Job, exc: Exception, trace: str) -> None:
     with transaction.atomic():
         recorded = transition(held_by(job), lease_expires_at=None, error_traceback=trace, **changes)
         if recorded:
-            finish_attempt(
-                claim_token=job.claim_token, outcome=outcome, error_message=message, now=now
-            )
+            finish_attempt(job, outcome=outcome, error_message=message, now=now)
     if recorded and final:
         metrics.job_failed(job)
 
@@ -199,7 +197,7 @@ def _backoff(job: Job):
 def _record_interruption(job: Job) -> None:
     cancelled = Job.objects.filter(pk=job.pk, status=Job.Status.CANCELLED).exists()
     outcome = JobAttempt.Outcome.CANCELLED if cancelled else JobAttempt.Outcome.SUPERSEDED
-    finish_attempt(claim_token=job.claim_token, outcome=outcome)
+    finish_attempt(job, outcome=outcome)
 
 
 def _user_message(exc: Exception) -> str:

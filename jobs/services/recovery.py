@@ -16,7 +16,13 @@ from django.utils import timezone
 
 from jobs import metrics, queue
 from jobs.models import Job, JobAttempt
-from jobs.services.common import attempt_deadline, finish_attempt, retry_delay, transition
+from jobs.services.common import (
+    attempt_deadline,
+    finish_attempt,
+    held_by,
+    retry_delay,
+    transition,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -24,10 +30,32 @@ BATCH_SIZE = 500
 
 
 def jobs_dispatch_due(*, limit: int = BATCH_SIZE) -> int:
-    """Publish pending jobs whose time has come and that have no message yet."""
+    """Publish pending jobs that have no message yet and are due within the look-ahead.
+
+    A job not yet due goes out with an ETA, so the worker starts it on time rather than up
+    to a dispatch interval late.
+    """
     now = timezone.now()
-    due = Job.objects.filter(status=Job.Status.PENDING, enqueued_at=None, run_after__lte=now)
+    due = Job.objects.filter(
+        status=Job.Status.PENDING, enqueued_at=None, run_after__lte=queue.publish_horizon(now)
+    )
     return _mark_enqueued_and_publish(due, now=now, limit=limit)
+
+
+def job_hand_back_if_early(*, job_id: uuid.UUID) -> bool:
+    """Give a pending job whose message came before its time back to the dispatcher.
+
+    The claim refuses a job before its run_after, which happens when the clocks of the hosts
+    disagree. Still marked as published, the job would wait minutes for the reaper; unmarked,
+    the dispatcher publishes it again at its time. Return whether the job was handed back.
+    """
+    early = Job.objects.filter(
+        pk=job_id,
+        status=Job.Status.PENDING,
+        run_after__gt=timezone.now(),
+        enqueued_at__isnull=False,
+    )
+    return bool(transition(early, enqueued_at=None))
 
 
 def jobs_reap_stale(*, limit: int = BATCH_SIZE) -> dict[str, int]:
@@ -94,7 +122,7 @@ def _take_back(job: Job, *, now: datetime) -> str | None:
     with transaction.atomic():
         if not transition(lapsed, lease_expires_at=None, **changes):
             return None  # The worker renewed it, or another reaper got there first.
-        finish_attempt(claim_token=job.claim_token, outcome=outcome, error_message=reason)
+        finish_attempt(job, outcome=outcome, error_message=reason)
     if changes["status"] == Job.Status.FAILED:
         metrics.job_failed(job)
         return "failed"
@@ -113,18 +141,18 @@ def jobs_hand_back(*, worker: str, grace_seconds: float) -> int:
     while running.exists() and time.monotonic() < deadline:
         time.sleep(0.2)
     handed_back = 0
-    for job_id, claim_token in running.values_list("pk", "claim_token"):
-        handed_back += _hand_back(job_id, claim_token)
+    for job in running.only("claim_token", "attempts", "worker", "started_at"):
+        handed_back += _hand_back(job)
     if handed_back:
         logger.warning("worker %s handed back %d running job(s)", worker, handed_back)
     return handed_back
 
 
-def _hand_back(job_id: uuid.UUID, claim_token: uuid.UUID) -> int:
+def _hand_back(job: Job) -> int:
     now = timezone.now()
     with transaction.atomic():
         handed = transition(
-            Job.objects.filter(pk=job_id, status=Job.Status.IN_PROGRESS, claim_token=claim_token),
+            held_by(job),
             status=Job.Status.PENDING,
             attempts=F("attempts") - 1,
             run_after=now,
@@ -134,7 +162,7 @@ def _hand_back(job_id: uuid.UUID, claim_token: uuid.UUID) -> int:
             error_message="Handed back by a worker that was shutting down; it will run again.",
         )
         if handed:
-            finish_attempt(claim_token=claim_token, outcome=JobAttempt.Outcome.HANDED_BACK)
+            finish_attempt(job, outcome=JobAttempt.Outcome.HANDED_BACK)
     return handed
 
 

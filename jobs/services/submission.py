@@ -15,8 +15,10 @@ from jobs.services.common import (
     IdempotencyConflict,
     JobStateError,
     TooManyActiveJobs,
+    finish_attempt,
     log_fields,
     transition,
+    update_returning,
 )
 
 logger = logging.getLogger(__name__)
@@ -36,7 +38,7 @@ def job_create(
     idempotency_key: str | None = None,
     request_fingerprint: str = "",
 ) -> tuple[Job, bool]:
-    """Store a pending job and publish it after commit when due; return (job, created).
+    """Store a pending job, publish it after commit if due soon; return (job, created).
 
     With an idempotency key that this owner used before, nothing is created: the earlier job
     comes back if the request is the same, and IdempotencyConflict is raised if it is not.
@@ -84,7 +86,7 @@ def job_create(
 
 
 def jobs_create_bulk(*, owner, specs: list[dict[str, Any]]) -> list[Job]:
-    """Store many validated jobs in one transaction, then publish the due ones together.
+    """Store many validated jobs in one transaction, then publish those due soon together.
 
     All or nothing: one bulk INSERT, so either every job exists or none does.
     """
@@ -113,7 +115,7 @@ def _new_job(
     timeout_seconds: int | None = None,
 ) -> Job:
     handler = handlers.get(job_type)
-    due_now = scheduled_time is None or scheduled_time <= now
+    run_after = max(scheduled_time or now, now)
     return Job(
         owner=owner,
         name=name,
@@ -124,10 +126,16 @@ def _new_job(
         max_retries=handler.max_retries if max_retries is None else max_retries,
         timeout_seconds=timeout_seconds or handler.timeout_seconds,
         created_at=now,
-        run_after=now if due_now else scheduled_time,
-        # A scheduled job waits for Beat's dispatcher; it never sits in the broker as an ETA.
-        enqueued_at=now if due_now else None,
+        run_after=run_after,
+        enqueued_at=_enqueued_at(run_after, now=now),
     )
+
+
+def _enqueued_at(run_after: datetime, *, now: datetime) -> datetime | None:
+    # A job due within the look-ahead is published at once, with an ETA if it is not due yet,
+    # so it is not late by a dispatch interval; later ones wait in the database for Beat's
+    # dispatcher, which publishes them when they come within the look-ahead.
+    return now if run_after <= queue.publish_horizon(now) else None
 
 
 def _check_active_job_cap(owner, adding: int = 1) -> None:
@@ -155,16 +163,16 @@ def job_cancel(*, job: Job) -> Job:
     """Cancel a pending or running job; a running handler notices at its next report."""
     now = timezone.now()
     with transaction.atomic():
-        cancelled = transition(
-            Job.objects.filter(pk=job.pk, status__in=Job.ACTIVE_STATUSES),
+        cancelled = update_returning(
+            job.pk,
+            Job.objects.filter(status__in=Job.ACTIVE_STATUSES),
             status=Job.Status.CANCELLED,
             completed_at=now,
             lease_expires_at=None,
         )
-        if cancelled:
-            JobAttempt.objects.filter(job=job, outcome=JobAttempt.Outcome.RUNNING).update(
-                outcome=JobAttempt.Outcome.CANCELLED, finished_at=now
-            )
+        if cancelled and cancelled.claim_token:
+            # It was running: the cancelled row still holds that attempt's claim.
+            finish_attempt(cancelled, outcome=JobAttempt.Outcome.CANCELLED, now=now)
     job.refresh_from_db()
     if not cancelled:
         raise JobStateError(f"The job is already {job.status} and cannot be cancelled.", job=job)
@@ -177,7 +185,7 @@ def job_retry(*, job: Job) -> Job:
     """Put a failed or cancelled job back in the queue, with a fresh count of attempts."""
     now = timezone.now()
     run_after = max(job.scheduled_time or now, now)
-    due_now = run_after <= now
+    enqueued_at = _enqueued_at(run_after, now=now)
     with transaction.atomic():
         requeued = transition(
             Job.objects.filter(pk=job.pk, status__in=[Job.Status.FAILED, Job.Status.CANCELLED]),
@@ -189,13 +197,13 @@ def job_retry(*, job: Job) -> Job:
             started_at=None,
             completed_at=None,
             run_after=run_after,
-            enqueued_at=now if due_now else None,
+            enqueued_at=enqueued_at,
             claim_token=None,
             lease_expires_at=None,
             worker="",
         )
-        if requeued and due_now:
-            queue.publish_on_commit([queue.message_for(job)])
+        if requeued and enqueued_at:
+            queue.publish_on_commit([queue.message_for(job)._replace(run_after=run_after)])
     job.refresh_from_db()
     if not requeued:
         raise JobStateError(

@@ -51,7 +51,7 @@ def start_worker(
     name: str,
     log_dir: Path,
     *,
-    queues: str = "default,long,cpu",
+    queues: str = "housekeeping,default,long,cpu",
     env: dict[str, str] | None = None,
 ) -> ManagedProcess:
     """Start a worker process and wait until it answers a ping."""

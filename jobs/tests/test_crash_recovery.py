@@ -93,7 +93,7 @@ def test_a_worker_told_to_stop_hands_back_its_running_job(
     assert services.jobs_dispatch_due() == 1
     job = wait_for_status(job, Job.Status.IN_PROGRESS, timeout=15)
     assert job.attempts == 1  # handing back did not use up an attempt
-    outcomes = [a.outcome for a in job.attempt_log.all()]
+    outcomes = [a.outcome for a in job.attempt_history]
     assert outcomes == [JobAttempt.Outcome.HANDED_BACK, JobAttempt.Outcome.RUNNING]
     services.job_cancel(job=job)
 

@@ -61,10 +61,35 @@ def test_a_claimed_job_cannot_be_claimed_again(job_factory):
     assert second is None
 
 
+def test_a_claim_returns_the_job_as_stored_in_one_query(job_factory, django_assert_num_queries):
+    job = job_factory(job_type="word_count", parameters={"text": "a b"})
+
+    # UPDATE ... RETURNING alone: the attempt's row is written when the attempt ends.
+    with django_assert_num_queries(1):
+        claimed = services.job_claim(job_id=job.pk, worker="w")
+
+    stored = Job.objects.get(pk=job.pk)
+    for field in Job._meta.concrete_fields:
+        assert getattr(claimed, field.attname) == getattr(stored, field.attname), field.name
+    assert claimed.status == Job.Status.IN_PROGRESS
+    assert claimed.parameters == {"text": "a b"}
+    assert claimed.attempts == 1
+
+
 def test_a_job_is_not_claimed_before_its_time(job_factory):
     job = job_factory(run_after=timezone.now() + timedelta(minutes=1))
 
     assert services.job_claim(job_id=job.pk, worker="early") is None
+
+
+def test_a_message_that_runs_early_hands_the_job_back_to_the_dispatcher(job_factory):
+    due = timezone.now() + timedelta(seconds=30)
+    job = job_factory(run_after=due, scheduled_time=due, enqueued_at=timezone.now())
+
+    services.job_run(job_id=job.pk, worker="fast-clock")
+
+    job.refresh_from_db()
+    assert (job.status, job.attempts, job.enqueued_at) == (Job.Status.PENDING, 0, None)
 
 
 def test_a_cancelled_job_is_never_claimed(job_factory):
@@ -264,6 +289,33 @@ def test_every_attempt_is_recorded_with_its_outcome(job_factory):
     ]
     assert all(a.started_at <= a.finished_at for a in attempts)
     assert {a.worker for a in attempts} == {"test-worker"}
+
+
+def test_a_running_attempt_is_shown_from_the_job_and_stored_once_it_ends(
+    auth_client, verified_user, job_factory
+):
+    job = job_factory(owner=verified_user)
+    claimed = services.job_claim(job_id=job.pk, worker="w@host")
+
+    running = auth_client.get(f"/api/jobs/{job.pk}/").json()["attempt_history"]
+    assert not JobAttempt.objects.filter(job=job).exists()
+    assert [(a["number"], a["worker"], a["outcome"]) for a in running] == [(1, "w@host", "running")]
+
+    services.job_complete(job=claimed, output={}, duration_ms=1)
+    stored = JobAttempt.objects.get(job=job)
+    assert (stored.claim_token, stored.outcome) == (claimed.claim_token, "succeeded")
+    assert stored.started_at == claimed.started_at
+
+
+def test_an_attempt_keeps_its_first_outcome(job_factory):
+    job = job_factory(job_type="sleep", parameters={"seconds": 60})
+    claimed = services.job_claim(job_id=job.pk, worker="w")
+
+    services.job_cancel(job=job)
+    # The worker finds out afterwards and records its view of the same attempt.
+    assert not services.job_complete(job=claimed, output={}, duration_ms=1)
+
+    assert [a.outcome for a in JobAttempt.objects.filter(job=job)] == ["cancelled"]
 
 
 def test_the_job_detail_shows_its_attempts(auth_client, verified_user, job_factory):
