@@ -63,7 +63,9 @@ def publish(messages: list[JobMessage], *, app: Celery = celery_app) -> None:
     hard_grace = settings.JOB_HARD_TIMEOUT_GRACE.total_seconds()
     now = timezone.now()
     try:
-        with app.producer_or_acquire() as producer:
+        # kombu's batch buffers the messages in one Redis pipeline, sent when the block ends:
+        # one round trip for a bulk request or a dispatcher tick, not one per job.
+        with app.producer_or_acquire() as producer, producer.batch():
             for message in messages:
                 app.send_task(
                     RUN_JOB_TASK,

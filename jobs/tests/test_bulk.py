@@ -1,8 +1,13 @@
+import base64
+import json
 from datetime import timedelta
 
 import pytest
+import redis
+from django.conf import settings
 from django.utils import timezone
 
+from jobs import queue
 from jobs.models import Job
 
 pytestmark = pytest.mark.django_db
@@ -71,3 +76,26 @@ def test_bulk_publishes_every_due_job_after_commit(auth_client, django_capture_o
         auth_client.post(BULK, {"jobs": [{"name": "a"}, {"name": "b"}]}, format="json")
 
     assert len(callbacks) == 1  # one publish for the whole batch, after the commit
+
+
+def test_a_bulk_publish_reaches_redis_in_one_round_trip(job_factory, monkeypatch):
+    jobs = [job_factory() for _ in range(50)]
+    sent = []
+    send = redis.connection.AbstractConnection.send_packed_command
+
+    def counting_send(connection, command, *args, **kwargs):
+        sent.append(command)
+        return send(connection, command, *args, **kwargs)
+
+    queue.publish([queue.message_for(job) for job in jobs])  # connect and declare first
+    monkeypatch.setattr(redis.connection.AbstractConnection, "send_packed_command", counting_send)
+    queue.publish([queue.message_for(job) for job in jobs])
+
+    assert len(sent) == 1  # the pipeline: 50 LPUSHes in one write
+    broker = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+    published = [json.loads(raw) for raw in broker.lrange("default", 0, -1)]
+    args = [json.loads(base64.b64decode(m["body"]))[0] for m in published]
+    assert sorted(a[0] for a in args if a[0] in {str(j.pk) for j in jobs}) == sorted(
+        [str(j.pk) for j in jobs] * 2
+    )
+    broker.delete("default")
