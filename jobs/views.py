@@ -85,6 +85,10 @@ def _state_change(change, job: Job) -> Response:
 
 
 _conflict = OpenApiResponse(description="`invalid_state`: the job's state does not allow this.")
+_too_many = OpenApiResponse(
+    description="`throttled`: too many requests; or `too_many_active_jobs`: wait for some of "
+    "your jobs to finish."
+)
 
 
 @extend_schema_view(
@@ -132,10 +136,7 @@ class JobViewSet(
             409: OpenApiResponse(
                 description="`idempotency_key_reused`: the Idempotency-Key came with another body."
             ),
-            429: OpenApiResponse(
-                description="`throttled`: too many requests; or `too_many_active_jobs`: wait "
-                "for some of your jobs to finish."
-            ),
+            429: _too_many,
         },
     )
     def create(self, request: Request) -> Response:
@@ -211,10 +212,7 @@ class JobViewSet(
         request=JobBulkCreateSerializer,
         responses={
             201: JobBulkCreatedSerializer,
-            429: OpenApiResponse(
-                description="`throttled`: too many requests; or `too_many_active_jobs`: wait "
-                "for some of your jobs to finish."
-            ),
+            429: _too_many,
         },
     )
     @action(detail=False, methods=["post"])

@@ -2,7 +2,7 @@
 
 import logging
 from datetime import datetime
-from typing import Any
+from typing import Any, NotRequired, TypedDict, Unpack
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
@@ -24,43 +24,43 @@ from jobs.services.common import (
 logger = logging.getLogger(__name__)
 
 
+class JobFields(TypedDict):
+    """What a client says about a new job: the validated body of POST /api/jobs/."""
+
+    name: str
+    parameters: dict[str, Any]
+    job_type: NotRequired[str]
+    description: NotRequired[str]
+    scheduled_time: NotRequired[datetime | None]
+    max_retries: NotRequired[int | None]
+    timeout_seconds: NotRequired[int | None]
+
+
 @job_log_scope
 def job_create(
     *,
     owner,
-    name: str,
-    job_type: str = handlers.DEFAULT_JOB_TYPE,
-    parameters: dict[str, Any],
-    description: str = "",
-    scheduled_time: datetime | None = None,
-    max_retries: int | None = None,
-    timeout_seconds: int | None = None,
     idempotency_key: str | None = None,
     request_fingerprint: str = "",
+    **fields: Unpack[JobFields],
 ) -> tuple[Job, bool]:
     """Store a pending job, publish it after commit if due soon; return (job, created).
 
     With an idempotency key that this owner used before, nothing is created: the earlier job
     comes back if the request is the same, and IdempotencyConflict is raised if it is not.
     """
-    if idempotency_key and (
-        earlier := job_for_idempotency_key(
+
+    def earlier_job() -> Job | None:
+        if not idempotency_key:
+            return None
+        return job_for_idempotency_key(
             owner=owner, idempotency_key=idempotency_key, request_fingerprint=request_fingerprint
         )
-    ):
+
+    if earlier := earlier_job():
         return earlier, False
     _check_active_job_cap(owner)
-    job = _new_job(
-        owner=owner,
-        now=timezone.now(),
-        name=name,
-        job_type=job_type,
-        parameters=parameters,
-        description=description,
-        scheduled_time=scheduled_time,
-        max_retries=max_retries,
-        timeout_seconds=timeout_seconds,
-    )
+    job = _new_job(owner=owner, now=timezone.now(), **fields)
     job.idempotency_key = idempotency_key or ""
     job.request_fingerprint = request_fingerprint if idempotency_key else ""
     bind_job(job)
@@ -71,13 +71,7 @@ def job_create(
                 queue.publish_on_commit([queue.message_for(job)])
     except IntegrityError:
         # Another request with the same key won the race; answer as if we had come second.
-        if idempotency_key and (
-            earlier := job_for_idempotency_key(
-                owner=owner,
-                idempotency_key=idempotency_key,
-                request_fingerprint=request_fingerprint,
-            )
-        ):
+        if earlier := earlier_job():
             return earlier, False
         raise
     logger.info("job created", extra=log_fields(job.pk, job))
@@ -85,7 +79,7 @@ def job_create(
     return job, True
 
 
-def jobs_create_bulk(*, owner, specs: list[dict[str, Any]]) -> list[Job]:
+def jobs_create_bulk(*, owner, specs: list[JobFields]) -> list[Job]:
     """Store many validated jobs in one transaction, then publish those due soon together.
 
     All or nothing: one bulk INSERT, so either every job exists or none does.
@@ -115,7 +109,7 @@ def _new_job(
     timeout_seconds: int | None = None,
 ) -> Job:
     handler = handlers.get(job_type)
-    run_after = max(scheduled_time or now, now)
+    run_after = _run_after(scheduled_time, now=now)
     return Job(
         owner=owner,
         name=name,
@@ -129,6 +123,11 @@ def _new_job(
         run_after=run_after,
         enqueued_at=_enqueued_at(run_after, now=now),
     )
+
+
+def _run_after(scheduled_time: datetime | None, *, now: datetime) -> datetime:
+    """When a job may run: its scheduled time, or now if it has none or it has passed."""
+    return max(scheduled_time or now, now)
 
 
 def _enqueued_at(run_after: datetime, *, now: datetime) -> datetime | None:
@@ -184,7 +183,7 @@ def job_cancel(*, job: Job) -> Job:
 def job_retry(*, job: Job) -> Job:
     """Put a failed or cancelled job back in the queue, with a fresh count of attempts."""
     now = timezone.now()
-    run_after = max(job.scheduled_time or now, now)
+    run_after = _run_after(job.scheduled_time, now=now)
     enqueued_at = _enqueued_at(run_after, now=now)
     with transaction.atomic():
         requeued = transition(
