@@ -1,5 +1,7 @@
 """Real Celery processes for integration tests, run against the test database and Redis."""
 
+import base64
+import json
 import os
 import socket
 import sys
@@ -8,9 +10,12 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
+import redis
 from django.conf import settings
 
 from job_system.celery import app as celery_app
+from jobs import queue
+from jobs.models import Job
 from scripts.stack import ManagedProcess
 
 WORKER_START_TIMEOUT_SECONDS = 60
@@ -91,3 +96,17 @@ def wait_for(predicate, *, timeout: float, interval: float = 0.1, message: str =
             return value
         time.sleep(interval)
     pytest.fail(message or f"condition not met within {timeout}s")
+
+
+def take_published(job: Job) -> list[dict]:
+    """Remove the run_job messages for `job` from its broker queue; return their headers."""
+    broker = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+    name = queue.queue_for(job.job_type)
+    headers = []
+    for raw in broker.lrange(name, 0, -1):
+        message = json.loads(raw)
+        args, _kwargs, _embed = json.loads(base64.b64decode(message["body"]))
+        if args == [str(job.pk)]:
+            broker.lrem(name, 1, raw)
+            headers.append(message["headers"])
+    return headers

@@ -1,11 +1,8 @@
 """Scheduled jobs start on time: published ahead with an ETA, never early, never twice."""
 
-import base64
-import json
 from datetime import datetime, timedelta
 
 import pytest
-import redis
 import time_machine
 from django.conf import settings
 from django.utils import timezone
@@ -14,26 +11,12 @@ from job_system.celery import app as celery_app
 from job_system.tests.test_settings import start_settings
 from jobs import handlers, queue, services
 from jobs.models import Job
-from jobs.tests.live import wait_for
+from jobs.tests.live import take_published, wait_for
 
 pytestmark = pytest.mark.django_db
 
 JOBS = "/api/jobs/"
 LOOKAHEAD = timedelta(seconds=settings.JOB_DISPATCH_LOOKAHEAD_SECONDS)
-
-
-def take_published(job: Job) -> list[dict]:
-    """Remove the run_job messages for `job` from its broker queue; return their headers."""
-    broker = redis.Redis.from_url(settings.CELERY_BROKER_URL)
-    name = queue.queue_for(job.job_type)
-    headers = []
-    for raw in broker.lrange(name, 0, -1):
-        message = json.loads(raw)
-        args, _kwargs, _embed = json.loads(base64.b64decode(message["body"]))
-        if args == [str(job.pk)]:
-            broker.lrem(name, 1, raw)
-            headers.append(message["headers"])
-    return headers
 
 
 def eta_of(headers: dict) -> datetime | None:
