@@ -1,11 +1,28 @@
 from pathlib import Path
 
 import pytest
+import redis
+from django.core.cache import cache
 from rest_framework.test import APIClient
 
 from jobs.tests.factories import JobFactory, JobResultFactory
 from jobs.tests.live import celery_process, start_worker, subprocess_env
 from users.tests.factories import DEFAULT_PASSWORD, UserFactory
+
+
+@pytest.fixture(autouse=True)
+def _forget_active_job_counts():
+    """Drop the active-job counts a test cached (jobs.services.submission).
+
+    User ids repeat across tests on SQLite, so a later test would see an earlier one's count.
+    """
+    yield
+    try:
+        client = cache._cache.get_client(write=True)
+        for key in client.scan_iter(match=cache.make_key("active-jobs:*")):
+            client.delete(key)
+    except redis.RedisError:
+        pass  # A test that stopped Redis left no count behind either.
 
 
 @pytest.fixture

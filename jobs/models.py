@@ -83,21 +83,39 @@ class Job(models.Model):
             models.Index(fields=["owner", "-created_at"], name="job_owner_newest"),
             models.Index(fields=["owner", "status", "-created_at"], name="job_owner_status"),
             models.Index(fields=["owner", "job_type", "-created_at"], name="job_owner_type"),
-            # What Beat scans: pending jobs by due time. Partial, so it stays small.
+            # Pending jobs in two partial indexes, by whether they were published. Beat's
+            # dispatcher scans the unpublished ones by due time and the reaper the published
+            # ones by age. Neither condition follows from a claim's `id = … AND status =
+            # 'pending' AND run_after <= now`, so a claim always finds its row by primary key:
+            # one index on all pending jobs matched that WHERE clause, and with statistics
+            # from a quiet hour the planner chose it and scanned the whole backlog per claim.
             models.Index(
                 fields=["run_after"],
-                name="job_pending_due",
-                condition=Q(status="pending"),
+                name="job_awaiting_dispatch",
+                condition=Q(status="pending", enqueued_at=None),
             ),
+            models.Index(
+                fields=["enqueued_at"],
+                name="job_pending_published",
+                condition=Q(status="pending", enqueued_at__isnull=False),
+            ),
+            # Running jobs by lease, for the reaper. The lease condition, like the two above,
+            # keeps fenced updates (`id = … AND status = 'in_progress' AND claim_token = …`)
+            # on the primary key.
             models.Index(
                 fields=["lease_expires_at"],
                 name="job_running_lease",
-                condition=Q(status="in_progress"),
+                condition=Q(status="in_progress", lease_expires_at__isnull=False),
             ),
         ]
         constraints = [
             models.CheckConstraint(
                 condition=Q(progress__gte=0, progress__lte=100), name="job_progress_0_100"
+            ),
+            # Every running job holds a lease, so job_running_lease has every running job.
+            models.CheckConstraint(
+                condition=~Q(status="in_progress") | Q(lease_expires_at__isnull=False),
+                name="job_running_has_lease",
             ),
             models.UniqueConstraint(
                 fields=["owner", "idempotency_key"],

@@ -1,4 +1,6 @@
 import factory
+from django.conf import settings
+from django.utils import timezone
 
 from jobs.models import Job, JobResult
 from users.tests.factories import UserFactory
@@ -12,6 +14,13 @@ class JobFactory(factory.django.DjangoModelFactory):
     name = factory.Sequence(lambda n: f"job {n}")
     job_type = "echo"
     parameters = factory.LazyFunction(lambda: {"message": "hello", "data": None})
+    status = Job.Status.PENDING
+    # A running job holds a lease (the job_running_has_lease constraint), as after a claim.
+    lease_expires_at = factory.LazyAttribute(
+        lambda job: (
+            timezone.now() + settings.JOB_LEASE if job.status == Job.Status.IN_PROGRESS else None
+        )
+    )
 
 
 class JobResultFactory(factory.django.DjangoModelFactory):

@@ -1,0 +1,58 @@
+"""The cap on a user's pending and running jobs, counted in the database and kept in Redis."""
+
+import time
+
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from jobs.models import Job
+from jobs.services import submission
+
+JOBS = "/api/jobs/"
+
+
+def counts_active_jobs(queries: CaptureQueriesContext) -> bool:
+    return any("COUNT(" in query["sql"].upper() for query in queries.captured_queries)
+
+
+def test_the_count_is_taken_once_and_then_added_to(auth_client):
+    with CaptureQueriesContext(connection) as first:
+        auth_client.post(JOBS, {"name": "a"}, format="json")
+    with CaptureQueriesContext(connection) as second:
+        auth_client.post(JOBS, {"name": "b"}, format="json")
+
+    assert counts_active_jobs(first)
+    assert not counts_active_jobs(second)
+
+
+def test_jobs_added_since_the_count_still_count(auth_client, settings):
+    settings.MAX_ACTIVE_JOBS_PER_USER = 2
+    statuses = [auth_client.post(JOBS, {"name": n}, format="json").status_code for n in "abc"]
+
+    assert statuses == [201, 201, 429]
+    assert Job.objects.count() == 2
+
+
+def test_refused_jobs_do_not_count(auth_client, verified_user, job_factory, settings):
+    settings.MAX_ACTIVE_JOBS_PER_USER = 3
+    job_factory.create_batch(2, owner=verified_user)
+
+    refused = auth_client.post("/api/jobs/bulk/", {"jobs": [{"name": "x"}] * 2}, format="json")
+    accepted = auth_client.post(JOBS, {"name": "fits"}, format="json")
+
+    assert (refused.status_code, accepted.status_code) == (429, 201)
+
+
+def test_room_made_by_finished_jobs_shows_at_the_next_count(
+    auth_client, verified_user, settings, monkeypatch
+):
+    monkeypatch.setattr(submission, "ACTIVE_COUNT_SECONDS", 1)
+    settings.MAX_ACTIVE_JOBS_PER_USER = 1
+    auth_client.post(JOBS, {"name": "first"}, format="json")
+    Job.objects.filter(owner=verified_user).update(status=Job.Status.COMPLETED)
+
+    at_once = auth_client.post(JOBS, {"name": "too soon"}, format="json")
+    time.sleep(1.1)
+    later = auth_client.post(JOBS, {"name": "later"}, format="json")
+
+    assert (at_once.status_code, later.status_code) == (429, 201)
