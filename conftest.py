@@ -1,3 +1,4 @@
+import signal
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,17 @@ def _forget_active_job_counts():
             client.delete(key)
     except redis.RedisError:
         pass  # A test that stopped Redis left no count behind either.
+
+
+@pytest.fixture
+def no_alarm_pending():
+    """Set pytest-timeout's alarm aside, as in a worker process, where none is pending."""
+    previous = signal.signal(signal.SIGALRM, signal.SIG_DFL)
+    remaining, _ = signal.setitimer(signal.ITIMER_REAL, 0)
+    yield
+    signal.signal(signal.SIGALRM, previous)
+    if remaining:
+        signal.setitimer(signal.ITIMER_REAL, remaining)
 
 
 @pytest.fixture

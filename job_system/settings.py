@@ -302,6 +302,11 @@ if JOB_DISPATCH_LOOKAHEAD_SECONDS <= JOB_DISPATCH_INTERVAL_SECONDS:
     raise ImproperlyConfigured(
         "JOB_DISPATCH_LOOKAHEAD_SECONDS must be longer than JOB_DISPATCH_INTERVAL_SECONDS"
     )
+# Quick jobs (a handler's `quick`) published together share broker messages of up to this
+# many jobs, which a worker process runs in turn; 1 gives every job a message of its own.
+JOB_MESSAGE_BATCH_SIZE = env_int("JOB_MESSAGE_BATCH_SIZE", 20)
+if JOB_MESSAGE_BATCH_SIZE < 1:
+    raise ImproperlyConfigured("JOB_MESSAGE_BATCH_SIZE must be at least 1")
 # A pending, due job whose message was published this long ago without being claimed is
 # published again; the claim makes the duplicate harmless.
 JOB_REDISPATCH_AFTER = timedelta(seconds=env_int("JOB_REDISPATCH_AFTER_SECONDS", 120))

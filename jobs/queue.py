@@ -10,6 +10,8 @@ Redis a long one is delivered again and again, so future jobs wait in the databa
 
 import logging
 import uuid
+from collections import defaultdict
+from collections.abc import Iterator
 from datetime import datetime, timedelta
 from functools import partial
 from typing import NamedTuple
@@ -21,11 +23,13 @@ from django.utils import timezone
 
 from job_system.celery import app as celery_app
 from jobs import handlers
+from jobs.handlers.base import JobHandler
 from jobs.models import Job
 
 logger = logging.getLogger(__name__)
 
 RUN_JOB_TASK = "jobs.tasks.run_job"
+RUN_JOBS_TASK = "jobs.tasks.run_jobs"
 MESSAGE_FIELDS = ("pk", "job_type", "timeout_seconds", "run_after")
 
 
@@ -46,10 +50,8 @@ def publish_horizon(now: datetime) -> datetime:
 
 
 def queue_for(job_type: str) -> str:
-    try:
-        return handlers.get(job_type).queue
-    except KeyError:
-        return celery_app.conf.task_default_queue
+    handler = _handler(job_type)
+    return handler.queue if handler else celery_app.conf.task_default_queue
 
 
 def publish_on_commit(messages: list[JobMessage]) -> None:
@@ -59,30 +61,73 @@ def publish_on_commit(messages: list[JobMessage]) -> None:
 
 
 def publish(messages: list[JobMessage], *, app: Celery = celery_app) -> None:
-    """Send one run_job message per job; on failure, leave the jobs to the dispatcher."""
+    """Send the jobs' messages; on failure, leave the jobs to the dispatcher.
+
+    A job gets a run_job message of its own, except quick jobs due now, which share run_jobs
+    messages by queue (JobHandler.quick, JOB_MESSAGE_BATCH_SIZE).
+    """
     hard_grace = settings.JOB_HARD_TIMEOUT_GRACE.total_seconds()
     now = timezone.now()
     try:
         # kombu's batch buffers the messages in one Redis pipeline, sent when the block ends:
         # one round trip for a bulk request or a dispatcher tick, not one per job.
         with app.producer_or_acquire() as producer, producer.batch():
-            for message in messages:
-                app.send_task(
-                    RUN_JOB_TASK,
-                    args=[str(message.job_id)],
-                    queue=queue_for(message.job_type),
-                    eta=_eta(message, now=now),
-                    # Celery raises SoftTimeLimitExceeded in the handler at the job's limit,
-                    # and kills the process if it is still running a grace period later.
-                    soft_time_limit=message.timeout_seconds,
-                    time_limit=message.timeout_seconds + hard_grace,
-                    producer=producer,
-                )
+            for group in _message_groups(messages, now=now):
+                first = group[0]
+                if len(group) == 1:
+                    app.send_task(
+                        RUN_JOB_TASK,
+                        args=[str(first.job_id)],
+                        queue=queue_for(first.job_type),
+                        eta=_eta(first, now=now),
+                        # Celery raises SoftTimeLimitExceeded in the handler at the job's
+                        # limit, and kills the process if it still runs a grace period later.
+                        soft_time_limit=first.timeout_seconds,
+                        time_limit=first.timeout_seconds + hard_grace,
+                        producer=producer,
+                    )
+                else:
+                    app.send_task(
+                        RUN_JOBS_TASK,
+                        args=[[str(message.job_id) for message in group]],
+                        queue=queue_for(first.job_type),
+                        # The worker gives each job its soft limit; Celery's hard limit covers
+                        # them all, one after another.
+                        time_limit=sum(m.timeout_seconds + hard_grace for m in group),
+                        producer=producer,
+                    )
     except Exception:
         # The rows are committed, so the client must not see an error. Hand the jobs back to
         # the dispatcher, which publishes them again within a second once the broker is back.
         logger.exception("publishing %d job(s) failed; the dispatcher will retry", len(messages))
-        _forget_enqueued([message.job_id for message in messages])
+        forget_enqueued([message.job_id for message in messages])
+
+
+def _message_groups(messages: list[JobMessage], *, now: datetime) -> Iterator[list[JobMessage]]:
+    """The jobs of each message to send: quick due jobs together by queue, the rest alone."""
+    quick: defaultdict[str, list[JobMessage]] = defaultdict(list)
+    for message in messages:
+        if _eta(message, now=now) is None and _is_quick(message.job_type):
+            quick[queue_for(message.job_type)].append(message)
+        else:
+            yield [message]
+    size = settings.JOB_MESSAGE_BATCH_SIZE
+    for group in quick.values():
+        for start in range(0, len(group), size):
+            yield group[start : start + size]
+
+
+def _is_quick(job_type: str) -> bool:
+    handler = _handler(job_type)
+    return bool(handler and handler.quick)
+
+
+def _handler(job_type: str) -> JobHandler | None:
+    # A job of a type this release no longer has still gets a message; the worker fails it.
+    try:
+        return handlers.get(job_type)
+    except KeyError:
+        return None
 
 
 def _eta(message: JobMessage, *, now: datetime) -> datetime | None:
@@ -94,7 +139,8 @@ def _eta(message: JobMessage, *, now: datetime) -> datetime | None:
     return min(message.run_after, publish_horizon(now))
 
 
-def _forget_enqueued(job_ids: list[uuid.UUID]) -> None:
+def forget_enqueued(job_ids: list[uuid.UUID]) -> None:
+    """Hand pending jobs back to the dispatcher, which publishes them within a second."""
     try:
         Job.objects.filter(pk__in=job_ids, status=Job.Status.PENDING).update(enqueued_at=None)
     except Exception:

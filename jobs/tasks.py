@@ -14,6 +14,13 @@ def run_job(self, job_id: str) -> None:
     services.job_run(job_id=uuid.UUID(job_id), worker=self.request.hostname or "")
 
 
+@shared_task(name="jobs.tasks.run_jobs", bind=True)
+def run_jobs(self, job_ids: list[str]) -> None:
+    services.jobs_run_in_turn(
+        job_ids=[uuid.UUID(job_id) for job_id in job_ids], worker=self.request.hostname or ""
+    )
+
+
 @shared_task(name="jobs.tasks.dispatch_due_jobs")
 def dispatch_due_jobs() -> int:
     return services.jobs_dispatch_due()

@@ -38,6 +38,11 @@ class JobHandler:
     retry_backoff_seconds: ClassVar[float | None] = None
     # The longest an attempt may run; a client may ask for less, never more.
     timeout_seconds: ClassVar[int] = 60
+    # Quick jobs (well under a second each) published together share broker messages, up to
+    # JOB_MESSAGE_BATCH_SIZE jobs of one queue per message, run in turn by one worker process:
+    # for such jobs the broker's cost per message is most of the work. Long jobs must not, or
+    # a bulk request's jobs would run one after another instead of side by side.
+    quick: ClassVar[bool] = False
 
     def run(self, params: dict[str, Any], progress: Progress) -> dict[str, Any]:
         raise NotImplementedError

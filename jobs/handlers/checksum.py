@@ -43,6 +43,7 @@ class Checksum(JobHandler):
     name = "checksum"
     description = "Compute the hex digest of a text's UTF-8 bytes with the chosen hash algorithm."
     Parameters = ChecksumParameters
+    quick = True
 
     def run(self, params: dict[str, Any], progress: Progress) -> dict[str, Any]:
         data = params["text"].encode("utf-8")

@@ -24,6 +24,7 @@ class Echo(JobHandler):
     name = "echo"
     description = "Return the given message and data unchanged. Handy for trying the API."
     Parameters = EchoParameters
+    quick = True
 
     def run(self, params: dict[str, Any], progress: Progress) -> dict[str, Any]:
         return {"message": params["message"], "data": params["data"]}

@@ -39,6 +39,7 @@ class WordCount(JobHandler):
         "Count the characters, words, lines and sentences of a text and list its commonest words."
     )
     Parameters = WordCountParameters
+    quick = True
 
     def run(self, params: dict[str, Any], progress: Progress) -> dict[str, Any]:
         text: str = params["text"]

@@ -22,6 +22,7 @@ from jobs.services.execution import (
     job_fail_attempt,
     job_progress_reporter,
     job_run,
+    jobs_run_in_turn,
 )
 from jobs.services.recovery import (
     job_hand_back_if_early,
@@ -58,5 +59,6 @@ __all__ = [
     "jobs_hand_back",
     "jobs_reap_stale",
     "jobs_requeue_stuck",
+    "jobs_run_in_turn",
     "retry_delay",
 ]

@@ -4,21 +4,26 @@ Every write after the claim is fenced by the claim token, so a worker whose leas
 over (or whose job was cancelled) writes nothing: no progress, no result, no failure.
 """
 
+import contextlib
 import json
 import logging
+import signal
+import threading
 import traceback
 import uuid
+from collections.abc import Iterator
+from datetime import datetime
 from time import monotonic
 from typing import Any
 
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
 from job_system.logging import bind_job, job_log_scope
-from jobs import handlers, metrics
+from jobs import handlers, metrics, queue
 from jobs.handlers.base import (
     JobHandler,
     JobInterrupted,
@@ -53,26 +58,65 @@ class JobTimedOut(RetryableJobError):
 def job_claim(*, job_id: uuid.UUID, worker: str) -> Job | None:
     """Mark a due pending job as in progress; return None if it is not ours to run."""
     now = timezone.now()
+    claim = {
+        "claim_token": uuid.uuid4(),
+        "lease_expires_at": now + settings.JOB_LEASE,
+        "worker": worker[:255],
+    }
     # One statement, so no transaction: the attempt's row is written when it ends.
-    job = update_returning(
-        job_id,
-        Job.objects.filter(status=Job.Status.PENDING, run_after__lte=now),
-        status=Job.Status.IN_PROGRESS,
-        claim_token=uuid.uuid4(),
-        lease_expires_at=now + settings.JOB_LEASE,
-        started_at=now,
-        attempts=F("attempts") + 1,
-        progress=0,
-        worker=worker[:255],
-    )
+    if connection.vendor == "postgresql":
+        params = {"job_id": job_id, "now": now, **claim}
+        job = next(iter(Job.objects.raw(_CLAIM_SQL, params)), None)
+    else:
+        job = update_returning(
+            job_id,
+            Job.objects.filter(status=Job.Status.PENDING, run_after__lte=now),
+            status=Job.Status.IN_PROGRESS,
+            started_at=now,
+            attempts=F("attempts") + 1,
+            progress=0,
+            **claim,
+        )
     if job is not None:
         metrics.job_claimed(job)
     return job
 
 
+# The claim's UPDATE as update_returning() builds it, written out for PostgreSQL: building it
+# through the ORM took 0.7 ms, an eighth of a worker's time on a quick job.
+_CLAIM_SQL = """
+UPDATE jobs_job
+SET status = 'in_progress', claim_token = %(claim_token)s, lease_expires_at = %(lease_expires_at)s,
+    started_at = %(now)s, attempts = attempts + 1, progress = 0, worker = %(worker)s,
+    updated_at = %(now)s
+WHERE id = %(job_id)s AND status = 'pending' AND run_after <= %(now)s
+RETURNING {columns}
+""".format(columns=", ".join(f'"{field.column}"' for field in Job._meta.concrete_fields))
+
+
+def jobs_run_in_turn(*, job_ids: list[uuid.UUID], worker: str) -> None:
+    """Run the jobs of one message one after another, each within its own time limit.
+
+    Each job is claimed when its turn comes, so the others stay pending until then: a client
+    can still cancel them, and a worker lost mid-message holds one claim, not all of them.
+    When a job is taken from this worker while it runs (handed back by a worker told to
+    stop, or taken over after a lapsed lease), the rest go back to the dispatcher, which
+    spreads them over the workers within a second, instead of keeping this one busy.
+    """
+    for position, job_id in enumerate(job_ids):
+        if not job_run(job_id=job_id, worker=worker, time_limit=True):
+            queue.forget_enqueued(job_ids[position + 1 :])
+            return
+
+
 @job_log_scope
-def job_run(*, job_id: uuid.UUID, worker: str) -> None:
-    """Claim a job, run its handler and record the outcome. A duplicate message does nothing."""
+def job_run(*, job_id: uuid.UUID, worker: str, time_limit: bool = False) -> bool:
+    """Claim a job, run its handler and record the outcome. A duplicate message does nothing.
+
+    With `time_limit`, the handler is interrupted at the job's limit here, as Celery's soft
+    limit does for a message with one job. Return False if the job was taken from this
+    worker while it ran.
+    """
     job = job_claim(job_id=job_id, worker=worker)
     if job is None:
         if job_hand_back_if_early(job_id=job_id):
@@ -81,28 +125,31 @@ def job_run(*, job_id: uuid.UUID, worker: str) -> None:
             )
         else:
             logger.info("job not claimed (taken or finished)", extra=log_fields(job_id))
-        return
+        return True
     bind_job(job)
     try:
         handler = handlers.get(job.job_type)
     except KeyError:
         unknown = PermanentJobError(f"Unknown job type {job.job_type!r}.")
         job_fail_attempt(job=job, exc=unknown, trace="")
-        return
+        return True
+    limit = job.timeout_seconds if time_limit else None
     with LeaseKeeper(job) as lease:
-        _run_handler(job, handler, lease)
+        return _run_handler(job, handler, lease, limit)
 
 
-def _run_handler(job: Job, handler: JobHandler, lease: LeaseKeeper) -> None:
+def _run_handler(job: Job, handler: JobHandler, lease: LeaseKeeper, limit: int | None) -> bool:
+    """Run the handler and record the attempt; False if the job was taken over meanwhile."""
     log = log_fields(job.pk, job)
     logger.info("job started", extra=log)
     started = monotonic()
     try:
-        output = handler.run(job.parameters, job_progress_reporter(job=job, lease=lease))
-        json.dumps(output)  # A result must be JSON; find out here, not half-way into a write.
+        with soft_time_limit(limit):
+            output = handler.run(job.parameters, job_progress_reporter(job=job, lease=lease))
+            json.dumps(output)  # A result must be JSON; find out here, not half-way into a write.
     except JobInterrupted:
         logger.info("job interrupted: cancelled or taken over", extra=log)
-        _record_interruption(job)
+        return _record_interruption(job)
     except SoftTimeLimitExceeded:
         logger.warning("job ran past its %ss time limit", job.timeout_seconds, extra=log)
         timed_out = JobTimedOut(f"The job ran past its {job.timeout_seconds}s time limit.")
@@ -116,8 +163,35 @@ def _run_handler(job: Job, handler: JobHandler, lease: LeaseKeeper) -> None:
             logger.info("job completed in %d ms", duration_ms, extra=log)
         else:
             logger.info("job finished but was cancelled or taken over; result dropped", extra=log)
+            return _was_cancelled(job)
     finally:
         metrics.job_attempt_ran(job, seconds=monotonic() - started)
+    return True
+
+
+@contextlib.contextmanager
+def soft_time_limit(seconds: float | None) -> Iterator[None]:
+    """Raise SoftTimeLimitExceeded in the block after `seconds`, as Celery's soft limit does.
+
+    For jobs that share a message, whose Celery limits cover the whole message. A timer
+    signal reaches only the main thread, and an alarm someone else set is left alone; there
+    the attempt's deadline still holds: its lease runs out and the reaper fails it.
+    """
+    main_thread = threading.current_thread() is threading.main_thread()
+    if not seconds or not main_thread or signal.getitimer(signal.ITIMER_REAL)[0]:
+        yield
+        return
+
+    def expire(signum: int, frame: object) -> None:
+        raise SoftTimeLimitExceeded()
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def job_progress_reporter(*, job: Job, lease: LeaseKeeper | None = None) -> Progress:
@@ -140,25 +214,72 @@ def job_progress_reporter(*, job: Job, lease: LeaseKeeper | None = None) -> Prog
 def job_complete(*, job: Job, output: dict[str, Any], duration_ms: int) -> bool:
     """Store the result and mark the job completed, if this claim still holds it."""
     now = timezone.now()
-    with transaction.atomic():
-        completed = transition(
-            held_by(job),
-            status=Job.Status.COMPLETED,
-            progress=100,
-            completed_at=now,
-            lease_expires_at=None,
-            error_message="",
-        )
-        if completed:
-            JobResult.objects.create(
-                job_id=job.pk, output=output, completed_at=now, duration_ms=duration_ms
+    if connection.vendor == "postgresql":
+        completed = _complete_in_one_statement(job, output, duration_ms=duration_ms, now=now)
+    else:
+        with transaction.atomic():
+            completed = transition(
+                held_by(job),
+                status=Job.Status.COMPLETED,
+                progress=100,
+                completed_at=now,
+                lease_expires_at=None,
+                error_message="",
             )
-            finish_attempt(job, outcome=JobAttempt.Outcome.SUCCEEDED, now=now)
+            if completed:
+                JobResult.objects.create(
+                    job_id=job.pk, output=output, completed_at=now, duration_ms=duration_ms
+                )
+                finish_attempt(job, outcome=JobAttempt.Outcome.SUCCEEDED, now=now)
     if completed:
         metrics.job_completed(job)
     else:
         _record_interruption(job)
     return bool(completed)
+
+
+# On PostgreSQL, the fenced UPDATE and the inserts of the result and the attempt as one
+# statement, atomic without BEGIN and COMMIT: one round trip instead of five, and about a third
+# less of a worker's time per quick job. The same writes as the transaction in job_complete(),
+# which SQLite runs (it has no data-modifying WITH).
+_COMPLETE_SQL = """
+WITH completed AS (
+    UPDATE jobs_job
+    SET status = 'completed', progress = 100, completed_at = %(now)s, lease_expires_at = NULL,
+        error_message = '', updated_at = %(now)s
+    WHERE id = %(job_id)s AND status = 'in_progress' AND claim_token = %(claim_token)s
+    RETURNING id
+), result AS (
+    INSERT INTO jobs_jobresult (job_id, output, completed_at, duration_ms)
+    SELECT id, %(output)s, %(now)s, %(duration_ms)s FROM completed
+), attempt AS (
+    INSERT INTO jobs_jobattempt
+        (job_id, number, claim_token, worker, started_at, finished_at, outcome, error_message)
+    SELECT id, %(number)s, %(claim_token)s, %(worker)s, %(started_at)s, %(now)s, 'succeeded', ''
+    FROM completed
+    ON CONFLICT (claim_token) DO NOTHING
+)
+SELECT count(*) FROM completed
+"""
+
+
+def _complete_in_one_statement(
+    job: Job, output: dict[str, Any], *, duration_ms: int, now: datetime
+) -> int:
+    output_field = JobResult._meta.get_field("output")
+    params = {
+        "now": now,
+        "job_id": job.pk,
+        "claim_token": job.claim_token,
+        "output": output_field.get_db_prep_value(output, connection),
+        "duration_ms": duration_ms,
+        "number": job.attempts,
+        "worker": job.worker,
+        "started_at": job.started_at,
+    }
+    with connection.cursor() as cursor:
+        cursor.execute(_COMPLETE_SQL, params)
+        return cursor.fetchone()[0]
 
 
 def job_fail_attempt(*, job: Job, exc: Exception, trace: str) -> None:
@@ -194,10 +315,16 @@ def _backoff(job: Job):
     return retry_delay(attempt=job.attempts, base_seconds=base)
 
 
-def _record_interruption(job: Job) -> None:
-    cancelled = Job.objects.filter(pk=job.pk, status=Job.Status.CANCELLED).exists()
+def _record_interruption(job: Job) -> bool:
+    """Close the attempt as cancelled or superseded; return whether it was cancelled."""
+    cancelled = _was_cancelled(job)
     outcome = JobAttempt.Outcome.CANCELLED if cancelled else JobAttempt.Outcome.SUPERSEDED
     finish_attempt(job, outcome=outcome)
+    return cancelled
+
+
+def _was_cancelled(job: Job) -> bool:
+    return Job.objects.filter(pk=job.pk, status=Job.Status.CANCELLED).exists()
 
 
 def _user_message(exc: Exception) -> str:

@@ -104,9 +104,24 @@ def take_published(job: Job) -> list[dict]:
     name = queue.queue_for(job.job_type)
     headers = []
     for raw in broker.lrange(name, 0, -1):
-        message = json.loads(raw)
-        args, _kwargs, _embed = json.loads(base64.b64decode(message["body"]))
+        message_headers, args = decode(raw)
         if args == [str(job.pk)]:
             broker.lrem(name, 1, raw)
-            headers.append(message["headers"])
+            headers.append(message_headers)
     return headers
+
+
+def take_queue(name: str) -> list[tuple[dict, list]]:
+    """Empty a broker queue; return each message's headers and task arguments, oldest first."""
+    broker = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+    messages = []
+    while (raw := broker.rpop(name)) is not None:
+        messages.append(decode(raw))
+    return messages
+
+
+def decode(raw: bytes) -> tuple[dict, list]:
+    """A Celery message as kombu stores it in Redis: its headers and task arguments."""
+    message = json.loads(raw)
+    args, _kwargs, _embed = json.loads(base64.b64decode(message["body"]))
+    return message["headers"], args

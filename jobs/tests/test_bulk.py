@@ -76,7 +76,8 @@ def test_bulk_publishes_every_due_job_after_commit(auth_client, django_capture_o
     assert len(callbacks) == 1  # one publish for the whole batch, after the commit
 
 
-def test_a_bulk_publish_reaches_redis_in_one_round_trip(job_factory, monkeypatch):
+def test_a_bulk_publish_reaches_redis_in_one_round_trip(job_factory, monkeypatch, settings):
+    settings.JOB_MESSAGE_BATCH_SIZE = 1  # a message per job
     jobs = [job_factory() for _ in range(50)]
     sent = []
     send = redis.connection.AbstractConnection.send_packed_command

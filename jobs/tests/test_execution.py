@@ -1,14 +1,11 @@
 """A worker's side of the state machine, driven through the services (no broker, no worker)."""
 
-import contextlib
-import signal
 import threading
 import time
 from datetime import timedelta
 
 import pytest
 import time_machine
-from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import connection
 from django.utils import timezone
@@ -16,6 +13,7 @@ from django.utils import timezone
 from jobs import handlers, services
 from jobs.handlers.base import JobInterrupted, RetryableJobError
 from jobs.models import Job, JobAttempt, JobResult
+from jobs.services.execution import soft_time_limit
 from jobs.services.leases import LeaseKeeper
 from jobs.tests.concurrency import run_together
 from jobs.tests.live import wait_for
@@ -326,9 +324,11 @@ def test_the_job_detail_shows_its_attempts(auth_client, verified_user, job_facto
     assert [(a["number"], a["outcome"]) for a in detail["attempt_history"]] == [(1, "succeeded")]
 
 
-def test_a_handler_past_its_soft_time_limit_fails_the_attempt_as_timed_out(job_factory):
-    # What Celery's soft time limit raises inside the handler, delivered here for real by a
-    # SIGALRM-driven timer instead of the worker's.
+def test_a_handler_past_its_soft_time_limit_fails_the_attempt_as_timed_out(
+    job_factory, no_alarm_pending
+):
+    # What Celery's soft time limit raises inside the handler, raised here the way a worker
+    # does for the jobs of a shared message.
     job = job_factory(job_type="sleep", parameters={"seconds": 5}, max_retries=0)
 
     with soft_time_limit(0.3):
@@ -339,7 +339,7 @@ def test_a_handler_past_its_soft_time_limit_fails_the_attempt_as_timed_out(job_f
     assert [a.outcome for a in job.attempt_log.all()] == [JobAttempt.Outcome.TIMED_OUT]
 
 
-def test_a_timed_out_attempt_is_retried_while_retries_remain(job_factory):
+def test_a_timed_out_attempt_is_retried_while_retries_remain(job_factory, no_alarm_pending):
     job = job_factory(job_type="sleep", parameters={"seconds": 5}, max_retries=1)
 
     with soft_time_limit(0.3):
@@ -347,20 +347,6 @@ def test_a_timed_out_attempt_is_retried_while_retries_remain(job_factory):
 
     assert job.status == Job.Status.PENDING
     assert "time limit" in job.error_message
-
-
-@contextlib.contextmanager
-def soft_time_limit(seconds: float):
-    def expire(signum, frame):
-        raise SoftTimeLimitExceeded()
-
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 def test_a_client_may_lower_the_timeout_but_not_raise_it(auth_client):

@@ -148,3 +148,15 @@ def test_a_job_whose_message_was_lost_is_recovered_by_the_reaper(
     celery_app.send_task("jobs.tasks.reap_stale_jobs")
 
     assert wait_until_finished(job.pk).status == Job.Status.COMPLETED
+
+
+def test_a_bulk_of_quick_jobs_shares_messages_and_every_job_completes(live_worker, auth_client):
+    body = {"jobs": [{"name": f"quick {n}", "job_type": "echo"} for n in range(60)]}
+
+    response = auth_client.post(f"{JOBS}bulk/", body, format="json")
+
+    assert response.status_code == 201
+    completed = Job.objects.filter(status=Job.Status.COMPLETED, name__startswith="quick ")
+    wait_for(lambda: completed.count() == 60, timeout=30)
+    assert {job.attempts for job in completed} == {1}
+    assert JobResult.objects.filter(job__in=completed).count() == 60
