@@ -20,6 +20,8 @@ from rest_framework.request import Request
 from rest_framework.throttling import ScopedRateThrottle, SimpleRateThrottle
 from rest_framework.views import APIView
 
+from job_system.cache import cache_redis
+
 
 class CountingRateThrottle(SimpleRateThrottle):
     """A SimpleRateThrottle over per-window counters; subclasses give get_cache_key()."""
@@ -35,9 +37,9 @@ class CountingRateThrottle(SimpleRateThrottle):
         current, previous = (
             cache.make_and_validate_key(f"{key}:{int(window) - n}") for n in (0, 1)
         )
-        # The cache's own client, so counters share its Redis and key prefix. One pipeline:
+        # The cache's Redis, so counters share its server and key prefix. One pipeline:
         # count this request, keep the counter for two windows, read the previous window.
-        client = cache._cache.get_client(current, write=True)
+        client = cache_redis()
         pipe = client.pipeline(transaction=False)
         pipe.incr(current)
         pipe.expire(current, 2 * self.duration)

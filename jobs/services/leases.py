@@ -65,7 +65,10 @@ class _Renewer(threading.Thread):
     def hold(self, keeper: LeaseKeeper) -> None:
         with self.lock:
             self.keepers.add(keeper)
-        self.wake.set()
+        # The thread looks at least every MAX_SLEEP_SECONDS; wake it only for a lease due
+        # sooner. Waking it for every job made the job's process switch threads once more.
+        if renewal_interval() < MAX_SLEEP_SECONDS:
+            self.wake.set()
 
     def release(self, keeper: LeaseKeeper) -> None:
         with self.lock:

@@ -9,6 +9,7 @@ from django.core.cache import cache
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from job_system.cache import cache_redis
 from job_system.logging import bind_job, job_log_scope
 from jobs import handlers, metrics, queue
 from jobs.models import Job, JobAttempt
@@ -159,7 +160,7 @@ def _check_active_job_cap(owner, adding: int = 1) -> None:
     # resource limit and keeps submissions from queueing behind one another.
     limit = settings.MAX_ACTIVE_JOBS_PER_USER
     key = cache.make_and_validate_key(f"active-jobs:{owner.pk}")
-    client = cache._cache.get_client(key, write=True)
+    client = cache_redis()
     total = client.eval(_ADD_TO_COUNT, 1, key, adding)
     if total is None:
         active = Job.objects.filter(owner=owner, status__in=Job.ACTIVE_STATUSES)
