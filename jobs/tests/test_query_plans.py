@@ -1,0 +1,79 @@
+"""The worker's single-row updates find their row by primary key, whatever the statistics say.
+
+With one partial index on all pending jobs, a claim's WHERE clause matched its condition, and
+after statistics were gathered while few jobs were pending, PostgreSQL preferred that index to
+the primary key and read the whole backlog on every claim.
+"""
+
+import uuid
+
+import pytest
+from django.db import connection
+from django.utils import timezone
+
+from jobs.models import Job
+from jobs.services.common import held_by
+from jobs.services.execution import _CLAIM_SQL
+
+pytestmark = pytest.mark.skipif(
+    connection.vendor != "postgresql", reason="PostgreSQL's planner; SQLite has its own"
+)
+
+
+@pytest.fixture
+def backlog_after_quiet_statistics(job_factory, verified_user):
+    """500 pending and running jobs, with statistics from when they were all completed."""
+    jobs = job_factory.create_batch(500, owner=verified_user, status=Job.Status.COMPLETED)
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE jobs_job")
+    ids = [job.pk for job in jobs]
+    Job.objects.filter(pk__in=ids[:400]).update(status=Job.Status.PENDING)
+    Job.objects.filter(pk__in=ids[400:]).update(
+        status=Job.Status.IN_PROGRESS, lease_expires_at=timezone.now(), claim_token=uuid.uuid4()
+    )
+    return jobs
+
+
+def plan(sql: str, params) -> str:
+    with connection.cursor() as cursor:
+        cursor.execute(f"EXPLAIN {sql}", params)
+        return "\n".join(row[0] for row in cursor.fetchall())
+
+
+def test_a_claim_uses_the_primary_key(backlog_after_quiet_statistics):
+    job = backlog_after_quiet_statistics[0]
+    params = {
+        "job_id": job.pk,
+        "now": timezone.now(),
+        "claim_token": uuid.uuid4(),
+        "lease_expires_at": timezone.now(),
+        "worker": "w",
+    }
+
+    assert "jobs_job_pkey" in plan(_CLAIM_SQL, params)
+
+
+def test_a_fenced_update_uses_the_primary_key(backlog_after_quiet_statistics):
+    running = Job.objects.filter(status=Job.Status.IN_PROGRESS).first()
+
+    sql, params = held_by(running).query.sql_with_params()
+
+    assert "jobs_job_pkey" in plan(sql, params)
+
+
+def test_the_dispatcher_and_the_reaper_use_their_partial_indexes(backlog_after_quiet_statistics):
+    now = timezone.now()
+    scans = {
+        "job_awaiting_dispatch": Job.objects.filter(
+            status=Job.Status.PENDING, enqueued_at=None, run_after__lte=now
+        ),
+        "job_pending_published": Job.objects.filter(
+            status=Job.Status.PENDING, run_after__lte=now, enqueued_at__lt=now
+        ),
+        "job_running_lease": Job.objects.filter(
+            status=Job.Status.IN_PROGRESS, lease_expires_at__lt=now
+        ),
+    }
+
+    for index, jobs in scans.items():
+        assert index in plan(*jobs.order_by().query.sql_with_params()), index
