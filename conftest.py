@@ -6,6 +6,7 @@ import redis
 from django.core.cache import cache
 from rest_framework.test import APIClient
 
+from job_system.cache import cache_redis
 from jobs.tests.factories import JobFactory, JobResultFactory
 from jobs.tests.live import celery_process, start_worker, subprocess_env
 from users.tests.factories import DEFAULT_PASSWORD, UserFactory
@@ -19,7 +20,7 @@ def _forget_active_job_counts():
     """
     yield
     try:
-        client = cache._cache.get_client(write=True)
+        client = cache_redis()
         for key in client.scan_iter(match=cache.make_key("active-jobs:*")):
             client.delete(key)
     except redis.RedisError:

@@ -107,19 +107,15 @@ def _message_groups(messages: list[JobMessage], *, now: datetime) -> Iterator[li
     """The jobs of each message to send: quick due jobs together by queue, the rest alone."""
     quick: defaultdict[str, list[JobMessage]] = defaultdict(list)
     for message in messages:
-        if _eta(message, now=now) is None and _is_quick(message.job_type):
-            quick[queue_for(message.job_type)].append(message)
+        handler = _handler(message.job_type)
+        if handler and handler.quick and _eta(message, now=now) is None:
+            quick[handler.queue].append(message)
         else:
             yield [message]
     size = settings.JOB_MESSAGE_BATCH_SIZE
     for group in quick.values():
         for start in range(0, len(group), size):
             yield group[start : start + size]
-
-
-def _is_quick(job_type: str) -> bool:
-    handler = _handler(job_type)
-    return bool(handler and handler.quick)
 
 
 def _handler(job_type: str) -> JobHandler | None:
