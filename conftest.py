@@ -9,7 +9,15 @@ from rest_framework.test import APIClient
 from job_system.cache import cache_redis
 from jobs.tests.factories import JobFactory, JobResultFactory
 from jobs.tests.live import celery_process, start_worker, subprocess_env
+from users.authentication import recent_users
 from users.tests.factories import DEFAULT_PASSWORD, UserFactory
+
+
+@pytest.fixture(autouse=True)
+def _forget_recent_users():
+    """Drop the users a test authenticated (users.authentication): ids repeat on SQLite."""
+    yield
+    recent_users.clear()
 
 
 @pytest.fixture(autouse=True)

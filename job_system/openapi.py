@@ -9,6 +9,7 @@ from typing import Any
 
 from django.conf import settings
 from drf_spectacular import openapi
+from drf_spectacular.contrib.rest_framework_simplejwt import SimpleJWTScheme
 from drf_spectacular.drainage import get_override
 from drf_spectacular.plumbing import ResolvedComponent, force_instance
 from drf_spectacular.utils import PolymorphicProxySerializer
@@ -28,6 +29,12 @@ TEXT = r"^[^\u0000]*$"
 # ...and, unless blank is allowed, an empty one, or one empty once trimmed if it trims.
 NON_EMPTY_TEXT = r"^[^\u0000]+$"
 NON_BLANK_TEXT = rf"^[^\u0000]*[^\u0000{WHITESPACE}][^\u0000]*$"
+
+
+class RecentUsersJWTScheme(SimpleJWTScheme):
+    """Our JWTAuthentication is simplejwt's, with a user cache: the same bearer scheme."""
+
+    target_class = "users.authentication.JWTAuthentication"
 
 
 def text_pattern(field: serializers.CharField) -> str:

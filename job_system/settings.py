@@ -230,7 +230,7 @@ OTP_HMAC_KEY = env_str("OTP_HMAC_KEY", SECRET_KEY)
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework_simplejwt.authentication.JWTAuthentication",
+        "users.authentication.JWTAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["users.permissions.IsVerified"],
     "DEFAULT_FILTER_BACKENDS": [
@@ -272,6 +272,10 @@ SIMPLE_JWT = {
     "CHECK_REVOKE_TOKEN": True,
     "REVOKE_TOKEN_CLAIM": "hash_password",
 }
+# Each process keeps the users it authenticated for this long instead of reading them on every
+# request, so a deactivation or password change made by another process stops access tokens
+# up to this late (users.authentication). 0 reads the user on every request.
+AUTH_USER_CACHE_SECONDS = env_float("AUTH_USER_CACHE_SECONDS", 5.0)
 
 SPECTACULAR_SETTINGS = {
     "TITLE": "Job Processing System API",
