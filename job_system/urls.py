@@ -23,8 +23,10 @@ urlpatterns = [
     path("api/health/", HealthView.as_view(), name="health"),
     # Prometheus scrapes /metrics by default; a 404 unless METRICS_TOKEN or _ALLOWED_IPS is set.
     path("metrics", metrics_view, name="metrics"),
-    path("api/", include("users.urls")),
+    # Jobs before accounts: Django tries patterns in order, and job submissions are the
+    # requests that come by the thousand.
     path("api/", include("jobs.urls")),
+    path("api/", include("users.urls")),
     *docs,
 ]
 

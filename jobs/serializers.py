@@ -9,7 +9,7 @@ from django.utils import timezone
 from drf_spectacular.utils import PolymorphicProxySerializer, extend_schema_field
 from rest_framework import serializers
 
-from job_system.serializers import StrictTypesMixin, json_type_errors
+from job_system.serializers import FieldsBuiltOnceMixin, StrictTypesMixin, json_type_errors
 from jobs import handlers
 from jobs.handlers.base import JobHandler
 from jobs.models import Job, JobAttempt, JobResult
@@ -171,7 +171,7 @@ class JobBulkCreateSerializer(serializers.Serializer):
     )
 
 
-class JobSerializer(serializers.ModelSerializer):
+class JobSerializer(FieldsBuiltOnceMixin, serializers.ModelSerializer):
     class Meta:
         model = Job
         fields = [
