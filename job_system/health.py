@@ -41,22 +41,27 @@ def count_workers() -> int:
     return len(replies)
 
 
+HEALTH = inline_serializer(
+    "Health",
+    {
+        "status": serializers.CharField(help_text="`ok`, or `unavailable` with the 503."),
+        "database": serializers.CharField(help_text="`ok`, or `error: ` and the error's name."),
+        "redis": serializers.CharField(help_text="`ok`, or `error: ` and the error's name."),
+        "workers": serializers.IntegerField(help_text="Workers that answered a ping."),
+    },
+)
+
+
 class HealthView(APIView):
     authentication_classes: list = []
     permission_classes = [AllowAny]
 
     @extend_schema(
         summary="Report whether the database, Redis and at least one worker answer",
+        description="200 when all three answer; 503, with the same body, when one does not.",
         responses={
-            (200, "application/json"): inline_serializer(
-                "Health",
-                {
-                    "status": serializers.CharField(),
-                    "database": serializers.CharField(),
-                    "redis": serializers.CharField(),
-                    "workers": serializers.IntegerField(),
-                },
-            ),
+            (200, "application/json"): HEALTH,
+            (503, "application/json"): HEALTH,
         },
     )
     def get(self, request: Request) -> Response:

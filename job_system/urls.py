@@ -32,4 +32,5 @@ urlpatterns = [
 
 # JSON, never an HTML page or a traceback, when something breaks.
 handler400 = "rest_framework.exceptions.bad_request"
+handler404 = "job_system.exceptions.page_not_found"
 handler500 = "rest_framework.exceptions.server_error"

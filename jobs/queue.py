@@ -138,7 +138,11 @@ def _eta(message: JobMessage, *, now: datetime) -> datetime | None:
 def forget_enqueued(job_ids: list[uuid.UUID]) -> None:
     """Hand pending jobs back to the dispatcher, which publishes them within a second."""
     try:
-        Job.objects.filter(pk__in=job_ids, status=Job.Status.PENDING).update(enqueued_at=None)
+        # Stamped like every other change of a job (services.common.transition, which this
+        # module cannot import: the services import it).
+        Job.objects.filter(pk__in=job_ids, status=Job.Status.PENDING).update(
+            enqueued_at=None, updated_at=timezone.now()
+        )
     except Exception:
         # Even if this write fails the reaper republishes them after JOB_REDISPATCH_AFTER.
         logger.exception("could not hand %d job(s) back to the dispatcher", len(job_ids))

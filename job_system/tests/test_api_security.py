@@ -198,6 +198,20 @@ def test_a_server_error_answers_json_without_a_traceback(settings):
     assert b"ZeroDivisionError" not in response.content
 
 
+def test_an_unknown_api_address_answers_json(api_client):
+    response = api_client.get("/api/no-such-thing/")
+
+    assert response.status_code == 404
+    assert response.json() == {"detail": "Not found.", "code": "not_found"}
+
+
+def test_an_unknown_address_outside_the_api_keeps_djangos_page(api_client):
+    response = api_client.get("/no-such-page/")
+
+    assert response.status_code == 404
+    assert response.headers["Content-Type"].startswith("text/html")
+
+
 def test_production_settings_pass_the_deploy_check():
     env = {
         **os.environ,

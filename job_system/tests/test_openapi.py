@@ -63,6 +63,12 @@ def test_object_routes_and_cursor_lists_document_404_and_nothing_else_does(schem
             assert "404" not in operation["responses"], name
 
 
+def test_health_documents_its_503_with_the_same_body(schema):
+    responses = schema["paths"]["/api/health/"]["get"]["responses"]
+
+    assert responses["503"]["content"] == responses["200"]["content"]
+
+
 def test_operations_with_a_body_document_400_413_and_415(schema):
     for name, operation in operations(schema):
         if "requestBody" in operation:

@@ -104,9 +104,11 @@ def test_a_publish_that_fails_after_commit_is_recovered_by_the_dispatcher(live_w
     redis_down = Celery("outage", broker="redis://127.0.0.1:1/0", set_as_current=False)
     redis_down.conf.broker_connection_max_retries = 1
 
+    created_updated_at = job.updated_at
     queue.publish([queue.message_for(job)], app=redis_down)
 
     job.refresh_from_db()
     assert job.enqueued_at is None  # handed back to the dispatcher
+    assert job.updated_at > created_updated_at
     assert services.jobs_dispatch_due() == 1
     assert wait_for_status(job, Job.Status.COMPLETED).status == Job.Status.COMPLETED
