@@ -225,6 +225,11 @@ OTP_RESEND_COOLDOWN = timedelta(seconds=env_int("OTP_RESEND_COOLDOWN_SECONDS", 6
 # Codes emailed to one address for one purpose, at most, in any hour and any day.
 OTP_MAX_SENDS_PER_HOUR = env_int("OTP_MAX_SENDS_PER_HOUR", 5)
 OTP_MAX_SENDS_PER_DAY = env_int("OTP_MAX_SENDS_PER_DAY", 20)
+# Wrong passwords in a row that lock an account until its owner resets the password
+# (NIST SP 800-63B: at most 100).
+LOGIN_MAX_FAILURES = env_int("LOGIN_MAX_FAILURES", 100)
+if not 1 <= LOGIN_MAX_FAILURES <= 100:
+    raise ImproperlyConfigured("LOGIN_MAX_FAILURES must be from 1 to 100")
 # Codes are stored as HMAC-SHA256 digests keyed with this; rotating it invalidates open codes.
 OTP_HMAC_KEY = env_str("OTP_HMAC_KEY", SECRET_KEY)
 

@@ -32,10 +32,11 @@ class CustomUserAdmin(UserAdmin):
     list_filter = ("is_verified", "is_staff", "is_superuser", "is_active")
     search_fields = ("email",)
     ordering = ("-date_joined",)
-    readonly_fields = ("last_login", "date_joined")
+    readonly_fields = ("last_login", "date_joined", "failed_logins")
     fieldsets = (
         (None, {"fields": ("email", "password")}),
         ("Status", {"fields": ("is_active", "is_verified", "is_staff", "is_superuser")}),
+        ("Logging in", {"fields": ("failed_logins", "login_locked_at")}),
         ("Permissions", {"fields": ("groups", "user_permissions")}),
         ("Dates", {"fields": ("last_login", "date_joined")}),
     )

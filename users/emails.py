@@ -63,3 +63,15 @@ def registration_attempt_email() -> dict[str, str]:
         "this email: nothing has changed on your account.\n"
     )
     return {"subject": "Someone tried to register with your email address", "body": body}
+
+
+def login_locked_email() -> dict[str, str]:
+    """Return the email that tells an account's owner that logging in is locked."""
+    body = (
+        "Someone entered a wrong password for your account too many times in a row, so "
+        "logging in with a password is locked, the right one included. Devices already "
+        "signed in stay signed in.\n\n"
+        'To unlock it, reset your password with the "forgot password" option, which emails '
+        "a code to this address.\n"
+    )
+    return {"subject": "Logging in to your account is locked", "body": body}

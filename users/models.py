@@ -42,6 +42,15 @@ class CustomUser(AbstractBaseUser, PermissionsMixin):
     date_joined = models.DateTimeField(default=timezone.now)
     # When the owner was last told that someone tried to register this address again.
     registration_warned_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # Wrong passwords since the last right one; at LOGIN_MAX_FAILURES the account locks
+    # (users.services.user_authenticate).
+    failed_logins = models.PositiveIntegerField(default=0)
+    login_locked_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="Set after too many wrong passwords in a row: logging in fails until the "
+        "owner resets the password. Clear it to unlock the account.",
+    )
 
     objects = CustomUserManager()
 

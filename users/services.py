@@ -1,11 +1,14 @@
 """Account services: sign-up, address confirmation, passwords, and tokens."""
 
+import logging
 from datetime import datetime, timedelta
 
+from django.conf import settings
+from django.contrib.auth import authenticate
 from django.contrib.auth.hashers import make_password
 from django.contrib.auth.models import update_last_login
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import F, Q
 from django.utils import timezone
 from rest_framework_simplejwt.settings import api_settings as jwt_settings
 from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
@@ -14,6 +17,8 @@ from rest_framework_simplejwt.tokens import RefreshToken
 from users import emails
 from users.models import CustomUser, EmailCode
 from users.otp import otp_issue, otp_verify
+
+logger = logging.getLogger(__name__)
 
 # At most one "someone tried to register your address" email per address in this time, so
 # registering a taken address over and over cannot flood its owner's mailbox.
@@ -48,6 +53,35 @@ def user_verify_email(*, email: str, code: str) -> CustomUser | None:
         CustomUser.objects.filter(pk=user.pk, is_verified=False).update(is_verified=True)
         user.is_verified = True
     return user
+
+
+def user_authenticate(*, request, email: str, password: str) -> CustomUser | None:
+    """Return the active account these credentials open, or None; count wrong passwords.
+
+    After LOGIN_MAX_FAILURES wrong passwords in a row the account locks: even its right
+    password fails, with the answer a wrong one gets, so nobody learns that the account
+    exists; its owner is emailed once that resetting the password unlocks it.
+    """
+    user = authenticate(request, email=email, password=password)
+    if user is not None:
+        if user.login_locked_at is not None:
+            return None
+        if user.failed_logins:
+            CustomUser.objects.filter(pk=user.pk).update(failed_logins=0)
+        return user
+    account = CustomUser.objects.filter(
+        email=CustomUser.objects.normalize_email(email), is_active=True
+    )
+    account.update(failed_logins=F("failed_logins") + 1)
+    # A conditional update: of racing failures, exactly one locks the account and emails.
+    if account.filter(failed_logins__gte=settings.LOGIN_MAX_FAILURES, login_locked_at=None).update(
+        login_locked_at=timezone.now()
+    ):
+        logger.warning("account locked after %d wrong passwords", settings.LOGIN_MAX_FAILURES)
+        emails.email_enqueue(
+            recipient=CustomUser.objects.normalize_email(email), **emails.login_locked_email()
+        )
+    return None
 
 
 def user_login(*, user: CustomUser) -> dict[str, str]:
@@ -111,7 +145,9 @@ def _password_set(*, user: CustomUser, password: str, extra_fields: tuple[str, .
     working too; blacklisting makes the refresh tokens fail even before that check.
     """
     user.set_password(password)
-    user.save(update_fields=["password", *extra_fields])
+    # A new password set by the owner also unlocks logging in.
+    user.failed_logins, user.login_locked_at = 0, None
+    user.save(update_fields=["password", "failed_logins", "login_locked_at", *extra_fields])
     user_tokens_revoke(user=user)
     emails.email_enqueue(recipient=user.email, **emails.password_changed_email())
 

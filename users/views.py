@@ -14,9 +14,11 @@ from rest_framework_simplejwt.views import TokenRefreshView as SimpleJWTTokenRef
 
 from job_system.openapi import ErrorSerializer
 from users import otp, services
+from users.permissions import EmailNotVerified
 from users.serializers import (
     DetailSerializer,
     EmailSerializer,
+    InvalidCredentials,
     LoginSerializer,
     LogoutSerializer,
     MeSerializer,
@@ -25,6 +27,7 @@ from users.serializers import (
     TokenPairSerializer,
     TokenRefreshSerializer,
     VerifyOtpSerializer,
+    error_with_code,
     invalid_code_error,
 )
 from users.throttles import CODE_EMAIL_THROTTLES
@@ -152,9 +155,15 @@ class LoginView(PublicAccountView):
         },
     )
     def post(self, request: Request) -> Response:
-        serializer = LoginSerializer(data=request.data, context={"request": request})
+        serializer = LoginSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        return Response(services.user_login(user=serializer.validated_data["user"]))
+        # authenticate() hashes the password for unknown addresses too, so timing tells nothing.
+        user = services.user_authenticate(request=request, **serializer.validated_data)
+        if user is None:
+            raise error_with_code(InvalidCredentials)
+        if not user.is_verified:
+            raise error_with_code(EmailNotVerified)
+        return Response(services.user_login(user=user))
 
     def get_authenticate_header(self, request: Request) -> str:
         # Without this DRF turns 401 into 403, since the view has no authenticators.

@@ -66,6 +66,14 @@ def test_a_bad_boolean_is_refused_by_name():
     assert "DEBUG must be true or false" in started.stderr
 
 
+@pytest.mark.parametrize("failures", ["0", "101"])
+def test_a_login_lock_beyond_nists_100_failures_is_refused(failures):
+    started = start_settings(DEBUG="true", LOGIN_MAX_FAILURES=failures)
+
+    assert started.returncode != 0
+    assert "LOGIN_MAX_FAILURES must be from 1 to 100" in started.stderr
+
+
 def test_development_starts_without_a_secret_key():
     assert start_settings(DEBUG="true").returncode == 0
 
