@@ -15,7 +15,7 @@ import threading
 import time
 
 from django.conf import settings
-from django.db import close_old_connections
+from django.db import connections
 from django.utils import timezone
 
 from jobs.models import Job
@@ -79,10 +79,13 @@ class _Renewer(threading.Thread):
             self.wake.wait(self._seconds_to_next_due())
             self.wake.clear()
             due = self._due_keepers()
-            if due:
-                close_old_connections()  # honours CONN_MAX_AGE and health checks here
             for keeper in due:
                 self._renew(keeper)
+            if due:
+                # Rounds are seconds apart. A connection kept between them doubled every
+                # worker process's idle database sessions, and outlived the work: pytest could
+                # not drop its PostgreSQL test database while this thread's session was open.
+                connections.close_all()
 
     def _due_keepers(self) -> list[LeaseKeeper]:
         now = time.monotonic()

@@ -13,6 +13,7 @@ from django.utils import timezone
 from jobs import handlers, services
 from jobs.handlers.base import JobInterrupted, RetryableJobError
 from jobs.models import Job, JobAttempt, JobResult
+from jobs.services import leases
 from jobs.services.execution import soft_time_limit
 from jobs.services.leases import LeaseKeeper
 from jobs.tests.concurrency import run_together
@@ -209,6 +210,26 @@ def test_the_lease_is_renewed_while_a_silent_handler_runs(job_factory, short_lea
     assert not lease.lost.is_set()
     assert job.lease_expires_at > job.started_at + timedelta(seconds=1.5)
     assert services.jobs_reap_stale()["requeued"] == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_renewal_thread_closes_its_connection_after_each_round(
+    job_factory, short_lease, monkeypatch
+):
+    closed_by: list[str] = []
+    close_all = leases.connections.close_all
+
+    def recording_close_all() -> None:
+        closed_by.append(threading.current_thread().name)
+        close_all()
+
+    monkeypatch.setattr(leases.connections, "close_all", recording_close_all)
+    job = services.job_claim(job_id=job_factory().pk, worker="w")
+
+    with LeaseKeeper(job):
+        time.sleep(0.5)  # two renewal rounds
+
+    assert closed_by.count("lease-renewer") >= 2
 
 
 @pytest.mark.django_db(transaction=True)
