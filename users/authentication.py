@@ -1,11 +1,11 @@
 """Bearer-token authentication that reads a user's row once every few seconds, not per request.
 
 simplejwt loads the token's user on every request, to refuse inactive accounts and tokens
-issued before a password change (CHECK_REVOKE_TOKEN). That read was a sixth of a job
-submission's time in the web process (py-spy). Each process now keeps the users it loaded for
-AUTH_USER_CACHE_SECONDS and runs the same checks on the kept copy, so a password change or a
-deactivation made through another process stops that user's access tokens within that time;
-in the process that made it, at once. Logging out never stopped access tokens (they live
+issued before a password change (CHECK_REVOKE_TOKEN). That read was 16-19% of a job
+submission's Python time in the web process (py-spy). Each process now keeps the active users
+it loaded for AUTH_USER_CACHE_SECONDS and checks tokens against the kept copy, so a password
+change or a deactivation made through another process stops that user's access tokens within
+that time; in the process that made it, at once. Logging out never stopped access tokens (they live
 JWT_ACCESS_MINUTES), so this adds seconds to a window that is minutes long.
 """
 
@@ -24,8 +24,9 @@ from rest_framework_simplejwt.settings import api_settings
 from rest_framework_simplejwt.tokens import Token
 from rest_framework_simplejwt.utils import get_md5_hash_password
 
-# Enough for every user active in a few seconds; beyond it the oldest are dropped.
-MAX_REMEMBERED_USERS = 10_000
+# Users active within a few seconds, per process; beyond it the oldest are dropped. About a
+# kilobyte each (tracemalloc), so the cap keeps a web process's memory flat.
+MAX_REMEMBERED_USERS = 1_000
 
 
 class RecentUsers:
