@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 
 from django.conf import settings
+from django.contrib.auth.base_user import AbstractBaseUser
 from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
 from django.utils.translation import gettext_lazy as _
@@ -36,11 +37,11 @@ class RecentUsers:
     """
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
-        self._users: dict[str, tuple[float, object]] = {}
+        self._users: dict[str, tuple[float, AbstractBaseUser]] = {}
         self._lock = threading.Lock()
         self._clock = clock
 
-    def get(self, user_id: str):
+    def get(self, user_id: str) -> AbstractBaseUser | None:
         """Return a copy of the user if read recently enough, else None."""
         entry = self._users.get(user_id)
         if entry is None or entry[0] <= self._clock():
@@ -48,7 +49,7 @@ class RecentUsers:
         # A copy: a view may change its request.user, and threads share this one.
         return copy.copy(entry[1])
 
-    def remember(self, user_id: str, user) -> None:
+    def remember(self, user_id: str, user: AbstractBaseUser) -> None:
         seconds = settings.AUTH_USER_CACHE_SECONDS
         if seconds <= 0:
             return
@@ -72,14 +73,14 @@ recent_users = RecentUsers()
 
 @receiver(post_save, sender=settings.AUTH_USER_MODEL)
 @receiver(post_delete, sender=settings.AUTH_USER_MODEL)
-def forget_changed_user(sender, instance, **kwargs) -> None:
+def forget_changed_user(sender: type, instance: AbstractBaseUser, **kwargs: object) -> None:
     recent_users.forget(str(getattr(instance, api_settings.USER_ID_FIELD)))
 
 
 class JWTAuthentication(authentication.JWTAuthentication):
     """simplejwt's bearer-token authentication, with its user read through RecentUsers."""
 
-    def get_user(self, validated_token: Token):
+    def get_user(self, validated_token: Token) -> AbstractBaseUser:
         try:
             user_id = validated_token[api_settings.USER_ID_CLAIM]
         except KeyError as e:
@@ -94,7 +95,7 @@ class JWTAuthentication(authentication.JWTAuthentication):
         return user
 
 
-def _issued_for_password(token: Token, user) -> bool:
+def _issued_for_password(token: Token, user: AbstractBaseUser) -> bool:
     if not api_settings.CHECK_REVOKE_TOKEN:
         return True
     return token.get(api_settings.REVOKE_TOKEN_CLAIM) == get_md5_hash_password(user.password)

@@ -10,6 +10,7 @@ from django.contrib.auth.models import update_last_login
 from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
+from rest_framework.request import Request
 from rest_framework_simplejwt.settings import api_settings as jwt_settings
 from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
 from rest_framework_simplejwt.tokens import RefreshToken
@@ -55,7 +56,7 @@ def user_verify_email(*, email: str, code: str) -> CustomUser | None:
     return user
 
 
-def user_authenticate(*, request, email: str, password: str) -> CustomUser | None:
+def user_authenticate(*, request: Request | None, email: str, password: str) -> CustomUser | None:
     """Return the active account these credentials open, or None; count wrong passwords.
 
     After LOGIN_MAX_FAILURES wrong passwords in a row the account locks: even its right
