@@ -149,7 +149,7 @@ def _run_handler(job: Job, handler: JobHandler, lease: LeaseKeeper, limit: int |
             json.dumps(output)  # A result must be JSON; find out here, not half-way into a write.
     except JobInterrupted:
         logger.info("job interrupted: cancelled or taken over", extra=log)
-        return _record_interruption(job)
+        return _record_interruption(job) != JobAttempt.Outcome.SUPERSEDED
     except SoftTimeLimitExceeded:
         logger.warning("job ran past its %ss time limit", job.timeout_seconds, extra=log)
         timed_out = JobTimedOut(f"The job ran past its {job.timeout_seconds}s time limit.")
@@ -159,11 +159,12 @@ def _run_handler(job: Job, handler: JobHandler, lease: LeaseKeeper, limit: int |
         job_fail_attempt(job=job, exc=exc, trace=traceback.format_exc())
     else:
         duration_ms = int((monotonic() - started) * 1000)
-        if job_complete(job=job, output=output, duration_ms=duration_ms):
+        outcome = _complete(job, output, duration_ms=duration_ms)
+        if outcome == JobAttempt.Outcome.SUCCEEDED:
             logger.info("job completed in %d ms", duration_ms, extra=log)
         else:
             logger.info("job finished but was cancelled or taken over; result dropped", extra=log)
-            return _was_cancelled(job)
+            return outcome != JobAttempt.Outcome.SUPERSEDED
     finally:
         metrics.job_attempt_ran(job, seconds=monotonic() - started)
     return True
@@ -213,6 +214,14 @@ def job_progress_reporter(*, job: Job, lease: LeaseKeeper | None = None) -> Prog
 
 def job_complete(*, job: Job, output: dict[str, Any], duration_ms: int) -> bool:
     """Store the result and mark the job completed, if this claim still holds it."""
+    return _complete(job, output, duration_ms=duration_ms) == JobAttempt.Outcome.SUCCEEDED
+
+
+def _complete(job: Job, output: dict[str, Any], *, duration_ms: int) -> str:
+    """job_complete(), returning the attempt's outcome: succeeded, else cancelled or superseded.
+
+    The worker running a shared message needs to know which, to go on or hand the rest back.
+    """
     now = timezone.now()
     if connection.vendor == "postgresql":
         completed = _complete_in_one_statement(job, output, duration_ms=duration_ms, now=now)
@@ -231,11 +240,10 @@ def job_complete(*, job: Job, output: dict[str, Any], duration_ms: int) -> bool:
                     job_id=job.pk, output=output, completed_at=now, duration_ms=duration_ms
                 )
                 finish_attempt(job, outcome=JobAttempt.Outcome.SUCCEEDED, now=now)
-    if completed:
-        metrics.job_completed(job)
-    else:
-        _record_interruption(job)
-    return bool(completed)
+    if not completed:
+        return _record_interruption(job)
+    metrics.job_completed(job)
+    return JobAttempt.Outcome.SUCCEEDED
 
 
 # On PostgreSQL, the fenced UPDATE and the inserts of the result and the attempt as one
@@ -315,16 +323,12 @@ def _backoff(job: Job):
     return retry_delay(attempt=job.attempts, base_seconds=base)
 
 
-def _record_interruption(job: Job) -> bool:
-    """Close the attempt as cancelled or superseded; return whether it was cancelled."""
-    cancelled = _was_cancelled(job)
+def _record_interruption(job: Job) -> str:
+    """Close the attempt as cancelled or superseded; return which."""
+    cancelled = Job.objects.filter(pk=job.pk, status=Job.Status.CANCELLED).exists()
     outcome = JobAttempt.Outcome.CANCELLED if cancelled else JobAttempt.Outcome.SUPERSEDED
     finish_attempt(job, outcome=outcome)
-    return cancelled
-
-
-def _was_cancelled(job: Job) -> bool:
-    return Job.objects.filter(pk=job.pk, status=Job.Status.CANCELLED).exists()
+    return outcome
 
 
 def _user_message(exc: Exception) -> str:
