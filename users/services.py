@@ -63,6 +63,7 @@ def user_authenticate(*, request: Request | None, email: str, password: str) -> 
     password fails, with the answer a wrong one gets, so nobody learns that the account
     exists; its owner is emailed once that resetting the password unlocks it.
     """
+    email = CustomUser.objects.normalize_email(email)
     user = authenticate(request, email=email, password=password)
     if user is not None:
         if user.login_locked_at is not None:
@@ -70,18 +71,14 @@ def user_authenticate(*, request: Request | None, email: str, password: str) -> 
         if user.failed_logins:
             CustomUser.objects.filter(pk=user.pk).update(failed_logins=0)
         return user
-    account = CustomUser.objects.filter(
-        email=CustomUser.objects.normalize_email(email), is_active=True
-    )
+    account = CustomUser.objects.filter(email=email, is_active=True)
     account.update(failed_logins=F("failed_logins") + 1)
     # A conditional update: of racing failures, exactly one locks the account and emails.
     if account.filter(failed_logins__gte=settings.LOGIN_MAX_FAILURES, login_locked_at=None).update(
         login_locked_at=timezone.now()
     ):
         logger.warning("account locked after %d wrong passwords", settings.LOGIN_MAX_FAILURES)
-        emails.email_enqueue(
-            recipient=CustomUser.objects.normalize_email(email), **emails.login_locked_email()
-        )
+        emails.email_enqueue(recipient=email, **emails.login_locked_email())
     return None
 
 
