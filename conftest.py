@@ -7,6 +7,7 @@ from django.core.cache import cache
 from rest_framework.test import APIClient
 
 from job_system.cache import cache_redis
+from jobs import queue
 from jobs.tests.factories import JobFactory, JobResultFactory
 from jobs.tests.live import celery_process, start_worker, subprocess_env
 from users.authentication import recent_users
@@ -33,6 +34,13 @@ def _forget_active_job_counts():
             client.delete(key)
     except redis.RedisError:
         pass  # A test that stopped Redis left no count behind either.
+
+
+@pytest.fixture(autouse=True)
+def _publish_what_requests_handed_over():
+    """Send the messages a test's requests left with the Publisher before the next test starts."""
+    yield
+    queue.publisher.flush(timeout=10)
 
 
 @pytest.fixture

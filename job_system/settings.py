@@ -316,6 +316,11 @@ if JOB_DISPATCH_LOOKAHEAD_SECONDS <= JOB_DISPATCH_INTERVAL_SECONDS:
 JOB_MESSAGE_BATCH_SIZE = env_int("JOB_MESSAGE_BATCH_SIZE", 20)
 if JOB_MESSAGE_BATCH_SIZE < 1:
     raise ImproperlyConfigured("JOB_MESSAGE_BATCH_SIZE must be at least 1")
+# A web process publishes its requests' jobs from one thread, at most this often, so that jobs
+# submitted in between share messages; 0 publishes each request's jobs in the request.
+JOB_PUBLISH_INTERVAL_SECONDS = env_float("JOB_PUBLISH_INTERVAL_SECONDS", 0.01)
+if not 0 <= JOB_PUBLISH_INTERVAL_SECONDS <= 1:
+    raise ImproperlyConfigured("JOB_PUBLISH_INTERVAL_SECONDS must be between 0 and 1")
 # A pending, due job whose message was published this long ago without being claimed is
 # published again; the claim makes the duplicate harmless.
 JOB_REDISPATCH_AFTER = timedelta(seconds=env_int("JOB_REDISPATCH_AFTER_SECONDS", 120))

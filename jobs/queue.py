@@ -6,9 +6,16 @@ not fatal: the job goes back to Beat's dispatcher, and a duplicate message is a 
 A job due within the look-ahead is published ahead with an ETA, and the worker holds the message
 until then. Only within the look-ahead: an ETA message lives in a worker's memory, and on
 Redis a long one is delivered again and again, so future jobs wait in the database.
+
+Requests do not publish themselves: they hand their messages to their process's Publisher,
+whose thread sends what several requests handed it together.
 """
 
+import atexit
 import logging
+import os
+import threading
+import time
 import uuid
 from collections import defaultdict
 from collections.abc import Iterator
@@ -18,7 +25,7 @@ from typing import NamedTuple
 
 from celery import Celery
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from job_system.celery import app as celery_app
@@ -54,9 +61,18 @@ def queue_for(job_type: str) -> str:
     return handler.queue if handler else celery_app.conf.task_default_queue
 
 
-def publish_on_commit(messages: list[JobMessage]) -> None:
-    """Publish once the surrounding transaction commits."""
-    if messages:
+def publish_on_commit(messages: list[JobMessage], *, from_request: bool = False) -> None:
+    """Publish once the surrounding transaction commits.
+
+    A request's messages go through this process's Publisher (unless JOB_PUBLISH_INTERVAL_SECONDS
+    is 0). Celery's processes publish at once: billiard ends its children with os._exit, which
+    would drop whatever a Publisher still held.
+    """
+    if not messages:
+        return
+    if from_request and settings.JOB_PUBLISH_INTERVAL_SECONDS > 0:
+        transaction.on_commit(partial(publisher.hand_over, messages))
+    else:
         transaction.on_commit(partial(publish, messages))
 
 
@@ -101,6 +117,71 @@ def publish(messages: list[JobMessage], *, app: Celery = celery_app) -> None:
         # the dispatcher, which publishes them again within a second once the broker is back.
         logger.exception("publishing %d job(s) failed; the dispatcher will retry", len(messages))
         forget_enqueued([message.job_id for message in messages])
+
+
+class Publisher:
+    """A thread that publishes what the process's requests hand it, several at a time.
+
+    One message per submitted job cost its request Celery's message building and a Redis round
+    trip, and cost the worker's main process about as much again to receive and hand on; so
+    single submissions ran at 0.14-0.18x raw Celery's rate, where bulk ones, which share
+    messages, ran at 0.64x. The thread publishes at once when it has been idle, then at most
+    once per JOB_PUBLISH_INTERVAL_SECONDS: under load, the jobs submitted in between share
+    messages (publish()), and a job waits at most that long for its message.
+
+    What it holds when the process is killed is lost, like messages lost with Redis: those jobs
+    stay pending with enqueued_at set, and the reaper publishes them again after
+    JOB_REDISPATCH_AFTER. A process that exits normally publishes them first.
+    """
+
+    def __init__(self, *, app: Celery = celery_app) -> None:
+        self.app = app
+        self.reset()
+
+    def reset(self) -> None:
+        """Start afresh: no thread, nothing held. A forked child must, as it has neither."""
+        self._condition = threading.Condition()
+        self._pending: list[JobMessage] = []
+        self._sending = False
+        self._thread: threading.Thread | None = None
+
+    def hand_over(self, messages: list[JobMessage]) -> None:
+        with self._condition:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="job-publisher", daemon=True)
+                self._thread.start()
+                atexit.register(self.flush, timeout=10)
+            self._pending.extend(messages)
+            self._condition.notify_all()
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until everything handed over so far is published; False on timeout."""
+        with self._condition:
+            return self._condition.wait_for(
+                lambda: not self._pending and not self._sending, timeout
+            )
+
+    def _run(self) -> None:
+        while True:
+            with self._condition:
+                self._condition.wait_for(lambda: self._pending)
+                messages, self._pending, self._sending = self._pending, [], True
+            try:
+                publish(messages, app=self.app)
+            finally:
+                # publish() writes to the database only when the broker failed; this thread
+                # must not keep that connection open for ever.
+                connection.close()
+                with self._condition:
+                    self._sending = False
+                    self._condition.notify_all()
+            time.sleep(settings.JOB_PUBLISH_INTERVAL_SECONDS)
+
+
+publisher = Publisher()
+# gunicorn forks its workers; each must start its own thread, and must not publish again
+# what the parent held (the parent does).
+os.register_at_fork(after_in_child=publisher.reset)
 
 
 def _message_groups(messages: list[JobMessage], *, now: datetime) -> Iterator[list[JobMessage]]:

@@ -74,6 +74,14 @@ def test_a_login_lock_beyond_nists_100_failures_is_refused(failures):
     assert "LOGIN_MAX_FAILURES must be from 1 to 100" in started.stderr
 
 
+@pytest.mark.parametrize("interval", ["-0.01", "1.5"])
+def test_a_publish_interval_outside_zero_to_a_second_is_refused(interval):
+    started = start_settings(DEBUG="true", JOB_PUBLISH_INTERVAL_SECONDS=interval)
+
+    assert started.returncode != 0
+    assert "JOB_PUBLISH_INTERVAL_SECONDS must be between 0 and 1" in started.stderr
+
+
 def test_development_starts_without_a_secret_key():
     assert start_settings(DEBUG="true").returncode == 0
 

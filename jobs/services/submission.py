@@ -74,7 +74,7 @@ def job_create(
         with transaction.atomic() if connection.in_atomic_block else nullcontext():
             job.save(force_insert=True)
             if job.enqueued_at:
-                queue.publish_on_commit([queue.message_for(job)])
+                queue.publish_on_commit([queue.message_for(job)], from_request=True)
     except IntegrityError:
         # Another request with the same key won the race; answer as if we had come second.
         if earlier := earlier_job():
@@ -95,7 +95,9 @@ def jobs_create_bulk(*, owner, specs: list[JobFields]) -> list[Job]:
     jobs = [_new_job(owner=owner, now=now, **spec) for spec in specs]
     with transaction.atomic():
         Job.objects.bulk_create(jobs)
-        queue.publish_on_commit([queue.message_for(job) for job in jobs if job.enqueued_at])
+        queue.publish_on_commit(
+            [queue.message_for(job) for job in jobs if job.enqueued_at], from_request=True
+        )
     for job in jobs:
         metrics.job_created(job)
     logger.info("%d jobs created in one request", len(jobs))
@@ -233,7 +235,9 @@ def job_retry(*, job: Job) -> Job:
             worker="",
         )
         if requeued and enqueued_at:
-            queue.publish_on_commit([queue.message_for(job)._replace(run_after=run_after)])
+            queue.publish_on_commit(
+                [queue.message_for(job)._replace(run_after=run_after)], from_request=True
+            )
     job.refresh_from_db()
     if not requeued:
         raise JobStateError(

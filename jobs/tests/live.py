@@ -99,7 +99,11 @@ def wait_for(predicate, *, timeout: float, interval: float = 0.1, message: str =
 
 
 def take_published(job: Job) -> list[dict]:
-    """Remove the run_job messages for `job` from its broker queue; return their headers."""
+    """Remove the run_job messages for `job` from its broker queue; return their headers.
+
+    Whatever requests handed to this process's publisher is published first.
+    """
+    queue.publisher.flush(timeout=10)
     broker = redis.Redis.from_url(settings.CELERY_BROKER_URL)
     name = queue.queue_for(job.job_type)
     headers = []
@@ -112,7 +116,11 @@ def take_published(job: Job) -> list[dict]:
 
 
 def take_queue(name: str) -> list[tuple[dict, list]]:
-    """Empty a broker queue; return each message's headers and task arguments, oldest first."""
+    """Empty a broker queue; return each message's headers and task arguments, oldest first.
+
+    Whatever requests handed to this process's publisher is published first.
+    """
+    queue.publisher.flush(timeout=10)
     broker = redis.Redis.from_url(settings.CELERY_BROKER_URL)
     messages = []
     while (raw := broker.rpop(name)) is not None:
