@@ -23,7 +23,7 @@ TIMEOUT_HELP = (
 )
 
 
-class JobCreateSerializer(StrictTypesMixin, serializers.Serializer):
+class JobCreateSerializer(FieldsBuiltOnceMixin, StrictTypesMixin, serializers.Serializer):
     name = serializers.CharField(max_length=200)
     description = serializers.CharField(
         max_length=10_000, required=False, allow_blank=True, default=""
