@@ -33,9 +33,11 @@ from jobs.handlers.base import (
 )
 from jobs.models import Job, JobAttempt, JobResult
 from jobs.services.common import (
+    JOB_COLUMNS,
     MAX_ERROR_MESSAGE_LENGTH,
     finish_attempt,
     held_by,
+    job_from_returning,
     log_fields,
     retry_delay,
     transition,
@@ -65,8 +67,7 @@ def job_claim(*, job_id: uuid.UUID, worker: str) -> Job | None:
     }
     # One statement, so no transaction: the attempt's row is written when it ends.
     if connection.vendor == "postgresql":
-        params = {"job_id": job_id, "now": now, **claim}
-        job = next(iter(Job.objects.raw(_CLAIM_SQL, params)), None)
+        job = job_from_returning(_CLAIM_SQL, {"job_id": job_id, "now": now, **claim})
     else:
         job = update_returning(
             job_id,
@@ -84,14 +85,14 @@ def job_claim(*, job_id: uuid.UUID, worker: str) -> Job | None:
 
 # The claim's UPDATE as update_returning() builds it, written out for PostgreSQL: building it
 # through the ORM took 0.7 ms, an eighth of a worker's time on a quick job.
-_CLAIM_SQL = """
+_CLAIM_SQL = f"""
 UPDATE jobs_job
 SET status = 'in_progress', claim_token = %(claim_token)s, lease_expires_at = %(lease_expires_at)s,
     started_at = %(now)s, attempts = attempts + 1, progress = 0, worker = %(worker)s,
     updated_at = %(now)s
 WHERE id = %(job_id)s AND status = 'pending' AND run_after <= %(now)s
-RETURNING {columns}
-""".format(columns=", ".join(f'"{field.column}"' for field in Job._meta.concrete_fields))
+RETURNING {JOB_COLUMNS}
+"""  # noqa: S608 - the columns are the model's own
 
 
 def jobs_run_in_turn(*, job_ids: list[uuid.UUID], worker: str) -> None:
