@@ -165,7 +165,10 @@ class JobAttempt(models.Model):
         HANDED_BACK = "handed_back", "Handed back at worker shutdown"
         SUPERSEDED = "superseded", "Superseded by another claim"
 
-    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="attempt_log")
+    # No index of its own: attempt_job_started leads with the job.
+    job = models.ForeignKey(
+        Job, on_delete=models.CASCADE, related_name="attempt_log", db_index=False
+    )
     number = models.PositiveIntegerField()
     claim_token = models.UUIDField(unique=True, editable=False)
     worker = models.CharField(max_length=255, blank=True, default="")
