@@ -405,9 +405,9 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--bulk-size", type=int, default=BULK_LIMIT)
     parser.add_argument(
-        "--web-workers", type=int, default=int(os.environ.get("WEB_CONCURRENCY", 2))
+        "--web-workers", type=int, default=int(os.environ.get("WEB_CONCURRENCY", 1))
     )
-    parser.add_argument("--web-threads", type=int, default=int(os.environ.get("WEB_THREADS", 4)))
+    parser.add_argument("--web-threads", type=int, default=int(os.environ.get("WEB_THREADS", 8)))
     parser.add_argument(
         "--worker-concurrency", type=int, default=int(os.environ.get("WORKER_CONCURRENCY", 4))
     )
