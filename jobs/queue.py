@@ -166,15 +166,16 @@ class Publisher:
             with self._condition:
                 self._condition.wait_for(lambda: self._pending)
                 messages, self._pending, self._sending = self._pending, [], True
+            publish(messages, app=self.app)  # Never raises: a failure hands the jobs back.
             try:
-                publish(messages, app=self.app)
-            finally:
                 # publish() writes to the database only when the broker failed; this thread
                 # must not keep that connection open for ever.
                 connection.close()
-                with self._condition:
-                    self._sending = False
-                    self._condition.notify_all()
+            except Exception:
+                logger.exception("the publisher could not close its database connection")
+            with self._condition:
+                self._sending = False
+                self._condition.notify_all()
             time.sleep(settings.JOB_PUBLISH_INTERVAL_SECONDS)
 
 
