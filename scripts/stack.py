@@ -250,6 +250,8 @@ class Stack:
             f"--bind=127.0.0.1:{self.port}",
             f"--workers={self.web_workers}",
             f"--threads={self.web_threads}",
+            # As the Procfile runs it: benchmarks pay for the access log as production does.
+            "--access-logfile=-",
             "--no-control-socket",
         ]
 
