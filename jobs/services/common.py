@@ -72,8 +72,9 @@ def update_returning(job_id: uuid.UUID, jobs: QuerySet[Job], **changes: Any) -> 
     return job_from_returning(f"{update_sql} RETURNING {JOB_COLUMNS}", params, using=jobs.db)
 
 
-# Every column of the jobs table, in the order Job.from_db() takes them.
+# Every column of the jobs table, in the order Job.from_db() takes them as attribute names.
 JOB_COLUMNS = ", ".join(f'"{field.column}"' for field in Job._meta.concrete_fields)
+_JOB_ATTNAMES = [field.attname for field in Job._meta.concrete_fields]
 
 
 def job_from_returning(
@@ -94,7 +95,7 @@ def job_from_returning(
     for index, column, converters in _job_converters(using):
         for convert in converters:
             values[index] = convert(values[index], column, connection)
-    return Job.from_db(using, [field.attname for field in Job._meta.concrete_fields], values)
+    return Job.from_db(using, _JOB_ATTNAMES, values)
 
 
 @cache

@@ -104,7 +104,7 @@ def take_published(job: Job) -> list[dict]:
     Whatever requests handed to this process's publisher is published first.
     """
     queue.publisher.flush(timeout=10)
-    broker = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+    broker = broker_redis()
     name = queue.queue_for(job.job_type)
     headers = []
     for raw in broker.lrange(name, 0, -1):
@@ -115,13 +115,18 @@ def take_published(job: Job) -> list[dict]:
     return headers
 
 
+def broker_redis() -> redis.Redis:
+    """A client of the test broker's Redis, to look at its queues directly."""
+    return redis.Redis.from_url(settings.CELERY_BROKER_URL)
+
+
 def take_queue(name: str) -> list[tuple[dict, list]]:
     """Empty a broker queue; return each message's headers and task arguments, oldest first.
 
     Whatever requests handed to this process's publisher is published first.
     """
     queue.publisher.flush(timeout=10)
-    broker = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+    broker = broker_redis()
     messages = []
     while (raw := broker.rpop(name)) is not None:
         messages.append(decode(raw))

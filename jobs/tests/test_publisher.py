@@ -7,25 +7,22 @@ import time
 import uuid
 
 import pytest
-import redis
 from celery import Celery
-from django.conf import settings
 
 from jobs import queue
 from jobs.models import Job
-from jobs.tests.live import subprocess_env, take_queue
+from jobs.tests.live import broker_redis, subprocess_env, take_queue
 
 
 @pytest.fixture(autouse=True)
 def _empty_default_queue():
     """Start without the messages earlier tests published and no worker took."""
-    queue.publisher.flush(timeout=10)
     take_queue("default")
 
 
 def queued(name: str) -> int:
     """How many messages wait in a broker queue, without publishing what the publisher holds."""
-    return redis.Redis.from_url(settings.CELERY_BROKER_URL).llen(name)
+    return broker_redis().llen(name)
 
 
 def run_job_ids(messages: list[tuple[dict, list]]) -> list[list[str]]:
