@@ -218,15 +218,17 @@ EMAIL_USE_SSL = env_bool("EMAIL_USE_SSL", False)
 EMAIL_TIMEOUT = env_int("EMAIL_TIMEOUT", 10)
 DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "Job System <no-reply@localhost>")
 
-# One-time email codes.
+# One-time email codes: 6-digit codes confirm an address; long codes (16 characters) reset a
+# password or unlock logging in, and one of them stays open for this long.
 OTP_TTL = timedelta(seconds=env_int("OTP_TTL_SECONDS", 600))
+LONG_CODE_TTL = timedelta(seconds=env_int("LONG_CODE_TTL_SECONDS", 1800))
 OTP_MAX_ATTEMPTS = env_int("OTP_MAX_ATTEMPTS", 5)
 OTP_RESEND_COOLDOWN = timedelta(seconds=env_int("OTP_RESEND_COOLDOWN_SECONDS", 60))
 # Codes emailed to one address for one purpose, at most, in any hour and any day.
 OTP_MAX_SENDS_PER_HOUR = env_int("OTP_MAX_SENDS_PER_HOUR", 5)
 OTP_MAX_SENDS_PER_DAY = env_int("OTP_MAX_SENDS_PER_DAY", 20)
-# Wrong passwords in a row that lock an account until its owner resets the password
-# (NIST SP 800-63B: at most 100).
+# Wrong passwords in a row after which an account's password logs in only with the unlock code
+# emailed to its owner (NIST SP 800-63B: at most 100).
 LOGIN_MAX_FAILURES = env_int("LOGIN_MAX_FAILURES", 100)
 if not 1 <= LOGIN_MAX_FAILURES <= 100:
     raise ImproperlyConfigured("LOGIN_MAX_FAILURES must be from 1 to 100")
