@@ -256,6 +256,31 @@ class Stack:
         ]
 
 
+def procfile_command(name: str) -> str:
+    """The shell command the Procfile gives process type `name`."""
+    for line in (ROOT / "Procfile").read_text().splitlines():
+        process_type, _, command = line.partition(":")
+        if process_type == name:
+            return command.strip()
+    raise KeyError(f"the Procfile has no {name!r} process")
+
+
+def procfile_process(name: str, env: dict[str, str], workdir: Path) -> ManagedProcess:
+    """The Procfile's `name` process, not started yet, logging and counting in `workdir`.
+
+    Its command runs as the Procfile says, with this virtualenv's celery and gunicorn first on
+    PATH, and its metrics go to `workdir`, not to the checkout's .run/prometheus, which belongs
+    to `make run`.
+    """
+    env = {
+        **env,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
+        "PROMETHEUS_MULTIPROC_DIR": str(workdir / "prometheus"),
+    }
+    argv = ["/bin/sh", "-c", procfile_command(name)]
+    return ManagedProcess(name, argv, env, workdir / f"{name}.log")
+
+
 def connect_database(database_url: str):
     """A plain DB-API connection to a Stack's database, in autocommit mode.
 
