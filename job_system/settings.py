@@ -364,8 +364,9 @@ CELERY_DB_REUSE_MAX = 2**31
 # double the Redis writes of every submission.
 CELERY_WORKER_SEND_TASK_EVENTS = env_bool("CELERY_TASK_EVENTS", False)
 CELERY_TIMEZONE = TIME_ZONE
-# Beat's tasks have a queue of their own, which every worker serves, so a backlog of jobs
-# never delays the dispatcher or the reaper.
+# Beat's tasks have a queue of their own, served by a worker of their own (the Procfile's
+# `housekeeping`), so a backlog of jobs never delays the dispatcher or the reaper, and Flower
+# never sees them.
 CELERY_TASK_ROUTES = {
     task: {"queue": "housekeeping"}
     for task in (

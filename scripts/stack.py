@@ -1,4 +1,5 @@
-"""The whole system as real processes on 127.0.0.1: Redis, gunicorn, Celery workers and Beat.
+"""The whole system as real processes on 127.0.0.1: Redis, gunicorn, Celery workers and Beat
+(with the Procfile's housekeeping worker, which serves Beat's tasks).
 
 Load, chaos and benchmark scripts start one of these, drive it over HTTP, and break parts of
 it on purpose. Nothing here talks to anything but loopback.
@@ -136,6 +137,10 @@ class Stack:
         for name in self.worker_names:
             self.start_worker(name)
         if self.with_beat:
+            # Exactly as the Procfile runs it: its options are what keeps it out of Flower.
+            self.processes["housekeeping"] = procfile_process(
+                "housekeeping", self.env(), self.workdir
+            ).start()
             self.processes["beat"] = self._process(
                 "beat", self._celery("beat", "--loglevel=INFO")
             ).start()
@@ -159,7 +164,7 @@ class Stack:
         argv = self._celery(
             "worker",
             f"--hostname={name}@%h",
-            "--queues=housekeeping,default,long,cpu",
+            "--queues=default,long,cpu",
             f"--concurrency={self.worker_concurrency}",
             "--loglevel=INFO",
         )

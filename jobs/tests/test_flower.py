@@ -13,6 +13,7 @@ import pytest
 from django.test import Client
 from prometheus_client.parser import text_string_to_metric_families
 
+from job_system.celery import app as celery_app
 from jobs import queue
 from jobs.models import Job
 from jobs.tests.live import subprocess_env, wait_for
@@ -22,6 +23,12 @@ from scripts.stack import procfile_process
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
 CREDENTIALS = "flower:test-flower-password"
+HOUSEKEEPING_TASKS = (
+    "jobs.tasks.dispatch_due_jobs",
+    "jobs.tasks.reap_stale_jobs",
+    "users.tasks.purge_expired_codes",
+    "users.tasks.flush_expired_tokens",
+)
 
 
 def get(url: str, *, credentials: str | None = CREDENTIALS) -> tuple[int, str]:
@@ -206,3 +213,28 @@ def test_flower_lists_a_job_the_live_worker_ran_by_its_task_name(flower, live_wo
     )
     assert task["name"] == queue.RUN_JOB_TASK
     assert task["state"] == "SUCCESS"
+
+
+def test_flower_sees_the_jobs_but_none_of_the_housekeeping(
+    flower, live_worker, live_housekeeping, job_factory
+):
+    # What Flower does every few seconds: switch task events on in every worker that listens.
+    # The job worker's reply shows the broadcast has gone out.
+    replies = celery_app.control.enable_events(reply=True, timeout=2)
+    assert replies, "no worker answered"
+    assert not any(name.startswith("housekeeping@") for reply in replies for name in reply)
+
+    def dispatch():
+        job = job_factory(job_type="echo")  # due, and waiting for the dispatcher
+        celery_app.send_task("jobs.tasks.dispatch_due_jobs")  # to the housekeeping worker
+        return job.pk
+
+    # Twice: by the second job's events, any event of the first dispatch has arrived.
+    for _ in range(2):
+        wait_for(
+            lambda: run_a_job_and_look_it_up(flower, dispatch),
+            timeout=60,
+            message="Flower never saw a job the housekeeping worker dispatched",
+        )
+    for task_name in HOUSEKEEPING_TASKS:
+        assert flower_tasks(flower, task_name) == {}, task_name
