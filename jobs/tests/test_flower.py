@@ -238,3 +238,10 @@ def test_flower_sees_the_jobs_but_none_of_the_housekeeping(
         )
     for task_name in HOUSEKEEPING_TASKS:
         assert flower_tasks(flower, task_name) == {}, task_name
+    # Its heartbeats still reach Flower, which lists it as online, with no task counted.
+    status, body = get(f"{flower}/flower/workers?json=1")
+    assert status == 200, body
+    listed = {worker["hostname"]: worker for worker in json.loads(body)["data"]}
+    housekeeping = next(w for name, w in listed.items() if name.startswith("housekeeping@"))
+    assert housekeeping["status"] is True
+    assert not [key for key in housekeeping if key.startswith("task-")], housekeeping
