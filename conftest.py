@@ -1,5 +1,6 @@
 import signal
 import socket
+import uuid
 from pathlib import Path
 
 import pytest
@@ -43,6 +44,15 @@ def _publish_what_requests_handed_over():
     """Send the messages a test's requests left with the Publisher before the next test starts."""
     yield
     queue.publisher.flush(timeout=10)
+
+
+@pytest.fixture
+def own_cache_keys(settings) -> None:
+    """A cache key prefix of this test's own, so counts kept in Redis never carry over."""
+    settings.CACHES = {
+        **settings.CACHES,
+        "default": {**settings.CACHES["default"], "KEY_PREFIX": f"test-{uuid.uuid4().hex}"},
+    }
 
 
 @pytest.fixture

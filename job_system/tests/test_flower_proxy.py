@@ -5,25 +5,16 @@ jobs/tests/test_flower.py puts a real Flower behind the proxy.
 """
 
 import socket
-import uuid
 
 import pytest
 
 from job_system.throttling import CountingRateThrottle
 from scripts.localredis import free_port
 
-pytestmark = pytest.mark.django_db
+# Throttle counts are per user id, and ids repeat between tests.
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("own_cache_keys")]
 
 BROWSER = {"HTTP_ACCEPT": "text/html,application/xhtml+xml,*/*;q=0.8"}
-
-
-@pytest.fixture(autouse=True)
-def own_counters(settings) -> None:
-    """A key prefix of this test's own: user ids repeat, and so would throttle counts."""
-    settings.CACHES = {
-        **settings.CACHES,
-        "default": {**settings.CACHES["default"], "KEY_PREFIX": f"test-{uuid.uuid4().hex}"},
-    }
 
 
 @pytest.fixture
