@@ -1,11 +1,11 @@
 """Flower for staff at /flower/: the web process logs in to Flower on their behalf.
 
 Flower's basic auth takes guesses as fast as they come, and Flower 2.2 serves /metrics and
-/healthcheck (worker names, per-task counts) with no login at all. So Flower listens on a
-private address (loopback unless FLOWER_URL says otherwise) and people reach it only through
-this view: a logged-in, active staff user (the admin's session, behind its throttled login),
-at most THROTTLE_FLOWER requests a minute each. The view adds Flower's basic auth itself, so
-Flower's own check stays on as a second wall.
+/healthcheck (worker names, per-task counts) with no login at all. So Flower listens on
+loopback, or on a private address that only the web hosts reach (FLOWER_URL), and people
+reach it only through this view: a logged-in, active staff user (the admin's session and
+login), each at most at the THROTTLE_FLOWER rate. The view adds Flower's basic auth itself,
+so Flower's own check stays on as a second wall.
 
 Only what Flower needs crosses: GET, HEAD and POST, the path under /flower/ (Flower runs with
 `--url_prefix=flower`) and its query, the body, and a few named headers each way. Never the
