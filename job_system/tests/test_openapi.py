@@ -75,6 +75,15 @@ def test_every_operation_behind_a_token_documents_401(schema):
             assert error_schema(operation, "401") == ERROR, name
 
 
+def test_logout_is_documented_as_needing_only_the_refresh_token(schema):
+    logout = schema["paths"]["/api/logout/"]["post"]
+    body = logout["requestBody"]["content"]["application/json"]["schema"]
+
+    assert logout["security"] == [{}]  # No bearer token.
+    assert "401" not in logout["responses"]
+    assert component(schema, body)["required"] == ["refresh"]
+
+
 def test_every_job_operation_documents_403_for_unconfirmed_addresses(schema):
     for name, operation in operations(schema):
         if name.split()[1].startswith(("/api/jobs/", "/api/job-results/")):
