@@ -6,6 +6,7 @@ import sys
 
 import pytest
 import yaml
+from django.conf import settings
 from django.core.management import call_command
 from openapi_spec_validator import OpenAPIV30SpecValidator, validate
 from rest_framework import serializers
@@ -73,6 +74,19 @@ def test_every_operation_behind_a_token_documents_401(schema):
     for name, operation in operations(schema):
         if {"jwtAuth": []} in operation.get("security", []):
             assert error_schema(operation, "401") == ERROR, name
+
+
+def test_readmes_endpoint_table_lists_every_operation_but_the_deprecated_aliases(schema):
+    readme = (settings.BASE_DIR / "README.md").read_text()
+    table = re.search(r"^\| Endpoint \| What it does \|\n((?:\|.*\n)+)", readme, re.MULTILINE)
+    listed = {
+        endpoint
+        for row in table[1].splitlines()
+        for endpoint in re.findall(r"`([A-Z]+ /[^`]*)`", row.split("|")[1])
+    }
+
+    served = {name for name, operation in operations(schema) if not operation.get("deprecated")}
+    assert served - listed == set()
 
 
 def test_logout_is_documented_as_needing_only_the_refresh_token(schema):
