@@ -11,10 +11,11 @@ from django.conf import settings
 from drf_spectacular import openapi
 from drf_spectacular.contrib.rest_framework_simplejwt import SimpleJWTScheme
 from drf_spectacular.drainage import get_override
-from drf_spectacular.plumbing import ResolvedComponent, force_instance
+from drf_spectacular.plumbing import ResolvedComponent, force_instance, get_lib_doc_excludes
 from drf_spectacular.utils import PolymorphicProxySerializer
 from rest_framework import serializers
 
+from job_system.serializers import FieldsBuiltOnceMixin, StrictTypesMixin
 from users.permissions import IsVerified
 
 # The characters str.strip() removes (str.isspace()), which CharField trims before checking
@@ -34,6 +35,16 @@ class RecentUsersJWTScheme(SimpleJWTScheme):
     """Our JWTAuthentication is simplejwt's, with a user cache: the same bearer scheme."""
 
     target_class = "users.authentication.JWTAuthentication"
+
+
+def docstrings_not_for_clients() -> list[type]:
+    """Return the classes whose docstrings never describe a component: DRF's, and our mixins'.
+
+    A mixin's docstring tells developers what it does to every serializer that uses it; as the
+    description of each of those components it told API users "Build a serializer's fields
+    once per class".
+    """
+    return [*get_lib_doc_excludes(), FieldsBuiltOnceMixin, StrictTypesMixin]
 
 
 def text_pattern(field: serializers.CharField) -> str:

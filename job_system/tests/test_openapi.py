@@ -1,5 +1,6 @@
 """The OpenAPI document says what the API does: every status it answers, every input it takes."""
 
+import inspect
 import json
 import re
 import sys
@@ -13,6 +14,7 @@ from rest_framework import serializers
 from rest_framework.test import APIClient
 
 from job_system.openapi import WHITESPACE, text_pattern
+from job_system.serializers import FieldsBuiltOnceMixin, StrictTypesMixin
 from jobs import handlers
 
 METHODS = {"get", "post", "put", "patch", "delete"}
@@ -68,6 +70,16 @@ def test_the_schema_as_served_is_valid_openapi_3_0_3(served_as, parse):
     # A rule of the specification's text that openapi-spec-validator does not check; a Python
     # client generated without it left out echo's request model, and could not submit jobs.
     assert list(arrays_without_items(document)) == []
+
+
+def test_no_component_is_described_by_a_mixins_docstring(schema):
+    mixin_docs = [inspect.getdoc(mixin) for mixin in (StrictTypesMixin, FieldsBuiltOnceMixin)]
+
+    assert [
+        name
+        for name, described in schema["components"]["schemas"].items()
+        if described.get("description") in mixin_docs
+    ] == []
 
 
 def test_every_operation_behind_a_token_documents_401(schema):
