@@ -26,6 +26,7 @@ ENDPOINTS = {
     "password_change": "users:password-change",
     "password_reset": "users:password-reset",
     "password_reset_confirm": "users:password-reset-confirm",
+    "login_unlock": "users:login-unlock",
     "jobs": "job-list",
     "job_types": "job-types",
     "job_results": "job-result-list",

@@ -37,7 +37,8 @@ NON_BLANK_TEXT = rf"^[^\u0000]*[^\u0000{WHITESPACE}][^\u0000]*$"
 
 
 # Swagger UI and ReDoc list a section's operations in the schema's order: the account routes
-# as a newcomer uses them (the old verify-email route last), everything else by path.
+# as a newcomer uses them (then unlocking a locked login, and the old verify-email route last),
+# everything else by path.
 ACCOUNT_FLOW = [
     "/api/register/",
     "/api/verify-otp/",
@@ -49,6 +50,7 @@ ACCOUNT_FLOW = [
     "/api/password/change/",
     "/api/password/reset/",
     "/api/password/reset/confirm/",
+    "/api/login/unlock/",
     "/api/verify-email/",
 ]
 

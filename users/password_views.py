@@ -9,7 +9,7 @@ from rest_framework.response import Response
 from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
-from job_system.openapi import SAMPLE_PASSWORD, request_example
+from job_system.openapi import SAMPLE_EMAIL, SAMPLE_PASSWORD, request_example
 from users import services
 from users.serializers import (
     DetailSerializer,
@@ -20,7 +20,6 @@ from users.serializers import (
     invalid_code_error,
 )
 from users.views import (
-    CODE_EXAMPLE,
     EMAIL_EXAMPLE,
     FIELD_ERRORS,
     TAGS,
@@ -34,6 +33,8 @@ from users.views import (
 # A change away from the sample password and a reset back to it, so that the sample account's
 # login example works again after both examples ran.
 CHANGED_PASSWORD = f"{SAMPLE_PASSWORD} staple"
+# What a reset code looks like; the example holds it, to be replaced with the emailed one.
+RESET_CODE_PLACEHOLDER = "ABCD-EFGH-JKMN-PQRS"
 
 
 class PasswordChangeView(APIView):
@@ -110,9 +111,14 @@ class PasswordResetConfirmView(PublicAccountView):
         request=PasswordResetConfirmSerializer,
         examples=[
             request_example(
-                "The emailed code and a new password",
-                {**CODE_EXAMPLE.value, "new_password": SAMPLE_PASSWORD},
-                CODE_EXAMPLE.description,
+                "The emailed reset code and a new password",
+                {
+                    "email": SAMPLE_EMAIL,
+                    "otp": RESET_CODE_PLACEHOLDER,
+                    "new_password": SAMPLE_PASSWORD,
+                },
+                f"Replace {RESET_CODE_PLACEHOLDER} with the reset code from the email (in "
+                "development the worker prints it).",
             )
         ],
         responses={

@@ -214,6 +214,7 @@ class LoginUnlockView(CodeEmailingView):
         "account, and not while the one sent before still works (it is in the owner's inbox). "
         "Log in with the password and `unlock_code`.",
         request=EmailSerializer,
+        examples=[EMAIL_EXAMPLE],
         responses={202: DetailSerializer, 400: FIELD_ERRORS, 429: THROTTLED_EMAILS},
     )
     def post(self, request: Request) -> Response:

@@ -261,6 +261,10 @@ def test_the_docs_make_no_request_to_another_host(docs_url, page, path, rendered
     assert outside == []
 
 
+# A code on a line of its own: 6 digits, or a long code in dashed groups of four.
+EMAILED_CODE = re.compile(r"^(\d{6}|[0-9A-Z]{4}(?:-[0-9A-Z]{4}){3})$", re.M)
+
+
 def emailed_code(stack: Stack, subject: str, after: set[Path]) -> str:
     """Return the code of the newest email with this subject, among those sent since `after`."""
     mailbox = stack.workdir / "emails"
@@ -268,7 +272,7 @@ def emailed_code(stack: Stack, subject: str, after: set[Path]) -> str:
     def find() -> str | None:
         for message in sorted(set(mailbox.glob("*.log")) - after, reverse=True):
             text = message.read_text()
-            if f"Subject: {subject}" in text and (code := re.search(r"^(\d{6})$", text, re.M)):
+            if f"Subject: {subject}" in text and (code := EMAILED_CODE.search(text)):
                 return code.group(1)
         return None
 
