@@ -54,8 +54,8 @@ ACCOUNT_FLOW = [
     "/api/verify-email/",
 ]
 
-# The account of README's walk-through. Every example in the docs uses it, so that executing
-# them in order in Swagger UI works from sign-up on.
+# The account of README's walk-through. Every account example in the docs uses it, so that
+# executing them in order in Swagger UI works from sign-up on.
 SAMPLE_EMAIL = "ada@example.com"
 SAMPLE_PASSWORD = "correct horse battery"  # noqa: S105 - a documented sample, not a secret.
 
