@@ -2,6 +2,7 @@ from django.contrib import admin
 from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
+from job_system.api_index import ApiIndexView
 from job_system.flower_proxy import flower_proxy_view
 from job_system.health import HealthView
 from job_system.metrics import metrics_view
@@ -21,6 +22,7 @@ docs = [
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    path("api/", ApiIndexView.as_view(), name="api-index"),
     path("api/health/", HealthView.as_view(), name="health"),
     # Prometheus scrapes /metrics by default; a 404 unless METRICS_TOKEN or _ALLOWED_IPS is set.
     path("metrics", metrics_view, name="metrics"),

@@ -16,6 +16,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from job_system.openapi import request_example
 from job_system.throttling import ScopedCountingThrottle
 from jobs import handlers, services
 from jobs.filters import JobFilter, JobResultFilter
@@ -84,6 +85,16 @@ def _state_change(change, job: Job) -> Response:
     return Response(JobDetailSerializer(job).data)
 
 
+# An echo job first: it is the one Swagger UI pre-fills, and it finishes at once.
+ECHO_JOB = {"name": "say hello", "job_type": "echo", "parameters": {"message": "hello"}}
+JOB_EXAMPLES = [
+    request_example("An echo job that runs now", ECHO_JOB),
+    request_example(
+        "A sleep job to try cancel and retry on",
+        {"name": "take a nap", "job_type": "sleep", "parameters": {"seconds": 30}},
+        "Runs for 30 seconds, on the `long` queue.",
+    ),
+]
 _conflict = OpenApiResponse(description="`invalid_state`: the job's state does not allow this.")
 _too_many = OpenApiResponse(
     description="`throttled`: too many requests; or `too_many_active_jobs`: wait for some of "
@@ -129,6 +140,7 @@ class JobViewSet(
     @extend_schema(
         summary="Submit a job",
         request=JOB_CREATE_REQUEST,
+        examples=JOB_EXAMPLES,
         parameters=[IDEMPOTENCY_KEY],
         responses={
             201: JobSerializer,
@@ -210,6 +222,21 @@ class JobViewSet(
         description="All or nothing: the jobs are validated together and stored in one "
         "transaction, then the due ones are published together.",
         request=JobBulkCreateSerializer,
+        examples=[
+            request_example(
+                "Two jobs",
+                {
+                    "jobs": [
+                        ECHO_JOB,
+                        {
+                            "name": "count words",
+                            "job_type": "word_count",
+                            "parameters": {"text": "the quick brown fox jumps over the lazy dog"},
+                        },
+                    ]
+                },
+            )
+        ],
         responses={
             201: JobBulkCreatedSerializer,
             429: _too_many,

@@ -9,6 +9,7 @@ from rest_framework.response import Response
 from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
+from job_system.openapi import SAMPLE_EMAIL, SAMPLE_PASSWORD, request_example
 from users import services
 from users.serializers import (
     DetailSerializer,
@@ -19,6 +20,7 @@ from users.serializers import (
     invalid_code_error,
 )
 from users.views import (
+    EMAIL_EXAMPLE,
     FIELD_ERRORS,
     TAGS,
     THROTTLED,
@@ -27,6 +29,12 @@ from users.views import (
     CodeEmailingView,
     PublicAccountView,
 )
+
+# A change away from the sample password and a reset back to it, so that the sample account's
+# login example works again after both examples ran.
+CHANGED_PASSWORD = f"{SAMPLE_PASSWORD} staple"
+# What a reset code looks like; the example holds it, to be replaced with the emailed one.
+RESET_CODE_PLACEHOLDER = "ABCD-EFGH-JKMN-PQRS"
 
 
 class PasswordChangeView(APIView):
@@ -42,6 +50,12 @@ class PasswordChangeView(APIView):
         description="Every session of the account is signed out, this one included: its "
         "tokens stop working. The response carries a fresh token pair for this client.",
         request=PasswordChangeSerializer,
+        examples=[
+            request_example(
+                "A longer password",
+                {"old_password": SAMPLE_PASSWORD, "new_password": CHANGED_PASSWORD},
+            )
+        ],
         responses={
             200: TokenPairSerializer,
             400: OpenApiResponse(
@@ -71,6 +85,7 @@ class PasswordResetView(CodeEmailingView):
         "account, and not while the one sent before still works: it is in the owner's inbox, "
         "and nobody else's guesses can use it up.",
         request=EmailSerializer,
+        examples=[EMAIL_EXAMPLE],
         responses={202: DetailSerializer, 400: FIELD_ERRORS, 429: THROTTLED_EMAILS},
     )
     def post(self, request: Request) -> Response:
@@ -94,6 +109,18 @@ class PasswordResetConfirmView(PublicAccountView):
         description="Every session of the account is signed out, and the address counts as "
         "confirmed. `otp_code` is accepted in place of `otp`.",
         request=PasswordResetConfirmSerializer,
+        examples=[
+            request_example(
+                "The emailed reset code and a new password",
+                {
+                    "email": SAMPLE_EMAIL,
+                    "otp": RESET_CODE_PLACEHOLDER,
+                    "new_password": SAMPLE_PASSWORD,
+                },
+                f"Replace {RESET_CODE_PLACEHOLDER} with the reset code from the email (in "
+                "development the worker prints it).",
+            )
+        ],
         responses={
             200: DetailSerializer,
             400: OpenApiResponse(

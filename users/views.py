@@ -13,7 +13,7 @@ from rest_framework.views import APIView
 from rest_framework_simplejwt.authentication import AUTH_HEADER_TYPES
 from rest_framework_simplejwt.views import TokenRefreshView as SimpleJWTTokenRefreshView
 
-from job_system.openapi import ErrorSerializer
+from job_system.openapi import SAMPLE_EMAIL, SAMPLE_PASSWORD, ErrorSerializer, request_example
 from users import otp, services
 from users.login_policy import LoginThrottled
 from users.permissions import EmailNotVerified
@@ -45,6 +45,22 @@ THROTTLED_EMAILS = OpenApiResponse(
     description="Too many requests, or this client asked for too many emails; retry later.",
 )
 UNAUTHENTICATED = OpenApiResponse(ErrorSerializer, description="No valid bearer token.")
+SAMPLE_ACCOUNT = {"email": SAMPLE_EMAIL, "password": SAMPLE_PASSWORD}
+# Values only the server can give: the examples hold these, to be replaced before executing.
+CODE_PLACEHOLDER = "123456"
+REFRESH_PLACEHOLDER = "paste the refresh token that login or refresh returned"
+CODE_EXAMPLE = request_example(
+    "The emailed code",
+    {"email": SAMPLE_EMAIL, "otp": CODE_PLACEHOLDER},
+    f"Replace {CODE_PLACEHOLDER} with the code from the email (in development the worker "
+    "prints it).",
+)
+EMAIL_EXAMPLE = request_example("An address", {"email": SAMPLE_EMAIL})
+REFRESH_EXAMPLE = request_example(
+    "A refresh token",
+    {"refresh": REFRESH_PLACEHOLDER},
+    "Paste the `refresh` token of the last login or refresh: each one works once.",
+)
 
 
 def send_limits() -> str:
@@ -76,6 +92,7 @@ class RegisterView(CodeEmailingView):
         summary="Create an account and email a confirmation code",
         description="Answers the same whether or not the address already has an account.",
         request=RegisterSerializer,
+        examples=[request_example("A new account", SAMPLE_ACCOUNT)],
         responses={201: RegisterResponseSerializer, 400: FIELD_ERRORS, 429: THROTTLED_EMAILS},
     )
     def post(self, request: Request) -> Response:
@@ -98,6 +115,7 @@ class VerifyOtpView(PublicAccountView):
         summary="Confirm an email address with its code",
         description="`otp_code` is accepted in place of `otp` for older clients.",
         request=VerifyOtpSerializer,
+        examples=[CODE_EXAMPLE],
         responses={
             200: DetailSerializer,
             400: OpenApiResponse(
@@ -133,6 +151,7 @@ class ResendOtpView(CodeEmailingView):
         "made with it, and no one else's. Answers the same whatever the address and password; "
         "sends nothing during the cooldown or past the address's hourly and daily caps.",
         request=ResendOtpSerializer,
+        examples=[request_example("The sign-up", SAMPLE_ACCOUNT)],
         responses={202: DetailSerializer, 400: FIELD_ERRORS, 429: THROTTLED_EMAILS},
     )
     def post(self, request: Request) -> Response:
@@ -154,6 +173,7 @@ class LoginView(PublicAccountView):
         "only together with `unlock_code`, the code emailed to its owner; until then the "
         "right password gets the same 401 as a wrong one.",
         request=LoginSerializer,
+        examples=[request_example("The account of the sign-up example", SAMPLE_ACCOUNT)],
         responses={
             200: TokenPairSerializer,
             400: FIELD_ERRORS,
@@ -194,6 +214,7 @@ class LoginUnlockView(CodeEmailingView):
         "account, and not while the one sent before still works (it is in the owner's inbox). "
         "Log in with the password and `unlock_code`.",
         request=EmailSerializer,
+        examples=[EMAIL_EXAMPLE],
         responses={202: DetailSerializer, 400: FIELD_ERRORS, 429: THROTTLED_EMAILS},
     )
     def post(self, request: Request) -> Response:
@@ -212,6 +233,7 @@ class LoginUnlockView(CodeEmailingView):
         tags=TAGS,
         summary="Exchange a refresh token for new access and refresh tokens",
         description="The refresh token sent is revoked; sending it again gets 401.",
+        examples=[REFRESH_EXAMPLE],
         responses={
             200: TokenPairSerializer,
             400: FIELD_ERRORS,
@@ -246,6 +268,7 @@ class LogoutView(APIView):
         description="Needs only the refresh token, no bearer token. Access tokens already "
         "issued stay valid until they expire, a few minutes later.",
         request=LogoutSerializer,
+        examples=[REFRESH_EXAMPLE],
         responses={204: None, 400: FIELD_ERRORS},
     )
     def post(self, request: Request) -> Response:
