@@ -43,7 +43,19 @@ class Job(models.Model):
     )
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
     progress = models.PositiveSmallIntegerField(default=0)
-    attempts = models.PositiveIntegerField(default=0)
+    # Attempts are numbered for the life of the job. A manual retry starts a new run, and
+    # max_retries limits the retries within one run.
+    attempts = models.PositiveIntegerField(
+        default=0, help_text="Attempts in every run so far; the latest one's number."
+    )
+    run = models.PositiveIntegerField(
+        default=1, help_text="1, and one more for each manual retry of the job."
+    )
+    run_attempts = models.PositiveIntegerField(
+        default=0,
+        help_text="Attempts of this run that count against max_retries (an attempt handed "
+        "back by a worker that was shutting down does not).",
+    )
     max_retries = models.PositiveSmallIntegerField(default=3)
     timeout_seconds = models.PositiveIntegerField(
         default=300, help_text="An attempt running longer than this is stopped and fails."
@@ -144,6 +156,7 @@ class Job(models.Model):
                 JobAttempt(
                     job=self,
                     number=self.attempts,
+                    run=self.run,
                     claim_token=self.claim_token,
                     worker=self.worker,
                     started_at=self.started_at,
@@ -153,7 +166,7 @@ class Job(models.Model):
 
 
 class JobAttempt(models.Model):
-    """One run of a job by a worker, from claim to outcome."""
+    """One attempt at a job by a worker, from claim to outcome."""
 
     class Outcome(models.TextChoices):
         RUNNING = "running", "Running"
@@ -165,11 +178,12 @@ class JobAttempt(models.Model):
         HANDED_BACK = "handed_back", "Handed back at worker shutdown"
         SUPERSEDED = "superseded", "Superseded by another claim"
 
-    # No index of its own: attempt_job_started leads with the job.
+    # No index of its own: attempt_unique_number leads with the job.
     job = models.ForeignKey(
         Job, on_delete=models.CASCADE, related_name="attempt_log", db_index=False
     )
-    number = models.PositiveIntegerField()
+    number = models.PositiveIntegerField(help_text="1, 2, 3, ... over the life of the job.")
+    run = models.PositiveIntegerField(default=1, help_text="The job's run this attempt was in.")
     claim_token = models.UUIDField(unique=True, editable=False)
     worker = models.CharField(max_length=255, blank=True, default="")
     started_at = models.DateTimeField()
@@ -178,8 +192,11 @@ class JobAttempt(models.Model):
     error_message = models.TextField(blank=True, default="")
 
     class Meta:
-        ordering = ["started_at"]
-        indexes = [models.Index(fields=["job", "started_at"], name="attempt_job_started")]
+        ordering = ["number"]
+        constraints = [
+            # Also the index a job's attempts are read through, in order.
+            models.UniqueConstraint(fields=["job", "number"], name="attempt_unique_number")
+        ]
 
     def __str__(self) -> str:
         return f"Attempt {self.number} of {self.job_id}: {self.outcome}"

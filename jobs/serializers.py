@@ -184,6 +184,7 @@ class JobSerializer(FieldsBuiltOnceMixin, serializers.ModelSerializer):
             "status",
             "progress",
             "attempts",
+            "run",
             "max_retries",
             "timeout_seconds",
             "error_message",
@@ -204,7 +205,15 @@ class JobBulkCreatedSerializer(serializers.Serializer):
 class JobAttemptSerializer(serializers.ModelSerializer):
     class Meta:
         model = JobAttempt
-        fields = ["number", "worker", "started_at", "finished_at", "outcome", "error_message"]
+        fields = [
+            "number",
+            "run",
+            "worker",
+            "started_at",
+            "finished_at",
+            "outcome",
+            "error_message",
+        ]
         read_only_fields = fields
 
 

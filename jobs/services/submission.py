@@ -8,6 +8,7 @@ from typing import Any, NotRequired, TypedDict, Unpack
 from django.conf import settings
 from django.core.cache import cache
 from django.db import IntegrityError, connection, transaction
+from django.db.models import F
 from django.utils import timezone
 
 from job_system.cache import cache_redis
@@ -214,7 +215,10 @@ def job_cancel(*, job: Job) -> Job:
 
 @job_log_scope
 def job_retry(*, job: Job) -> Job:
-    """Put a failed or cancelled job back in the queue, with a fresh count of attempts."""
+    """Put a failed or cancelled job back in the queue as a new run, with its own retries.
+
+    Attempts keep their numbers across runs; only max_retries starts counting afresh.
+    """
     now = timezone.now()
     run_after = _run_after(job.scheduled_time, now=now)
     enqueued_at = _enqueued_at(run_after, now=now)
@@ -222,7 +226,8 @@ def job_retry(*, job: Job) -> Job:
         requeued = transition(
             Job.objects.filter(pk=job.pk, status__in=[Job.Status.FAILED, Job.Status.CANCELLED]),
             status=Job.Status.PENDING,
-            attempts=0,
+            run=F("run") + 1,
+            run_attempts=0,
             progress=0,
             error_message="",
             error_traceback="",
