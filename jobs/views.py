@@ -177,11 +177,14 @@ class JobViewSet(
     @extend_schema(
         summary="Queue a failed or cancelled job again",
         request=None,
-        responses={200: JobDetailSerializer, 409: _conflict},
+        responses={200: JobDetailSerializer, 409: _conflict, 429: _too_many},
     )
     @action(detail=True, methods=["post"])
     def retry(self, request: Request, pk=None) -> Response:
-        return _state_change(services.job_retry, self.get_object())
+        try:
+            return _state_change(services.job_retry, self.get_object())
+        except services.TooManyActiveJobs as exc:
+            raise TooManyActiveJobsError(str(exc)) from exc
 
     @extend_schema(
         summary="Show a completed job's result",

@@ -63,7 +63,7 @@ def job_create(
 
     if earlier := earlier_job():
         return earlier, False
-    _check_active_job_cap(owner)
+    _check_active_job_cap(owner.pk)
     job = _new_job(owner=owner, now=timezone.now(), **fields)
     job.idempotency_key = idempotency_key or ""
     job.request_fingerprint = request_fingerprint if idempotency_key else ""
@@ -91,7 +91,7 @@ def jobs_create_bulk(*, owner, specs: list[JobFields]) -> list[Job]:
 
     All or nothing: one bulk INSERT, so either every job exists or none does.
     """
-    _check_active_job_cap(owner, adding=len(specs))
+    _check_active_job_cap(owner.pk, adding=len(specs))
     now = timezone.now()
     jobs = [_new_job(owner=owner, now=now, **spec) for spec in specs]
     with transaction.atomic():
@@ -162,22 +162,32 @@ return false
 """
 
 
-def _check_active_job_cap(owner, adding: int = 1) -> None:
+def _check_active_job_cap(owner_id: int, adding: int = 1) -> None:
     # A count, not a lock: concurrent requests can pass the cap by a few, which is fine for a
     # resource limit and keeps submissions from queueing behind one another.
     limit = settings.MAX_ACTIVE_JOBS_PER_USER
-    key = cache.make_and_validate_key(f"active-jobs:{owner.pk}")
+    key = _active_count_key(owner_id)
     client = cache_redis()
     total = client.eval(_ADD_TO_COUNT, 1, key, adding)
     if total is None:
-        active = Job.objects.filter(owner=owner, status__in=Job.ACTIVE_STATUSES)
+        active = Job.objects.filter(owner_id=owner_id, status__in=Job.ACTIVE_STATUSES)
         total = active[:limit].count() + adding
         if not client.set(key, total, ex=ACTIVE_COUNT_SECONDS, nx=True):
             # Another request counted at the same moment: add to its count.
             total = client.eval(_ADD_TO_COUNT, 1, key, adding) or total
     if total > limit:
-        client.decrby(key, adding)  # Refused jobs do not count.
+        _uncount_active_jobs(owner_id, adding)  # Refused jobs do not count.
         raise TooManyActiveJobs(limit=limit)
+
+
+def _uncount_active_jobs(owner_id: int, count: int) -> None:
+    """Take jobs that were counted but did not become active off the owner's count."""
+    # Through _ADD_TO_COUNT, not DECRBY, which would recreate an expired count with no expiry.
+    cache_redis().eval(_ADD_TO_COUNT, 1, _active_count_key(owner_id), -count)
+
+
+def _active_count_key(owner_id: int) -> str:
+    return cache.make_and_validate_key(f"active-jobs:{owner_id}")
 
 
 def job_for_idempotency_key(*, owner, idempotency_key: str, request_fingerprint: str) -> Job | None:
@@ -213,18 +223,27 @@ def job_cancel(*, job: Job) -> Job:
     return job
 
 
+RETRYABLE_STATUSES = (Job.Status.FAILED, Job.Status.CANCELLED)
+
+
 @job_log_scope
 def job_retry(*, job: Job) -> Job:
     """Put a failed or cancelled job back in the queue as a new run, with its own retries.
 
-    Attempts keep their numbers across runs; only max_retries starts counting afresh.
+    Attempts keep their numbers across runs; only max_retries starts counting afresh. The job
+    becomes active again, so it takes a place under the owner's cap as a new job does.
     """
+    # Only a job that looks retryable is counted, so that retrying a finished one is answered
+    # with the state conflict it is rather than a full cap; the UPDATE below decides.
+    counted = job.status in RETRYABLE_STATUSES
+    if counted:
+        _check_active_job_cap(job.owner_id)
     now = timezone.now()
     run_after = _run_after(job.scheduled_time, now=now)
     enqueued_at = _enqueued_at(run_after, now=now)
     with transaction.atomic():
         requeued = transition(
-            Job.objects.filter(pk=job.pk, status__in=[Job.Status.FAILED, Job.Status.CANCELLED]),
+            Job.objects.filter(pk=job.pk, status__in=RETRYABLE_STATUSES),
             status=Job.Status.PENDING,
             run=F("run") + 1,
             run_attempts=0,
@@ -245,6 +264,8 @@ def job_retry(*, job: Job) -> Job:
             )
     job.refresh_from_db()
     if not requeued:
+        if counted:
+            _uncount_active_jobs(job.owner_id, 1)
         raise JobStateError(
             f"Only failed or cancelled jobs can be retried; this one is {job.status}.", job=job
         )
