@@ -81,9 +81,15 @@ class Job(models.Model):
     lease_expires_at = models.DateTimeField(null=True, blank=True)
     worker = models.CharField(max_length=255, blank=True, default="")
     error_traceback = models.TextField(blank=True, default="")
-    # A client's Idempotency-Key, and a fingerprint of the request that used it first.
+    # A client's Idempotency-Key, and a fingerprint of the request that used it first
+    # (jobs.idempotency). Every job of a bulk request carries its key, each at its position.
     idempotency_key = models.CharField(max_length=255, blank=True, default="", editable=False)
     request_fingerprint = models.CharField(max_length=64, blank=True, default="", editable=False)
+    batch_position = models.PositiveSmallIntegerField(
+        default=0,
+        editable=False,
+        help_text="The job's place in the bulk request that made it; 0 for a single one.",
+    )
 
     objects = JobQuerySet.as_manager()
 
@@ -129,8 +135,10 @@ class Job(models.Model):
                 condition=~Q(status="in_progress") | Q(lease_expires_at__isnull=False),
                 name="job_running_has_lease",
             ),
+            # One request per key: a second single job, or a second batch, with a key that
+            # was used meets its first job at position 0.
             models.UniqueConstraint(
-                fields=["owner", "idempotency_key"],
+                fields=["owner", "idempotency_key", "batch_position"],
                 condition=~Q(idempotency_key=""),
                 name="job_unique_idempotency_key",
             ),

@@ -69,3 +69,26 @@ def test_attempts_numbered_per_run_are_renumbered_for_life(migrate, user_factory
     assert numbered(retried_not_run) == ((1, 2, 0), [(1, 1)])
     assert numbered(retrying_in_run_2) == ((2, 2, 1), [(1, 1), (2, 2)])
     assert numbered(untouched) == ((2, 1, 2), [(1, 1), (2, 1)])
+
+
+def test_a_key_used_before_fingerprints_changed_still_returns_its_job(
+    migrate, api_client, verified_user
+):
+    old = migrate("0007_attempts_numbered_for_life")
+    body = {"name": "before", "parameters": {"message": "hi"}}
+    earlier = old.get_model("jobs", "Job").objects.create(
+        owner_id=verified_user.pk,
+        name="before",
+        parameters={"message": "hi", "data": None},
+        max_retries=3,
+        timeout_seconds=60,
+        idempotency_key="key",
+        request_fingerprint="fingerprint of the raw body",
+    )
+
+    migrate("0008_idempotency_keys_for_batches")
+    api_client.force_authenticate(verified_user)
+    again = api_client.post("/api/jobs/", body, format="json", HTTP_IDEMPOTENCY_KEY="key")
+
+    assert again.status_code == 200
+    assert again.json()["id"] == str(earlier.pk)
