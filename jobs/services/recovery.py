@@ -33,13 +33,17 @@ def jobs_dispatch_due(*, limit: int = BATCH_SIZE) -> int:
     """Publish pending jobs that have no message yet and are due within the look-ahead.
 
     A job not yet due goes out with an ETA, so the worker starts it on time rather than up
-    to a dispatch interval late.
+    to a dispatch interval late. Logged only when something was published: this runs every
+    second.
     """
     now = timezone.now()
     due = Job.objects.filter(
         status=Job.Status.PENDING, enqueued_at=None, run_after__lte=queue.publish_horizon(now)
     )
-    return _mark_enqueued_and_publish(due, now=now, limit=limit)
+    published = _mark_enqueued_and_publish(due, now=now, limit=limit)
+    if published:
+        logger.info("dispatcher published %d due job(s)", published)
+    return published
 
 
 def job_hand_back_if_early(*, job_id: uuid.UUID) -> bool:
