@@ -11,11 +11,11 @@ from django.conf import settings
 from drf_spectacular import openapi
 from drf_spectacular.contrib.rest_framework_simplejwt import SimpleJWTScheme
 from drf_spectacular.drainage import get_override
-from drf_spectacular.plumbing import ResolvedComponent, force_instance
+from drf_spectacular.plumbing import ResolvedComponent, force_instance, get_lib_doc_excludes
 from drf_spectacular.utils import PolymorphicProxySerializer
 from rest_framework import serializers
-from rest_framework.pagination import CursorPagination
 
+from job_system.serializers import FieldsBuiltOnceMixin, StrictTypesMixin
 from users.permissions import IsVerified
 
 # The characters str.strip() removes (str.isspace()), which CharField trims before checking
@@ -35,6 +35,16 @@ class RecentUsersJWTScheme(SimpleJWTScheme):
     """Our JWTAuthentication is simplejwt's, with a user cache: the same bearer scheme."""
 
     target_class = "users.authentication.JWTAuthentication"
+
+
+def docstrings_not_for_clients() -> list[type]:
+    """Return the classes whose docstrings never describe a component: DRF's, and our mixins'.
+
+    A mixin's docstring tells developers what it does to every serializer that uses it; as the
+    description of each of those components it told API users "Build a serializer's fields
+    once per class".
+    """
+    return [*get_lib_doc_excludes(), FieldsBuiltOnceMixin, StrictTypesMixin]
 
 
 def text_pattern(field: serializers.CharField) -> str:
@@ -72,7 +82,6 @@ ERRORS = {
     "when it is malformed or expired.",
     "403": "`email_not_verified`: confirm your email address first.",
     "404": "`not_found`: there is no such object of yours.",
-    "404 cursor": "`not_found`: the `cursor` is not one this list gave out.",
     "413": f"`request_too_large`: the body is over {settings.MAX_REQUEST_BODY_BYTES} bytes.",
     "414": "The web server refuses a URL this long (over about 4 KB), with an HTML page.",
     "415": "`unsupported_media_type`: send `Content-Type: application/json`.",
@@ -134,21 +143,17 @@ class AutoSchema(openapi.AutoSchema):
         """Describe the errors this view can give whatever it declares, by status."""
         located = {parameter["in"] for parameter in operation.get("parameters", [])}
         has_body = "requestBody" in operation
-        pages_by_cursor = self._is_list_view() and isinstance(
-            self._get_paginator(), CursorPagination
-        )
         can_happen = {
             "400": has_body or bool(located & {"query", "header"}),
             "401": bool(self.view.get_authenticators()),
             "403": any(isinstance(rule, IsVerified) for rule in self.view.get_permissions()),
             "404": "path" in located,
-            "404 cursor": pages_by_cursor,
             "413": has_body,
             "414": "query" in located,
             "415": has_body,
             "429": bool(self.view.get_throttles()),
         }
-        return {key.split()[0]: ERRORS[key] for key, given in can_happen.items() if given}
+        return {status: ERRORS[status] for status, given in can_happen.items() if given}
 
     def _error_schema(self, status: str) -> dict[str, Any]:
         error = self.resolve_serializer(ErrorSerializer, "response").ref

@@ -10,6 +10,7 @@ import os
 import tempfile
 from datetime import timedelta
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
@@ -218,15 +219,17 @@ EMAIL_USE_SSL = env_bool("EMAIL_USE_SSL", False)
 EMAIL_TIMEOUT = env_int("EMAIL_TIMEOUT", 10)
 DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "Job System <no-reply@localhost>")
 
-# One-time email codes.
+# One-time email codes: 6-digit codes confirm an address; long codes (16 characters) reset a
+# password or unlock logging in, and one of them stays open for this long.
 OTP_TTL = timedelta(seconds=env_int("OTP_TTL_SECONDS", 600))
+LONG_CODE_TTL = timedelta(seconds=env_int("LONG_CODE_TTL_SECONDS", 1800))
 OTP_MAX_ATTEMPTS = env_int("OTP_MAX_ATTEMPTS", 5)
 OTP_RESEND_COOLDOWN = timedelta(seconds=env_int("OTP_RESEND_COOLDOWN_SECONDS", 60))
 # Codes emailed to one address for one purpose, at most, in any hour and any day.
 OTP_MAX_SENDS_PER_HOUR = env_int("OTP_MAX_SENDS_PER_HOUR", 5)
 OTP_MAX_SENDS_PER_DAY = env_int("OTP_MAX_SENDS_PER_DAY", 20)
-# Wrong passwords in a row that lock an account until its owner resets the password
-# (NIST SP 800-63B: at most 100).
+# Wrong passwords in a row after which an account's password logs in only with the unlock code
+# emailed to its owner (NIST SP 800-63B: at most 100).
 LOGIN_MAX_FAILURES = env_int("LOGIN_MAX_FAILURES", 100)
 if not 1 <= LOGIN_MAX_FAILURES <= 100:
     raise ImproperlyConfigured("LOGIN_MAX_FAILURES must be from 1 to 100")
@@ -254,6 +257,9 @@ REST_FRAMEWORK = {
         "otp_ip_hour": env_str("THROTTLE_OTP_IP_HOUR", "10/hour"),
         "otp_ip_day": env_str("THROTTLE_OTP_IP_DAY", "50/day"),
         "job_create": env_str("THROTTLE_JOB_CREATE", "6000/min"),
+        # Per staff user, through /flower/ (job_system.flower_proxy); Flower's dashboard asks
+        # about once a second while it is open.
+        "flower": env_str("THROTTLE_FLOWER", "600/min"),
     },
     "NUM_PROXIES": env_int("NUM_PROXIES", 0),
     "TEST_REQUEST_DEFAULT_FORMAT": "json",
@@ -293,6 +299,7 @@ SPECTACULAR_SETTINGS = {
     "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
     "SERVE_AUTHENTICATION": [],
     "COMPONENT_SPLIT_REQUEST": True,
+    "GET_LIB_DOC_EXCLUDES": "job_system.openapi.docstrings_not_for_clients",
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
@@ -360,8 +367,9 @@ CELERY_DB_REUSE_MAX = 2**31
 # double the Redis writes of every submission.
 CELERY_WORKER_SEND_TASK_EVENTS = env_bool("CELERY_TASK_EVENTS", False)
 CELERY_TIMEZONE = TIME_ZONE
-# Beat's tasks have a queue of their own, which every worker serves, so a backlog of jobs
-# never delays the dispatcher or the reaper.
+# Beat's tasks have a queue of their own, served by a worker of their own (the Procfile's
+# `housekeeping`), so a backlog of jobs never delays the dispatcher or the reaper, and Flower
+# never sees them.
 CELERY_TASK_ROUTES = {
     task: {"queue": "housekeeping"}
     for task in (
@@ -392,6 +400,18 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": 24 * 60 * 60,
     },
 }
+
+# Flower, which the web processes serve to staff at /flower/ (job_system.flower_proxy). They
+# reach it at FLOWER_URL (by default on this host, at FLOWER_PORT) and log in with the
+# FLOWER_BASIC_AUTH that Flower demands (its first user:password, if it lists several).
+FLOWER_PORT = env_int("FLOWER_PORT", 5555)
+FLOWER_URL = env_str("FLOWER_URL") or f"http://127.0.0.1:{FLOWER_PORT}"
+_flower = urlsplit(FLOWER_URL)
+if _flower.scheme not in {"http", "https"} or not _flower.hostname or _flower.path not in {"", "/"}:
+    raise ImproperlyConfigured(
+        f"FLOWER_URL must be http(s)://host:port, with no path, not {FLOWER_URL!r}"
+    )
+FLOWER_BASIC_AUTH = env_str("FLOWER_BASIC_AUTH").split(",")[0]
 
 # Logging: `plain` lines for people, or one JSON object per line for a log collector. Every
 # record emitted while a job is handled carries job_id, job_type and attempt

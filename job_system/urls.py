@@ -1,7 +1,8 @@
 from django.contrib import admin
-from django.urls import include, path
+from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
+from job_system.flower_proxy import flower_proxy_view
 from job_system.health import HealthView
 from job_system.metrics import metrics_view
 
@@ -23,6 +24,8 @@ urlpatterns = [
     path("api/health/", HealthView.as_view(), name="health"),
     # Prometheus scrapes /metrics by default; a 404 unless METRICS_TOKEN or _ALLOWED_IPS is set.
     path("metrics", metrics_view, name="metrics"),
+    # Flower, for staff: the web process forwards to the Flower process (job_system.flower_proxy).
+    re_path(r"^flower/(?P<path>.*)$", flower_proxy_view, name="flower"),
     # Jobs before accounts: Django tries patterns in order, and job submissions are the
     # requests that come by the thousand.
     path("api/", include("jobs.urls")),

@@ -9,7 +9,13 @@ from django.utils import timezone
 from drf_spectacular.utils import PolymorphicProxySerializer, extend_schema_field
 from rest_framework import serializers
 
-from job_system.serializers import FieldsBuiltOnceMixin, StrictTypesMixin, json_type_errors
+from job_system.serializers import (
+    FieldsBuiltOnceMixin,
+    ListField,
+    StrictTypesMixin,
+    indefinite_article,
+    json_type_errors,
+)
 from jobs import handlers
 from jobs.handlers.base import JobHandler
 from jobs.models import Job, JobAttempt, JobResult
@@ -77,13 +83,18 @@ class JobCreateSerializer(FieldsBuiltOnceMixin, StrictTypesMixin, serializers.Se
             raise serializers.ValidationError(
                 {
                     "timeout_seconds": [
-                        f"A {handler.name} job may run for at most "
+                        f"{one_job_of(handler)} may run for at most "
                         f"{handler.timeout_seconds} seconds."
                     ]
                 },
                 code="max_value",
             )
         return attrs
+
+
+def one_job_of(handler: JobHandler) -> str:
+    """Begin a sentence about one job of a type: "An echo job", "A sleep job"."""
+    return f"{indefinite_article(handler.name).capitalize()} {handler.name} job"
 
 
 def job_create_variant(handler: JobHandler) -> type[JobCreateSerializer]:
@@ -103,7 +114,7 @@ def job_create_variant(handler: JobHandler) -> type[JobCreateSerializer]:
         f"{title}JobCreateSerializer",
         (JobCreateSerializer,),
         {
-            "__doc__": f"A {handler.name} job to submit. {handler.description}",
+            "__doc__": f"{one_job_of(handler)} to submit. {handler.description}",
             "job_type": serializers.ChoiceField(
                 choices=[handler.name],
                 required=not is_default,
@@ -160,7 +171,7 @@ MAX_BULK_JOBS = 500
         many=True,
     )
 )
-class JobListField(serializers.ListField):
+class JobListField(ListField):
     """A list of jobs, each as POST /api/jobs/ takes it."""
 
 

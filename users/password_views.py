@@ -1,5 +1,6 @@
 """Password endpoints: change it while signed in, or reset it with an emailed code."""
 
+from django.conf import settings
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import status
 from rest_framework.permissions import IsAuthenticated
@@ -25,7 +26,6 @@ from users.views import (
     UNAUTHENTICATED,
     CodeEmailingView,
     PublicAccountView,
-    send_limits,
 )
 
 
@@ -68,7 +68,8 @@ class PasswordResetView(CodeEmailingView):
         tags=TAGS,
         summary="Email a code to reset a forgotten password",
         description="Answers the same whatever the address; sends a code only to an active "
-        "account, and never during the cooldown or past the address's hourly and daily caps.",
+        "account, and not while the one sent before still works: it is in the owner's inbox, "
+        "and nobody else's guesses can use it up.",
         request=EmailSerializer,
         responses={202: DetailSerializer, 400: FIELD_ERRORS, 429: THROTTLED_EMAILS},
     )
@@ -76,9 +77,10 @@ class PasswordResetView(CodeEmailingView):
         serializer = EmailSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         services.user_password_reset_request(email=serializer.validated_data["email"])
+        minutes = int(settings.LONG_CODE_TTL.total_seconds() // 60)
         detail = (
-            "If the address has an account, a code to reset its password is on its way. "
-            f"{send_limits()}"
+            "If the address has an account, a code to reset its password is on its way, "
+            f"unless the one sent before still works (codes last {minutes} minutes)."
         )
         return Response({"detail": detail}, status=status.HTTP_202_ACCEPTED)
 
@@ -109,5 +111,5 @@ class PasswordResetConfirmView(PublicAccountView):
             email=data["email"], code=data["otp"], password=data["new_password"]
         )
         if user is None:
-            raise invalid_code_error(resend_route=PasswordResetConfirmSerializer.resend_route)
+            raise invalid_code_error(purpose=PasswordResetConfirmSerializer.purpose)
         return Response({"detail": "Your password is changed. You can log in with it now."})

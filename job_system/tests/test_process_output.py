@@ -39,7 +39,7 @@ def test_a_development_email_is_one_block_in_the_worker_log(celery_log_dir):
 
 
 def test_beat_prints_no_line_per_dispatch_and_the_dispatcher_what_it_published(
-    live_worker, live_beat, job_factory
+    live_worker, live_housekeeping, live_beat, job_factory
 ):
     probe = job_factory(enqueued_at=None)  # due, without a message: the dispatcher sends it
 
@@ -52,4 +52,5 @@ def test_beat_prints_no_line_per_dispatch_and_the_dispatcher_what_it_published(
     beat_log = live_beat.log_path.read_text()
     assert "beat: Starting..." in beat_log
     assert "Sending due task dispatch-due-jobs" not in beat_log
-    assert re.search(r"INFO \S+ dispatcher published \d+ due job", live_worker.log_tail(100_000))
+    dispatcher_log = live_housekeeping.log_path.read_text()
+    assert re.search(r"INFO \S+ dispatcher published \d+ due job", dispatcher_log)

@@ -7,6 +7,7 @@ from typing import Any
 
 from rest_framework import serializers
 
+from job_system.serializers import CharField
 from jobs.handlers import register
 from jobs.handlers.base import JobHandler, PermanentJobError, Progress
 
@@ -21,7 +22,7 @@ class CsvSummaryParameters(serializers.Serializer):
         trim_whitespace=False,
         help_text="The CSV document, as text.",
     )
-    delimiter = serializers.CharField(
+    delimiter = CharField(
         required=False,
         default=",",
         min_length=1,

@@ -56,7 +56,7 @@ def start_worker(
     name: str,
     log_dir: Path,
     *,
-    queues: str = "housekeeping,default,long,cpu",
+    queues: str = "default,long,cpu",
     env: dict[str, str] | None = None,
 ) -> ManagedProcess:
     """Start a worker process and wait until it answers a ping."""
