@@ -207,9 +207,9 @@ CACHES = {
     }
 }
 
-# Email: printed to the console in development; set EMAIL_BACKEND to the SMTP backend in
-# production.
-EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
+# Email: in development each message is logged whole, as one record, by the process that
+# sends it (the worker; job_system.mail); set EMAIL_BACKEND to the SMTP backend in production.
+EMAIL_BACKEND = env_str("EMAIL_BACKEND", "job_system.mail.ConsoleEmailBackend")
 EMAIL_FILE_PATH = env_str("EMAIL_FILE_PATH", str(BASE_DIR / ".run" / "emails"))
 EMAIL_HOST = env_str("EMAIL_HOST", "localhost")
 EMAIL_PORT = env_int("EMAIL_PORT", 25)
@@ -446,7 +446,14 @@ _console = {"handlers": ["console"], "propagate": False}
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"job_context": {"()": "job_system.logging.JobContextFilter"}},
+    "filters": {
+        "job_context": {"()": "job_system.logging.JobContextFilter"},
+        # Beat's tasks that run every few seconds, and log what they did themselves.
+        "quiet_beat_sends": {
+            "()": "job_system.logging.QuietBeatSends",
+            "tasks": ["jobs.tasks.dispatch_due_jobs", "jobs.tasks.reap_stale_jobs"],
+        },
+    },
     "formatters": {
         "plain": {"()": "job_system.logging.PlainFormatter"},
         "json": {"()": "job_system.logging.JsonFormatter"},
@@ -470,6 +477,9 @@ LOGGING = {
         # retries still show.
         "celery.app.trace": {"level": "WARNING"},
         "celery.worker.strategy": {"level": "WARNING"},
+        # Beat's "Sending due task" line for every send: the dispatcher's, every second, was
+        # a quarter of all the lines `make run` printed (job_system.logging.QuietBeatSends).
+        "celery.beat": {"filters": ["quiet_beat_sends"]},
     },
 }
 # Celery would replace the root logger's handlers with its own in workers and Beat; keep

@@ -26,17 +26,26 @@ class JobResultInline(admin.StackedInline):
 
 
 def _apply(modeladmin, request, queryset: QuerySet[Job], change, verb: str) -> None:
-    done = skipped = 0
+    done = skipped = capped = 0
     for job in queryset:
         try:
             change(job=job)
             done += 1
         except services.JobStateError:
             skipped += 1
+        except services.TooManyActiveJobs:
+            capped += 1
     modeladmin.message_user(request, f"{verb} {done} job(s).", messages.SUCCESS)
     if skipped:
         modeladmin.message_user(
             request, f"Skipped {skipped} job(s) whose state does not allow it.", messages.WARNING
+        )
+    if capped:
+        modeladmin.message_user(
+            request,
+            f"Skipped {capped} job(s) whose owner already has MAX_ACTIVE_JOBS_PER_USER pending "
+            "or running jobs.",
+            messages.WARNING,
         )
 
 

@@ -82,7 +82,7 @@ def field_json_schema(field: serializers.Field) -> dict[str, Any]:
         schema["pattern"] = text_pattern(field)
     if field.help_text:
         schema["description"] = str(field.help_text)
-    # A default of None for a field that refuses null (echo's `data`) describes no input.
+    # A default of None for a field that refuses null describes no input.
     has_default = field.default is not serializers.empty and not callable(field.default)
     if has_default and (field.default is not None or field.allow_null):
         schema["default"] = field.default

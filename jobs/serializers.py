@@ -64,6 +64,10 @@ class JobCreateSerializer(FieldsBuiltOnceMixin, StrictTypesMixin, serializers.Se
     )
 
     def validate_scheduled_time(self, value):
+        # A request that repeats an Idempotency-Key gets what the key's first request made, or
+        # 409: a time that has passed since must not keep a client from learning what it made.
+        if self.context.get("idempotency_key_used"):
+            return value
         if value is not None and value < timezone.now():
             raise serializers.ValidationError(
                 "The scheduled time is in the past. Use a future time, or omit it to run now.",
@@ -195,6 +199,7 @@ class JobSerializer(FieldsBuiltOnceMixin, serializers.ModelSerializer):
             "status",
             "progress",
             "attempts",
+            "run",
             "max_retries",
             "timeout_seconds",
             "error_message",
@@ -215,7 +220,15 @@ class JobBulkCreatedSerializer(serializers.Serializer):
 class JobAttemptSerializer(serializers.ModelSerializer):
     class Meta:
         model = JobAttempt
-        fields = ["number", "worker", "started_at", "finished_at", "outcome", "error_message"]
+        fields = [
+            "number",
+            "run",
+            "worker",
+            "started_at",
+            "finished_at",
+            "outcome",
+            "error_message",
+        ]
         read_only_fields = fields
 
 

@@ -169,3 +169,21 @@ def test_the_console_handler_uses_the_format_from_log_format():
     assert settings.LOG_FORMAT == "plain"  # the default
     assert settings.LOGGING["handlers"]["console"]["formatter"] == settings.LOG_FORMAT
     assert settings.CELERY_WORKER_HIJACK_ROOT_LOGGER is False
+
+
+def test_beat_sends_of_the_every_second_tasks_are_dropped_and_its_other_lines_kept(
+    plain_output,
+):
+    beat = logging.getLogger("celery.beat")
+    sending = "Scheduler: Sending due task %s (%s)"
+
+    beat.info(sending, "dispatch-due-jobs", "jobs.tasks.dispatch_due_jobs")
+    beat.info(sending, "reap-stale-jobs", "jobs.tasks.reap_stale_jobs")
+    beat.info(sending, "purge-expired-codes", "users.tasks.purge_expired_codes")
+    beat.error("Message Error: %s", "jobs.tasks.dispatch_due_jobs could not be sent")
+
+    kept = [line.split(" celery.beat ")[1] for line in plain_output.lines]
+    assert kept == [
+        "Scheduler: Sending due task purge-expired-codes (users.tasks.purge_expired_codes)",
+        "Message Error: jobs.tasks.dispatch_due_jobs could not be sent",
+    ]

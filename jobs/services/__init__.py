@@ -32,9 +32,9 @@ from jobs.services.recovery import (
     jobs_requeue_stuck,
 )
 from jobs.services.submission import (
+    idempotency_key_used,
     job_cancel,
     job_create,
-    job_for_idempotency_key,
     job_retry,
     jobs_create_bulk,
 )
@@ -44,12 +44,12 @@ __all__ = [
     "JobStateError",
     "JobTimedOut",
     "TooManyActiveJobs",
+    "idempotency_key_used",
     "job_cancel",
     "job_claim",
     "job_complete",
     "job_create",
     "job_fail_attempt",
-    "job_for_idempotency_key",
     "job_hand_back_if_early",
     "job_progress_reporter",
     "job_retry",

@@ -131,6 +131,7 @@ def finish_attempt(
     attempt = JobAttempt(
         job_id=job.pk,
         number=job.attempts,
+        run=job.run,
         claim_token=job.claim_token,
         worker=job.worker,
         started_at=job.started_at,

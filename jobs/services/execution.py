@@ -75,6 +75,7 @@ def job_claim(*, job_id: uuid.UUID, worker: str) -> Job | None:
             status=Job.Status.IN_PROGRESS,
             started_at=now,
             attempts=F("attempts") + 1,
+            run_attempts=F("run_attempts") + 1,
             progress=0,
             **claim,
         )
@@ -88,8 +89,8 @@ def job_claim(*, job_id: uuid.UUID, worker: str) -> Job | None:
 _CLAIM_SQL = f"""
 UPDATE jobs_job
 SET status = 'in_progress', claim_token = %(claim_token)s, lease_expires_at = %(lease_expires_at)s,
-    started_at = %(now)s, attempts = attempts + 1, progress = 0, worker = %(worker)s,
-    updated_at = %(now)s
+    started_at = %(now)s, attempts = attempts + 1, run_attempts = run_attempts + 1, progress = 0,
+    worker = %(worker)s, updated_at = %(now)s
 WHERE id = %(job_id)s AND status = 'pending' AND run_after <= %(now)s
 RETURNING {JOB_COLUMNS}
 """  # noqa: S608 - the columns are the model's own
@@ -263,10 +264,11 @@ WITH completed AS (
     SELECT id, %(output)s, %(now)s, %(duration_ms)s FROM completed
 ), attempt AS (
     INSERT INTO jobs_jobattempt
-        (job_id, number, claim_token, worker, started_at, finished_at, outcome, error_message)
-    SELECT id, %(number)s, %(claim_token)s, %(worker)s, %(started_at)s, %(now)s, 'succeeded', ''
+        (job_id, number, run, claim_token, worker, started_at, finished_at, outcome, error_message)
+    SELECT id, %(number)s, %(run)s, %(claim_token)s, %(worker)s, %(started_at)s, %(now)s,
+        'succeeded', ''
     FROM completed
-    ON CONFLICT (claim_token) DO NOTHING
+    ON CONFLICT DO NOTHING
 )
 SELECT count(*) FROM completed
 """
@@ -283,6 +285,7 @@ def _complete_in_one_statement(
         "output": output_field.get_db_prep_value(output, connection),
         "duration_ms": duration_ms,
         "number": job.attempts,
+        "run": job.run,
         "worker": job.worker,
         "started_at": job.started_at,
     }
@@ -297,7 +300,7 @@ def job_fail_attempt(*, job: Job, exc: Exception, trace: str) -> None:
     timed_out = isinstance(exc, JobTimedOut)
     outcome = JobAttempt.Outcome.TIMED_OUT if timed_out else JobAttempt.Outcome.FAILED
     now = timezone.now()
-    final = isinstance(exc, PermanentJobError) or job.attempts > job.max_retries
+    final = isinstance(exc, PermanentJobError) or job.run_attempts > job.max_retries
     if final:
         changes = {"status": Job.Status.FAILED, "completed_at": now, "error_message": message}
     else:
@@ -321,7 +324,7 @@ def _backoff(job: Job):
         base = handlers.get(job.job_type).retry_backoff_seconds
     except KeyError:
         base = None
-    return retry_delay(attempt=job.attempts, base_seconds=base)
+    return retry_delay(attempt=job.run_attempts, base_seconds=base)
 
 
 def _record_interruption(job: Job) -> str:

@@ -71,11 +71,11 @@ def start_worker(
         "--loglevel=INFO",
     ]
     # Emails land in files that tests can read, as a mailbox would receive them.
-    worker_env = subprocess_env(
-        EMAIL_BACKEND="django.core.mail.backends.filebased.EmailBackend",
-        EMAIL_FILE_PATH=str(log_dir / "emails"),
-        **(env or {}),
-    )
+    mailbox = {
+        "EMAIL_BACKEND": "django.core.mail.backends.filebased.EmailBackend",
+        "EMAIL_FILE_PATH": str(log_dir / "emails"),
+    }
+    worker_env = subprocess_env(**(mailbox | (env or {})))
     worker = celery_process(name, args, log_dir, worker_env)
     deadline = time.monotonic() + WORKER_START_TIMEOUT_SECONDS
     while time.monotonic() < deadline:

@@ -57,3 +57,22 @@ def test_cancel_action_cancels_active_jobs_and_skips_finished_ones(
     done.refresh_from_db()
     assert pending.status == Job.Status.CANCELLED
     assert done.status == Job.Status.COMPLETED
+
+
+def test_retry_action_skips_jobs_whose_owner_is_at_the_cap(
+    admin_client_logged_in, job_factory, user_factory, settings
+):
+    settings.MAX_ACTIVE_JOBS_PER_USER = 1
+    owner = user_factory()
+    first, second = job_factory.create_batch(2, owner=owner, status=Job.Status.FAILED)
+
+    response = admin_client_logged_in.post(
+        "/admin/jobs/job/",
+        {"action": "retry_jobs", "_selected_action": [first.pk, second.pk]},
+        follow=True,
+    )
+
+    assert response.status_code == 200
+    assert "Skipped 1 job(s) whose owner already has" in response.content.decode()
+    statuses = Job.objects.filter(owner=owner).values_list("status", flat=True)
+    assert sorted(statuses) == [Job.Status.FAILED, Job.Status.PENDING]

@@ -221,12 +221,11 @@ def test_a_look_ahead_no_longer_than_the_dispatch_interval_is_refused():
     ],
 )
 def test_a_scheduled_job_starts_on_time_and_never_early(
-    live_worker, live_beat, auth_client, seconds_ahead
+    live_worker, live_beat, auth_client, verified_user, job_factory, seconds_ahead
 ):
-    beat_log = live_beat.log_path
-    ticks = beat_log.read_text().count("Sending due task dispatch-due-jobs")
+    probe = job_factory(owner=verified_user, enqueued_at=None)  # only the dispatcher sends it
     wait_for(
-        lambda: beat_log.read_text().count("Sending due task dispatch-due-jobs") > ticks,
+        lambda: Job.objects.filter(pk=probe.pk, enqueued_at__isnull=False).exists(),
         timeout=30,
         message="Beat did not start dispatching",
     )
