@@ -1,24 +1,10 @@
 from django.contrib import admin
 from django.urls import include, path, re_path
-from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
 from job_system.api_index import ApiIndexView
 from job_system.flower_proxy import flower_proxy_view
 from job_system.health import HealthView
 from job_system.metrics import metrics_view
-
-docs = [
-    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
-    path(
-        "api/schema/swagger-ui/",
-        SpectacularSwaggerView.as_view(url_name="schema"),
-        name="swagger-ui",
-    ),
-    path("api/schema/redoc/", SpectacularRedocView.as_view(url_name="schema"), name="redoc"),
-    # Addresses used by the original implementation of this API.
-    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui-legacy"),
-    path("api/redoc/", SpectacularRedocView.as_view(url_name="schema"), name="redoc-legacy"),
-]
 
 urlpatterns = [
     path("admin/", admin.site.urls),
@@ -32,7 +18,7 @@ urlpatterns = [
     # requests that come by the thousand.
     path("api/", include("jobs.urls")),
     path("api/", include("users.urls")),
-    *docs,
+    path("", include("job_system.docs")),
 ]
 
 # JSON, never an HTML page or a traceback, when something breaks.
