@@ -475,6 +475,12 @@ LOGGING = {
     # gunicorn's own loggers, in the web worker processes (which load Django): the access log
     # and errors in the same format as everything else. Its master process keeps its own.
     "loggers": {
+        # Without this, Django's own handlers stay on its logger, and with DEBUG on its console
+        # one printed every Django record a second time, beside root's.
+        "django": {"handlers": []},
+        # Each answer has its line in gunicorn's access log; django.request added a second one
+        # for every 4xx. Server errors, with their traceback, are still logged here.
+        "django.request": {"level": "ERROR"},
         "gunicorn.error": _console,
         "gunicorn.access": _console,
         # Celery's "Task ... received" and "... succeeded" lines, one pair per message: the
