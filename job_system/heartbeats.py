@@ -8,7 +8,8 @@ readiness counts the listed keys that still exist, in one round trip.
 The beat runs on the worker's event loop (a consumer bootstep's repeating timer), not in a
 thread of its own: a worker whose loop is stuck stops beating and drops out within the TTL,
 as a dead one does. A worker that stops normally removes its key at once. The keys live in
-the broker's Redis, the one the workers must reach to get work.
+the broker's Redis, the one the workers must reach to get work. Only workers that run jobs
+beat: the Procfile's `housekeeping`, which serves Beat's queue alone, runs none.
 """
 
 import contextlib
@@ -17,7 +18,7 @@ import time
 from functools import lru_cache
 
 import redis
-from celery import bootsteps
+from celery import Celery, bootsteps
 from django.conf import settings
 from redis.backoff import NoBackoff
 from redis.retry import Retry
@@ -86,6 +87,12 @@ def workers_alive() -> int:
     return int(heartbeat_redis().eval(_COUNT_LIVE, 1, HEARTBEAT_SET_KEY))
 
 
+def serves_jobs(app: Celery) -> bool:
+    """Return whether this worker consumes a queue other than those of Beat's tasks."""
+    beat_queues = {route["queue"] for route in app.conf.task_routes.values()}
+    return bool(set(app.amqp.queues.consume_from) - beat_queues)
+
+
 class WorkerHeartbeat(bootsteps.StartStopStep):
     """Beat from the consumer's event loop while the worker takes tasks.
 
@@ -94,6 +101,9 @@ class WorkerHeartbeat(bootsteps.StartStopStep):
     """
 
     requires = ("celery.worker.consumer.tasks:Tasks",)
+
+    def include_if(self, consumer) -> bool:
+        return serves_jobs(consumer.app)
 
     def __init__(self, consumer, **kwargs) -> None:
         super().__init__(consumer, **kwargs)

@@ -190,3 +190,11 @@ def test_a_worker_beats_while_its_loop_runs_and_stops_at_once_when_it_stops(
 
     assert not client.exists(key)
     assert key.encode() not in client.smembers(HEARTBEAT_SET_KEY)
+
+
+@pytest.mark.integration
+def test_the_housekeeping_worker_runs_no_jobs_and_writes_no_heartbeat(live_housekeeping):
+    # It is consuming (its log said so), and a beat comes as soon as a worker consumes.
+    key = HEARTBEAT_KEY_PREFIX + f"housekeeping@{socket.gethostname()}"
+
+    assert not heartbeat_redis().exists(key)
