@@ -9,6 +9,7 @@ from django.core.cache import cache
 from rest_framework.test import APIClient
 
 from job_system.cache import cache_redis
+from job_system.health import recent_readiness
 from jobs import queue
 from jobs.tests.factories import JobFactory, JobResultFactory
 from jobs.tests.live import celery_process, start_worker, subprocess_env, wait_for
@@ -22,6 +23,13 @@ def _forget_recent_users():
     """Drop the users a test authenticated (users.authentication): ids repeat on SQLite."""
     yield
     recent_users.clear()
+
+
+@pytest.fixture(autouse=True)
+def _forget_readiness():
+    """Drop the readiness answer a test's request left for the next ones (job_system.health)."""
+    yield
+    recent_readiness.clear()
 
 
 @pytest.fixture(autouse=True)

@@ -117,10 +117,11 @@ FIELD_ERRORS_SCHEMA = {
 
 
 ERRORS = {
-    "400": "Invalid input, keyed by field or query parameter; a body that is not JSON gets "
-    "`detail` and `code` `parse_error`.",
+    "400": "Invalid input, keyed by field or query parameter; a body that is not JSON, or "
+    f"that nests deeper than {settings.MAX_JSON_DEPTH} levels, gets `detail` and `code` "
+    "`parse_error`.",
     "401": "No valid bearer token: `not_authenticated` when there is none, `token_not_valid` "
-    "when it is malformed or expired.",
+    "when it is malformed or expired, `user_not_found` when its account was deleted.",
     "403": "`email_not_verified`: confirm your email address first.",
     "404": "`not_found`: there is no such object of yours.",
     "413": f"`request_too_large`: the body is over {settings.MAX_REQUEST_BODY_BYTES} bytes.",

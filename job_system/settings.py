@@ -109,7 +109,7 @@ MIDDLEWARE = [
     "corsheaders.middleware.CorsMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
-    "django.middleware.common.CommonMiddleware",
+    "job_system.middleware.ApiCommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
@@ -119,6 +119,12 @@ MIDDLEWARE = [
 # Request bodies: at most this many bytes (413 beyond), parsed in memory.
 MAX_REQUEST_BODY_BYTES = env_int("MAX_REQUEST_BODY_BYTES", 1024 * 1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_REQUEST_BODY_BYTES
+# JSON nested deeper than this is refused: in request bodies (400 parse_error, before they are
+# decoded) and in job parameters (job_system.json_depth). Python's json module recurses once
+# per level, so a few hundred levels would bring its recursion limit back within reach.
+MAX_JSON_DEPTH = env_int("MAX_JSON_DEPTH", 32)
+if not 8 <= MAX_JSON_DEPTH <= 256:
+    raise ImproperlyConfigured("MAX_JSON_DEPTH must be from 8 to 256")
 
 # Cross-origin requests are refused unless origins are listed here.
 CORS_ALLOWED_ORIGINS = env_list("CORS_ALLOWED_ORIGINS")
@@ -247,7 +253,7 @@ REST_FRAMEWORK = {
         "jobs.filters.OrderingFilter",
     ],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["job_system.parsers.JSONParser"],
     "DEFAULT_SCHEMA_CLASS": "job_system.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "job_system.exceptions.exception_handler",
     "DEFAULT_THROTTLE_RATES": {
@@ -469,6 +475,12 @@ LOGGING = {
     # gunicorn's own loggers, in the web worker processes (which load Django): the access log
     # and errors in the same format as everything else. Its master process keeps its own.
     "loggers": {
+        # Without this, Django's own handlers stay on its logger, and with DEBUG on its console
+        # one printed every Django record a second time, beside root's.
+        "django": {"handlers": []},
+        # Each answer has its line in gunicorn's access log; django.request added a second one
+        # for every 4xx. Server errors, with their traceback, are still logged here.
+        "django.request": {"level": "ERROR"},
         "gunicorn.error": _console,
         "gunicorn.access": _console,
         # Celery's "Task ... received" and "... succeeded" lines, one pair per message: the

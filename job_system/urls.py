@@ -3,13 +3,17 @@ from django.urls import include, path, re_path
 
 from job_system.api_index import ApiIndexView
 from job_system.flower_proxy import flower_proxy_view
-from job_system.health import HealthView
+from job_system.health import LivenessView, ReadinessView
 from job_system.metrics import metrics_view
 
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/", ApiIndexView.as_view(), name="api-index"),
-    path("api/health/", HealthView.as_view(), name="health"),
+    # /api/health/ was the readiness check before liveness and readiness were apart; kept for
+    # the load balancers and scripts that ask it.
+    path("api/health/", ReadinessView.as_view(), name="health"),
+    path("api/health/live/", LivenessView.as_view(), name="health-live"),
+    path("api/health/ready/", ReadinessView.as_view(), name="health-ready"),
     # Prometheus scrapes /metrics by default; a 404 unless METRICS_TOKEN or _ALLOWED_IPS is set.
     path("metrics", metrics_view, name="metrics"),
     # Flower, for staff: the web process forwards to the Flower process (job_system.flower_proxy).

@@ -9,14 +9,33 @@ from django.utils import formats, timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
+from job_system.json_depth import stored_json_for_display
 from jobs import handlers, services
 from jobs.admin_pagination import EstimatedCountPaginator
 from jobs.models import Job, JobResult
 
 
-class JobResultInline(admin.StackedInline):
+class OutputAsStored:
+    """Show a result's output from its stored text, which any depth of nesting can take.
+
+    Nothing decodes the output (or its job's parameters) on the way: a value stored before
+    JSON nesting was limited may be too deep to decode within the admin
+    (job_system.json_depth).
+    """
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[JobResult]:
+        return (
+            super().get_queryset(request).select_related("job").defer("output", "job__parameters")
+        )
+
+    @admin.display(description="output")
+    def output_as_stored(self, result: JobResult) -> str:
+        return stored_json_for_display(result, "output")
+
+
+class JobResultInline(OutputAsStored, admin.StackedInline):
     model = JobResult
-    fields = ["output", "completed_at", "duration_ms"]
+    fields = ["output_as_stored", "completed_at", "duration_ms"]
     readonly_fields = fields
     can_delete = False
     extra = 0
@@ -136,7 +155,10 @@ class JobAdmin(admin.ModelAdmin):
     paginator = EstimatedCountPaginator
     show_full_result_count = False
     fieldsets = [
-        (None, {"fields": ["id", "owner", "name", "description", "job_type", "parameters"]}),
+        (
+            None,
+            {"fields": ["id", "owner", "name", "description", "job_type", "parameters_as_stored"]},
+        ),
         ("Schedule", {"fields": ["scheduled_time", "max_retries"]}),
         (
             "State",
@@ -209,6 +231,15 @@ class JobAdmin(admin.ModelAdmin):
             return queryset.filter(pk__range=bounds), False
         return super().get_search_results(request, queryset, search_term)
 
+    # Parameters are shown from their stored text and never decoded here, for the reason
+    # OutputAsStored gives.
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Job]:
+        return super().get_queryset(request).defer("parameters")
+
+    @admin.display(description="parameters")
+    def parameters_as_stored(self, job: Job) -> str:
+        return stored_json_for_display(job, "parameters")
+
     # A table rather than an inline formset: attempts are history, never edited, and a
     # formset would make every save of the job's labels post its management form.
     @admin.display(description="Attempts")
@@ -239,11 +270,12 @@ class JobAdmin(admin.ModelAdmin):
 
 
 @admin.register(JobResult)
-class JobResultAdmin(admin.ModelAdmin):
+class JobResultAdmin(OutputAsStored, admin.ModelAdmin):
     list_display = ["job", "completed_at", "duration_ms"]
     list_select_related = ["job"]
     search_fields = ["=job__id", "job__name", "job__owner__email"]
-    readonly_fields = ["job", "output", "completed_at", "duration_ms"]
+    fields = ["job", "output_as_stored", "completed_at", "duration_ms"]
+    readonly_fields = fields
     paginator = EstimatedCountPaginator
     show_full_result_count = False
 

@@ -9,6 +9,7 @@ from django.utils import timezone
 from drf_spectacular.utils import PolymorphicProxySerializer, extend_schema_field
 from rest_framework import serializers
 
+from job_system.json_depth import limit_json_depth
 from job_system.serializers import (
     FieldsBuiltOnceMixin,
     ListField,
@@ -39,7 +40,10 @@ class JobCreateSerializer(FieldsBuiltOnceMixin, StrictTypesMixin, serializers.Se
         default=handlers.DEFAULT_JOB_TYPE,
         help_text="One of the types listed by GET /api/job-types/.",
     )
-    parameters = serializers.DictField(required=False, default=dict, help_text=PARAMETERS_HELP)
+    # Every type's parameters, echo's free-form `data` among them, within the one JSON limit.
+    parameters = serializers.DictField(
+        required=False, default=dict, help_text=PARAMETERS_HELP, validators=[limit_json_depth]
+    )
     scheduled_time = serializers.DateTimeField(
         required=False,
         allow_null=True,

@@ -125,10 +125,17 @@ def test_object_routes_document_404_and_nothing_else_does(schema):
             assert "404" not in operation["responses"], name
 
 
-def test_health_documents_its_503_with_the_same_body(schema):
-    responses = schema["paths"]["/api/health/"]["get"]["responses"]
+@pytest.mark.parametrize("path", ["/api/health/", "/api/health/ready/"])
+def test_readiness_documents_its_503_with_the_same_body(schema, path):
+    responses = schema["paths"][path]["get"]["responses"]
 
     assert responses["503"]["content"] == responses["200"]["content"]
+
+
+def test_liveness_is_documented_as_always_200(schema):
+    responses = schema["paths"]["/api/health/live/"]["get"]["responses"]
+
+    assert set(responses) == {"200"}
 
 
 def test_operations_with_a_body_document_400_413_and_415(schema):

@@ -111,6 +111,14 @@ def test_readmes_production_block_passes_the_deploy_check_as_printed():
     assert checked.returncode == 0, checked.stderr
 
 
+@pytest.mark.parametrize("depth", ["7", "257"])
+def test_a_json_depth_limit_outside_8_to_256_is_refused(depth):
+    started = start_settings(DEBUG="true", MAX_JSON_DEPTH=depth)
+
+    assert started.returncode != 0
+    assert "MAX_JSON_DEPTH must be from 8 to 256" in started.stderr
+
+
 def test_development_starts_without_a_secret_key():
     assert start_settings(DEBUG="true").returncode == 0
 

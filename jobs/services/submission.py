@@ -23,6 +23,7 @@ from jobs.services.common import (
     TooManyActiveJobs,
     finish_attempt,
     log_fields,
+    raise_if_owner_deleted,
     transition,
     update_returning,
 )
@@ -129,6 +130,7 @@ def _insert_once(
         # Another request with the same key won the race; answer as if we had come second.
         if earlier := _made_earlier(owner=owner, request=jobs):
             return earlier, False
+        raise_if_owner_deleted(owner)
         raise
     return jobs, True
 
