@@ -31,6 +31,8 @@ ENDPOINTS = {
     "job_types": "job-types",
     "job_results": "job-result-list",
     "health": "health",
+    "health_live": "health-live",
+    "health_ready": "health-ready",
 }
 DOCS = {"swagger_ui": "swagger-ui", "redoc": "redoc", "schema": "schema"}
 

@@ -4,8 +4,8 @@ from rest_framework.exceptions import AuthenticationFailed
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from jobs.services import OwnerDeleted
 from users.authentication import recent_users
+from users.exceptions import AccountDeleted
 
 
 def exception_handler(exc: Exception, context: dict) -> Response | None:
@@ -15,7 +15,7 @@ def exception_handler(exc: Exception, context: dict) -> Response | None:
     instead of parsing English. A request whose account was deleted while it ran gets the
     401 that authentication would give it now.
     """
-    if isinstance(exc, OwnerDeleted):
+    if isinstance(exc, AccountDeleted):
         exc = _account_deleted(context)
     response = drf_exception_handler(exc, context)
     if response is not None and isinstance(response.data, dict):

@@ -4,7 +4,8 @@ Flower's basic auth takes guesses as fast as they come, and Flower 2.2 serves /m
 /healthcheck (worker names, per-task counts) with no login at all. So Flower listens on
 loopback, or on a private address that only the web hosts reach (FLOWER_URL), and people
 reach it only through this view: a logged-in, active staff user (the admin's session and
-login), each at most at the THROTTLE_FLOWER rate. The view adds Flower's basic auth itself,
+login), each at most at the THROTTLE_FLOWER rate. Staff may look; only superusers may act
+(POST: revoke, terminate, apply a task). The view adds Flower's basic auth itself,
 so Flower's own check stays on as a second wall.
 
 Only what Flower needs crosses: GET, HEAD and POST, the path under /flower/ (Flower runs with
@@ -73,8 +74,12 @@ def flower_proxy_view(request: HttpRequest, path: str) -> HttpResponseBase:
     user = request.user
     if not (user.is_authenticated and user.is_active and user.is_staff):
         return refuse(request, path)
-    if request.method == "POST" and not same_origin(request):
-        return error(403, "cross_origin", "Flower accepts changes from its own pages only.")
+    if request.method == "POST":
+        # Flower's API revokes and terminates tasks, and applies any registered task.
+        if not user.is_superuser:
+            return error(403, "permission_denied", "Only superusers may act through Flower.")
+        if not same_origin(request):
+            return error(403, "cross_origin", "Flower accepts changes from its own pages only.")
     if not forwarded(path):
         raise Http404
     throttle = FlowerThrottle()

@@ -14,6 +14,7 @@ from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, Ou
 from rest_framework_simplejwt.tokens import RefreshToken
 
 from users import emails
+from users.exceptions import AccountDeleted
 from users.login_policy import (
     login_allowed,
     login_attempt_count,
@@ -183,6 +184,10 @@ def _password_set(*, user: CustomUser, password: str, extra_fields: tuple[str, .
     user.set_password(password)
     # A new password set by the owner also unlocks logging in.
     user.failed_logins, user.login_locked_at = 0, None
+    # Locked, so the account cannot go between this look and the save; it may have gone since
+    # the request was authenticated.
+    if not CustomUser.objects.select_for_update().filter(pk=user.pk).exists():
+        raise AccountDeleted
     user.save(update_fields=["password", "failed_logins", "login_locked_at", *extra_fields])
     user_tokens_revoke(user=user)
     emails.email_enqueue(recipient=user.email, **emails.password_changed_email())

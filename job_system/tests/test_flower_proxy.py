@@ -15,6 +15,7 @@ from scripts.localredis import free_port
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("own_cache_keys")]
 
 BROWSER = {"HTTP_ACCEPT": "text/html,application/xhtml+xml,*/*;q=0.8"}
+SAME_ORIGIN = {"HTTP_SEC_FETCH_SITE": "same-origin"}
 
 
 @pytest.fixture
@@ -101,6 +102,17 @@ def test_a_deactivated_staff_user_is_refused(client, listening_flower, staff):
     assert not reached(listening_flower)
 
 
+def test_staff_who_are_not_superusers_may_look_but_not_act(client, listening_flower, staff):
+    """Flower's API can revoke and terminate tasks, and apply any task (send_email, say)."""
+    client.force_login(staff)
+
+    response = client.post("/flower/api/task/apply/users.tasks.send_email", **SAME_ORIGIN)
+
+    assert response.status_code == 403
+    assert response.json()["code"] == "permission_denied"
+    assert not reached(listening_flower)
+
+
 @pytest.mark.parametrize(
     "headers",
     [
@@ -110,8 +122,8 @@ def test_a_deactivated_staff_user_is_refused(client, listening_flower, staff):
         pytest.param({}, id="no-origin"),
     ],
 )
-def test_a_post_from_another_site_is_refused(client, listening_flower, staff, headers):
-    client.force_login(staff)
+def test_a_post_from_another_site_is_refused(client, listening_flower, user_factory, headers):
+    client.force_login(user_factory(is_staff=True, is_superuser=True))
 
     response = client.post("/flower/api/task/revoke/x", **headers)
 

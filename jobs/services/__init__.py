@@ -12,7 +12,6 @@ most one result. Broker messages only carry job ids and are hints; the database 
 from jobs.services.common import (
     IdempotencyConflict,
     JobStateError,
-    OwnerDeleted,
     TooManyActiveJobs,
     retry_delay,
 )
@@ -44,7 +43,6 @@ __all__ = [
     "IdempotencyConflict",
     "JobStateError",
     "JobTimedOut",
-    "OwnerDeleted",
     "TooManyActiveJobs",
     "idempotency_key_used",
     "job_cancel",

@@ -15,6 +15,7 @@ from django.db.models.sql import UpdateQuery
 from django.utils import timezone
 
 from jobs.models import Job, JobAttempt
+from users.exceptions import AccountDeleted
 
 MAX_ERROR_MESSAGE_LENGTH = 2000
 
@@ -48,10 +49,6 @@ class TooManyActiveJobs(Exception):
         )
 
 
-class OwnerDeleted(Exception):
-    """The owner's account was deleted while a request of theirs was storing jobs."""
-
-
 def raise_if_owner_deleted(owner) -> None:
     """Explain a failed INSERT of an owner's jobs by their account's deletion, if that is it.
 
@@ -59,7 +56,7 @@ def raise_if_owner_deleted(owner) -> None:
     it can be gone by then; the foreign key then fails.
     """
     if not type(owner)._default_manager.filter(pk=owner.pk).exists():
-        raise OwnerDeleted
+        raise AccountDeleted
 
 
 def transition(jobs: QuerySet[Job], **changes: Any) -> int:

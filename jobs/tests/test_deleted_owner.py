@@ -56,3 +56,20 @@ def test_a_user_deleted_after_authentication_gets_401(
     assert response.status_code == 401
     assert response.json()["code"] == "user_not_found"
     assert not Job.objects.exists()
+
+
+def test_a_password_change_by_a_user_deleted_meanwhile_gets_401(
+    api_client, verified_user, password
+):
+    api_client.credentials(HTTP_AUTHORIZATION=f"Bearer {AccessToken.for_user(verified_user)}")
+    assert api_client.get("/api/me/").status_code == 200  # Now kept by this process.
+    delete_elsewhere(verified_user)
+
+    response = api_client.post(
+        "/api/password/change/",
+        {"old_password": password, "new_password": "a-brand-new-passphrase-8"},
+        format="json",
+    )
+
+    assert response.status_code == 401
+    assert response.json()["code"] == "user_not_found"
