@@ -138,6 +138,24 @@ def test_word_count_of_empty_text_is_all_zeros():
     }
 
 
+# The timeout is generous: the old pattern backtracked through the run from each of its marks,
+# which took minutes for 150,000 dots; now it takes milliseconds.
+@pytest.mark.timeout(10)
+@pytest.mark.parametrize(
+    ("text", "sentences"),
+    [
+        ("." * 150_000 + "x", 1),
+        ("Wait" + "?!" * 75_000 + "no", 1),
+        ("So" + "." * 150_000 + " on", 2),
+    ],
+)
+def test_word_count_reads_a_long_run_of_sentence_marks_in_one_pass(text, sentences):
+    output = run("word_count", text=text)
+
+    assert output["sentences"] == sentences
+    assert output["characters"] == len(text)
+
+
 def test_word_count_rejects_top_above_100():
     assert "top" in errors("word_count", text="hello", top=101)
 
