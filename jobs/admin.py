@@ -178,12 +178,17 @@ class JobAdmin(admin.ModelAdmin):
 
 @admin.register(JobResult)
 class JobResultAdmin(admin.ModelAdmin):
-    list_display = ["job", "completed_at", "duration_ms"]
+    list_display = ["job", "completed_at", "duration_ms", "output_bytes"]
     list_select_related = ["job"]
     search_fields = ["=job__id", "job__name", "job__owner__email"]
-    readonly_fields = ["job", "output", "completed_at", "duration_ms"]
+    readonly_fields = ["job", "output", "output_bytes", "completed_at", "duration_ms"]
     paginator = EstimatedCountPaginator
     show_full_result_count = False
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[JobResult]:
+        # The list shows no output: a page of 100 must not load 100 outputs of up to
+        # JOB_MAX_RESULT_BYTES each. A result's own page loads its output when it shows it.
+        return super().get_queryset(request).defer("output")
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

@@ -235,7 +235,13 @@ class JobViewSet(
 
 
 @extend_schema_view(
-    list=extend_schema(summary="List the results of your completed jobs"),
+    list=extend_schema(
+        summary="List the results of your completed jobs",
+        description="Newest first. A page holds up to `page_size` results and at most "
+        f"{ResultPagination.max_page_bytes // 2**20} MiB of outputs: where larger outputs "
+        "would pass that, the page ends early (a single larger result comes alone), so follow "
+        "`next` until it is null. `output_bytes` gives each output's size.",
+    ),
     retrieve=extend_schema(summary="Show one result"),
 )
 class JobResultViewSet(viewsets.ReadOnlyModelViewSet):

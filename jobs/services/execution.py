@@ -147,7 +147,13 @@ def _run_handler(job: Job, handler: JobHandler, lease: LeaseKeeper, limit: int |
     try:
         with soft_time_limit(limit):
             output = handler.run(job.parameters, job_progress_reporter(job=job, lease=lease))
-            json.dumps(output)  # A result must be JSON; find out here, not half-way into a write.
+            # Measured here, which also finds output that is not JSON before any write.
+            output_bytes = result_size(output)
+            if output_bytes > settings.JOB_MAX_RESULT_BYTES:
+                raise PermanentJobError(
+                    f"The result is too large: {output_bytes:,} bytes of JSON, over the limit "
+                    f"of {settings.JOB_MAX_RESULT_BYTES:,} bytes."
+                )
     except JobInterrupted:
         logger.info("job interrupted: cancelled or taken over", extra=log)
         return _record_interruption(job) != JobAttempt.Outcome.SUPERSEDED
@@ -160,7 +166,7 @@ def _run_handler(job: Job, handler: JobHandler, lease: LeaseKeeper, limit: int |
         job_fail_attempt(job=job, exc=exc, trace=traceback.format_exc())
     else:
         duration_ms = int((monotonic() - started) * 1000)
-        outcome = _complete(job, output, duration_ms=duration_ms)
+        outcome = _complete(job, output, output_bytes=output_bytes, duration_ms=duration_ms)
         if outcome == JobAttempt.Outcome.SUCCEEDED:
             logger.info("job completed in %d ms", duration_ms, extra=log)
         else:
@@ -213,19 +219,27 @@ def job_progress_reporter(*, job: Job, lease: LeaseKeeper | None = None) -> Prog
     return report
 
 
+def result_size(output: dict[str, Any]) -> int:
+    """The output's size in bytes as compact UTF-8 JSON, as the API sends it."""
+    return len(json.dumps(output, ensure_ascii=False, separators=(",", ":")).encode())
+
+
 def job_complete(*, job: Job, output: dict[str, Any], duration_ms: int) -> bool:
     """Store the result and mark the job completed, if this claim still holds it."""
-    return _complete(job, output, duration_ms=duration_ms) == JobAttempt.Outcome.SUCCEEDED
+    outcome = _complete(job, output, output_bytes=result_size(output), duration_ms=duration_ms)
+    return outcome == JobAttempt.Outcome.SUCCEEDED
 
 
-def _complete(job: Job, output: dict[str, Any], *, duration_ms: int) -> str:
+def _complete(job: Job, output: dict[str, Any], *, output_bytes: int, duration_ms: int) -> str:
     """job_complete(), returning the attempt's outcome: succeeded, else cancelled or superseded.
 
     The worker running a shared message needs to know which, to go on or hand the rest back.
     """
     now = timezone.now()
     if connection.vendor == "postgresql":
-        completed = _complete_in_one_statement(job, output, duration_ms=duration_ms, now=now)
+        completed = _complete_in_one_statement(
+            job, output, output_bytes=output_bytes, duration_ms=duration_ms, now=now
+        )
     else:
         with transaction.atomic():
             completed = transition(
@@ -238,7 +252,11 @@ def _complete(job: Job, output: dict[str, Any], *, duration_ms: int) -> str:
             )
             if completed:
                 JobResult.objects.create(
-                    job_id=job.pk, output=output, completed_at=now, duration_ms=duration_ms
+                    job_id=job.pk,
+                    output=output,
+                    output_bytes=output_bytes,
+                    completed_at=now,
+                    duration_ms=duration_ms,
                 )
                 finish_attempt(job, outcome=JobAttempt.Outcome.SUCCEEDED, now=now)
     if not completed:
@@ -259,8 +277,8 @@ WITH completed AS (
     WHERE id = %(job_id)s AND status = 'in_progress' AND claim_token = %(claim_token)s
     RETURNING id
 ), result AS (
-    INSERT INTO jobs_jobresult (job_id, output, completed_at, duration_ms)
-    SELECT id, %(output)s, %(now)s, %(duration_ms)s FROM completed
+    INSERT INTO jobs_jobresult (job_id, output, output_bytes, completed_at, duration_ms)
+    SELECT id, %(output)s, %(output_bytes)s, %(now)s, %(duration_ms)s FROM completed
 ), attempt AS (
     INSERT INTO jobs_jobattempt
         (job_id, number, claim_token, worker, started_at, finished_at, outcome, error_message)
@@ -273,7 +291,7 @@ SELECT count(*) FROM completed
 
 
 def _complete_in_one_statement(
-    job: Job, output: dict[str, Any], *, duration_ms: int, now: datetime
+    job: Job, output: dict[str, Any], *, output_bytes: int, duration_ms: int, now: datetime
 ) -> int:
     output_field = JobResult._meta.get_field("output")
     params = {
@@ -281,6 +299,7 @@ def _complete_in_one_statement(
         "job_id": job.pk,
         "claim_token": job.claim_token,
         "output": output_field.get_db_prep_value(output, connection),
+        "output_bytes": output_bytes,
         "duration_ms": duration_ms,
         "number": job.attempts,
         "worker": job.worker,
