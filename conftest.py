@@ -1,4 +1,3 @@
-import signal
 from pathlib import Path
 
 import pytest
@@ -41,17 +40,6 @@ def _publish_what_requests_handed_over():
     """Send the messages a test's requests left with the Publisher before the next test starts."""
     yield
     queue.publisher.flush(timeout=10)
-
-
-@pytest.fixture
-def no_alarm_pending():
-    """Set pytest-timeout's alarm aside, as in a worker process, where none is pending."""
-    previous = signal.signal(signal.SIGALRM, signal.SIG_DFL)
-    remaining, _ = signal.setitimer(signal.ITIMER_REAL, 0)
-    yield
-    signal.signal(signal.SIGALRM, previous)
-    if remaining:
-        signal.setitimer(signal.ITIMER_REAL, remaining)
 
 
 @pytest.fixture

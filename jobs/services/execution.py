@@ -7,13 +7,15 @@ over (or whose job was cancelled) writes nothing: no progress, no result, no fai
 import contextlib
 import json
 import logging
-import signal
+import sys
 import threading
 import traceback
 import uuid
-from collections.abc import Iterator
+from collections.abc import Sequence
 from datetime import datetime
+from functools import partial
 from time import monotonic
+from types import FrameType
 from typing import Any
 
 from celery.exceptions import SoftTimeLimitExceeded
@@ -40,6 +42,7 @@ from jobs.services.common import (
     job_from_returning,
     log_fields,
     retry_delay,
+    timeout_is_final,
     transition,
     update_returning,
 )
@@ -48,8 +51,8 @@ from jobs.services.recovery import job_hand_back_if_early
 
 logger = logging.getLogger(__name__)
 
-# How often a running job may write progress; each write also notices a cancellation, so this
-# bounds how long a cancelled handler keeps running.
+# How often a running job may write progress. Each write also confirms the claim, saving the
+# watchdog a check.
 PROGRESS_WRITE_INTERVAL_SECONDS = 0.5
 
 
@@ -105,18 +108,20 @@ def jobs_run_in_turn(*, job_ids: list[uuid.UUID], worker: str) -> None:
     spreads them over the workers within a second, instead of keeping this one busy.
     """
     for position, job_id in enumerate(job_ids):
-        if not job_run(job_id=job_id, worker=worker, time_limit=True):
-            queue.forget_enqueued(job_ids[position + 1 :])
+        behind = job_ids[position + 1 :]
+        if not job_run(job_id=job_id, worker=worker, behind=behind):
+            queue.forget_enqueued(behind)
             return
 
 
 @job_log_scope
-def job_run(*, job_id: uuid.UUID, worker: str, time_limit: bool = False) -> bool:
+def job_run(*, job_id: uuid.UUID, worker: str, behind: Sequence[uuid.UUID] = ()) -> bool:
     """Claim a job, run its handler and record the outcome. A duplicate message does nothing.
 
-    With `time_limit`, the handler is interrupted at the job's limit here, as Celery's soft
-    limit does for a message with one job. Return False if the job was taken from this
-    worker while it ran.
+    The watchdog (services.leases) stops the handler at the job's time limit or when the job
+    is cancelled. `behind` are the jobs after this one in the same message: if the handler will
+    not stop and the process must end, they go back to the dispatcher first. Return False if
+    the job was taken from this worker while it ran.
     """
     job = job_claim(job_id=job_id, worker=worker)
     if job is None:
@@ -134,18 +139,17 @@ def job_run(*, job_id: uuid.UUID, worker: str, time_limit: bool = False) -> bool
         unknown = PermanentJobError(f"Unknown job type {job.job_type!r}.")
         job_fail_attempt(job=job, exc=unknown, trace="")
         return True
-    limit = job.timeout_seconds if time_limit else None
-    with LeaseKeeper(job) as lease:
-        return _run_handler(job, handler, lease, limit)
+    with LeaseKeeper(job, abandon=partial(_abandon, job, behind)) as lease:
+        return _run_handler(job, handler, lease)
 
 
-def _run_handler(job: Job, handler: JobHandler, lease: LeaseKeeper, limit: int | None) -> bool:
+def _run_handler(job: Job, handler: JobHandler, lease: LeaseKeeper) -> bool:
     """Run the handler and record the attempt; False if the job was taken over meanwhile."""
     log = log_fields(job.pk, job)
     logger.info("job started", extra=log)
     started = monotonic()
     try:
-        with soft_time_limit(limit):
+        with lease.handler_running():
             output = handler.run(job.parameters, job_progress_reporter(job=job, lease=lease))
             # Measured here, which also finds output that is not JSON before any write.
             output_bytes = result_size(output)
@@ -159,8 +163,7 @@ def _run_handler(job: Job, handler: JobHandler, lease: LeaseKeeper, limit: int |
         return _record_interruption(job) != JobAttempt.Outcome.SUPERSEDED
     except SoftTimeLimitExceeded:
         logger.warning("job ran past its %ss time limit", job.timeout_seconds, extra=log)
-        timed_out = JobTimedOut(f"The job ran past its {job.timeout_seconds}s time limit.")
-        job_fail_attempt(job=job, exc=timed_out, trace=traceback.format_exc())
+        job_fail_attempt(job=job, exc=_timed_out(job), trace=traceback.format_exc())
     except Exception as exc:
         logger.warning("job attempt failed: %s", exc, extra=log)
         job_fail_attempt(job=job, exc=exc, trace=traceback.format_exc())
@@ -177,44 +180,27 @@ def _run_handler(job: Job, handler: JobHandler, lease: LeaseKeeper, limit: int |
     return True
 
 
-@contextlib.contextmanager
-def soft_time_limit(seconds: float | None) -> Iterator[None]:
-    """Raise SoftTimeLimitExceeded in the block after `seconds`, as Celery's soft limit does.
-
-    For jobs that share a message, whose Celery limits cover the whole message. A timer
-    signal reaches only the main thread, and an alarm someone else set is left alone; there
-    the attempt's deadline still holds: its lease runs out and the reaper fails it.
-    """
-    main_thread = threading.current_thread() is threading.main_thread()
-    if not seconds or not main_thread or signal.getitimer(signal.ITIMER_REAL)[0]:
-        yield
-        return
-
-    def expire(signum: int, frame: object) -> None:
-        raise SoftTimeLimitExceeded()
-
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
-
-
 def job_progress_reporter(*, job: Job, lease: LeaseKeeper | None = None) -> Progress:
-    """Return the callback a handler reports progress through; it raises JobInterrupted."""
+    """Return the callback a handler reports progress through.
+
+    It raises JobInterrupted when the job is no longer this claim's, and SoftTimeLimitExceeded
+    past the attempt's deadline (the watchdog's verdicts, for a handler it cannot signal).
+    """
     last_write = float("-inf")
 
     def report(percent: int) -> None:
         nonlocal last_write
-        if lease is not None and lease.lost.is_set():
-            raise JobInterrupted()
+        if lease is not None:
+            lease.raise_if_stopped()
         if monotonic() - last_write < PROGRESS_WRITE_INTERVAL_SECONDS:
             return
         last_write = monotonic()
-        if not transition(held_by(job), progress=max(0, min(100, int(percent)))):
+        with lease.shielded() if lease is not None else contextlib.nullcontext():
+            written = transition(held_by(job), progress=max(0, min(100, int(percent))))
+        if not written:
             raise JobInterrupted()
+        if lease is not None:
+            lease.confirmed()
 
     return report
 
@@ -316,7 +302,11 @@ def job_fail_attempt(*, job: Job, exc: Exception, trace: str) -> None:
     timed_out = isinstance(exc, JobTimedOut)
     outcome = JobAttempt.Outcome.TIMED_OUT if timed_out else JobAttempt.Outcome.FAILED
     now = timezone.now()
-    final = isinstance(exc, PermanentJobError) or job.attempts > job.max_retries
+    final = (
+        isinstance(exc, PermanentJobError)
+        or job.attempts > job.max_retries
+        or (timed_out and timeout_is_final(job))
+    )
     if final:
         changes = {"status": Job.Status.FAILED, "completed_at": now, "error_message": message}
     else:
@@ -336,11 +326,33 @@ def job_fail_attempt(*, job: Job, exc: Exception, trace: str) -> None:
 
 
 def _backoff(job: Job):
-    try:
-        base = handlers.get(job.job_type).retry_backoff_seconds
-    except KeyError:
-        base = None
+    handler = handlers.find(job.job_type)
+    base = handler.retry_backoff_seconds if handler else None
     return retry_delay(attempt=job.attempts, base_seconds=base)
+
+
+def _timed_out(job: Job) -> JobTimedOut:
+    return JobTimedOut(f"The job ran past its {job.timeout_seconds}s time limit.")
+
+
+def _abandon(job: Job, behind: Sequence[uuid.UUID], stop: type[Exception]) -> None:
+    """Record the end of an attempt whose handler would not stop, before its process ends.
+
+    The watchdog thread runs this. Its writes are fenced like the worker's own, so whichever
+    records the attempt first wins. The jobs behind it in the same message go back to the
+    dispatcher, as this process will not run them.
+    """
+    if stop is SoftTimeLimitExceeded:
+        main_thread = sys._current_frames().get(threading.main_thread().ident)
+        trace = "The handler did not stop at its time limit; its process was ended here:\n"
+        job_fail_attempt(job=job, exc=_timed_out(job), trace=trace + _stack(main_thread))
+    else:
+        _record_interruption(job)
+    queue.forget_enqueued(list(behind))
+
+
+def _stack(frame: FrameType | None) -> str:
+    return "".join(traceback.format_stack(frame)) if frame else ""
 
 
 def _record_interruption(job: Job) -> str:

@@ -21,6 +21,7 @@ from jobs.services.common import (
     finish_attempt,
     held_by,
     retry_delay,
+    timeout_is_final,
     transition,
 )
 
@@ -106,7 +107,7 @@ def _take_back(job: Job, *, now: datetime) -> str | None:
     else:
         reason = f"The worker running attempt {job.attempts} was lost."
         outcome = JobAttempt.Outcome.LOST
-    if job.attempts > job.max_retries:
+    if job.attempts > job.max_retries or (timed_out and timeout_is_final(job)):
         changes = {"status": Job.Status.FAILED, "completed_at": now, "error_message": reason}
     else:
         changes = {

@@ -58,17 +58,23 @@ def start_worker(
     *,
     queues: str = "housekeeping,default,long,cpu",
     env: dict[str, str] | None = None,
+    concurrency: int = 2,
+    include: str = "",
 ) -> ManagedProcess:
-    """Start a worker process and wait until it answers a ping."""
+    """Start a worker process and wait until it answers a ping.
+
+    `include` names modules the worker imports at start, such as test-only job types.
+    """
     hostname = f"{name}@{socket.gethostname()}"
     args = [
         "worker",
         f"--hostname={hostname}",
         f"--queues={queues}",
-        "--concurrency=2",
+        f"--concurrency={concurrency}",
         "--without-mingle",
         "--without-gossip",
         "--loglevel=INFO",
+        *([f"--include={include}"] if include else []),
     ]
     # Emails land in files that tests can read, as a mailbox would receive them.
     worker_env = subprocess_env(
@@ -85,6 +91,12 @@ def start_worker(
             return worker
     worker.stop()
     pytest.fail(f"worker {name} did not answer within {WORKER_START_TIMEOUT_SECONDS}s")
+
+
+def pool_processes(worker: ManagedProcess) -> set[int]:
+    """The process ids of a prefork worker's pool: its main process's children (Linux)."""
+    main = worker.process.pid
+    return {int(pid) for pid in Path(f"/proc/{main}/task/{main}/children").read_text().split()}
 
 
 def wait_for(predicate, *, timeout: float, interval: float = 0.1, message: str = ""):
