@@ -107,8 +107,8 @@ def publish(messages: list[JobMessage], *, app: Celery = celery_app) -> None:
                         RUN_JOBS_TASK,
                         args=[[str(message.job_id) for message in group]],
                         queue=queue_for(first.job_type),
-                        # The worker gives each job its soft limit; Celery's hard limit covers
-                        # them all, one after another.
+                        # The worker's watchdog gives each job its time limit; Celery's hard
+                        # limit covers them all, one after another.
                         time_limit=sum(m.timeout_seconds + hard_grace for m in group),
                         producer=producer,
                     )

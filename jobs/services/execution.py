@@ -4,7 +4,6 @@ Every write after the claim is fenced by the claim token, so a worker whose leas
 over (or whose job was cancelled) writes nothing: no progress, no result, no failure.
 """
 
-import contextlib
 import json
 import logging
 import sys
@@ -15,7 +14,6 @@ from collections.abc import Sequence
 from datetime import datetime
 from functools import partial
 from time import monotonic
-from types import FrameType
 from typing import Any
 
 from celery.exceptions import SoftTimeLimitExceeded
@@ -46,7 +44,7 @@ from jobs.services.common import (
     transition,
     update_returning,
 )
-from jobs.services.leases import LeaseKeeper
+from jobs.services.leases import LeaseKeeper, Stop
 from jobs.services.recovery import job_hand_back_if_early
 
 logger = logging.getLogger(__name__)
@@ -180,7 +178,7 @@ def _run_handler(job: Job, handler: JobHandler, lease: LeaseKeeper) -> bool:
     return True
 
 
-def job_progress_reporter(*, job: Job, lease: LeaseKeeper | None = None) -> Progress:
+def job_progress_reporter(*, job: Job, lease: LeaseKeeper) -> Progress:
     """Return the callback a handler reports progress through.
 
     It raises JobInterrupted when the job is no longer this claim's, and SoftTimeLimitExceeded
@@ -190,17 +188,15 @@ def job_progress_reporter(*, job: Job, lease: LeaseKeeper | None = None) -> Prog
 
     def report(percent: int) -> None:
         nonlocal last_write
-        if lease is not None:
-            lease.raise_if_stopped()
+        lease.raise_if_stopped()
         if monotonic() - last_write < PROGRESS_WRITE_INTERVAL_SECONDS:
             return
         last_write = monotonic()
-        with lease.shielded() if lease is not None else contextlib.nullcontext():
+        with lease.shielded():
             written = transition(held_by(job), progress=max(0, min(100, int(percent))))
         if not written:
             raise JobInterrupted()
-        if lease is not None:
-            lease.confirmed()
+        lease.confirmed()
 
     return report
 
@@ -335,7 +331,7 @@ def _timed_out(job: Job) -> JobTimedOut:
     return JobTimedOut(f"The job ran past its {job.timeout_seconds}s time limit.")
 
 
-def _abandon(job: Job, behind: Sequence[uuid.UUID], stop: type[Exception]) -> None:
+def _abandon(job: Job, behind: Sequence[uuid.UUID], stop: Stop) -> None:
     """Record the end of an attempt whose handler would not stop, before its process ends.
 
     The watchdog thread runs this. Its writes are fenced like the worker's own, so whichever
@@ -343,16 +339,13 @@ def _abandon(job: Job, behind: Sequence[uuid.UUID], stop: type[Exception]) -> No
     dispatcher, as this process will not run them.
     """
     if stop is SoftTimeLimitExceeded:
-        main_thread = sys._current_frames().get(threading.main_thread().ident)
-        trace = "The handler did not stop at its time limit; its process was ended here:\n"
-        job_fail_attempt(job=job, exc=_timed_out(job), trace=trace + _stack(main_thread))
+        handler_frame = sys._current_frames().get(threading.main_thread().ident)
+        where = "".join(traceback.format_stack(handler_frame)) if handler_frame else ""
+        trace = f"The handler did not stop at its time limit; its process was ended here:\n{where}"
+        job_fail_attempt(job=job, exc=_timed_out(job), trace=trace)
     else:
         _record_interruption(job)
     queue.forget_enqueued(list(behind))
-
-
-def _stack(frame: FrameType | None) -> str:
-    return "".join(traceback.format_stack(frame)) if frame else ""
 
 
 def _record_interruption(job: Job) -> str:

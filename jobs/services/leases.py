@@ -53,8 +53,9 @@ STOP_GRACE_SECONDS = 0.5
 # CPU time between two ticks of the signal while a handler runs in the main thread. C code
 # that holds the GIL for long (a regular expression backtracking, say) would otherwise starve
 # this thread: a background thread ran once in 5 s beside such a regex. The regex engine runs
-# signal handlers as it goes, and the tick's handler lets this thread have the GIL.
-TICK_SECONDS = 0.1
+# signal handlers as it goes, and the tick's handler lets this thread have the GIL, once per
+# tick: a query takes a few. A tick costs the handler about a microsecond.
+TICK_SECONDS = 0.02
 # The signal that interrupts a handler and ticks. No other part of a worker uses it; billiard
 # only makes it end a pool process.
 STOP_SIGNAL = signal.SIGPROF
@@ -76,13 +77,12 @@ class LeaseKeeper:
     def __init__(self, job: Job, *, abandon: Callable[[Stop], None] | None = None) -> None:
         self.job = job
         self.abandon = abandon
-        self.lost = threading.Event()  # The job is no longer this claim's.
         self.stop: Stop | None = None  # What the handler was told to raise.
         self.stopped_at = math.inf
         self.signalled = False  # The signal raised `stop` in the handler (it does so once).
         self.running = False  # The handler runs, in the main thread if `interruptible`.
         self.interruptible = False
-        self.writing_progress = False  # The signal's exception waits till the write is done.
+        self.in_shield = False  # The signal's exception waits till the block is done.
         now = time.monotonic()
         # The first renewal is one interval after the claim, which set a full lease.
         self.renew_due = now + renewal_interval()
@@ -112,7 +112,7 @@ class LeaseKeeper:
         """
         in_main_thread = threading.current_thread() is threading.main_thread()
         if in_main_thread:
-            _interrupt_main_thread_for(self)
+            _start_interrupting(self)
         self.interruptible = in_main_thread
         self.running = True
         try:
@@ -122,7 +122,7 @@ class LeaseKeeper:
             # it raises nothing, and the watchdog neither signals nor ends the process.
             self.running = False
             if in_main_thread:
-                _interrupt_main_thread_for(None)
+                _stop_interrupting()
 
     @contextlib.contextmanager
     def shielded(self) -> Iterator[None]:
@@ -131,11 +131,11 @@ class LeaseKeeper:
         The block is the handler's progress write: an exception raised in the middle of a
         database driver's call could leave its connection unusable for the attempt's record.
         """
-        self.writing_progress = True
+        self.in_shield = True
         try:
             yield
         finally:
-            self.writing_progress = False
+            self.in_shield = False
         self.raise_if_stopped()
 
     def raise_if_stopped(self) -> None:
@@ -151,8 +151,6 @@ class LeaseKeeper:
 
         The first reason is kept: a job cancelled after its deadline still timed out.
         """
-        if stop is JobInterrupted:
-            self.lost.set()
         if self.stop is not None:
             return
         self.stop, self.stopped_at = stop, time.monotonic()
@@ -169,22 +167,16 @@ _ticking = False
 def _on_stop_signal(signum: int, frame: object) -> None:
     """Raise a pending stop in the handler; on a mere tick, only let the watchdog run."""
     keeper = _interruptible
-    if keeper is None or not keeper.running or keeper.writing_progress or keeper.signalled:
+    if keeper is None or not keeper.running or keeper.in_shield or keeper.signalled:
         return
     if keeper.stop is not None:
         keeper.signalled = True
         raise keeper.stop()
 
 
-def _interrupt_main_thread_for(keeper: LeaseKeeper | None) -> None:
-    """Let the signal reach the handler of `keeper`, ticking while it runs; None: no handler."""
+def _start_interrupting(keeper: LeaseKeeper) -> None:
+    """Let the signal reach the handler of `keeper`, in the main thread, and tick meanwhile."""
     global _interruptible, _ticking
-    if keeper is None:
-        if _ticking:
-            signal.setitimer(signal.ITIMER_PROF, 0)
-            _ticking = False
-        _interruptible = None
-        return
     # Installed for good: a signal that arrives just as a handler ends must find this one,
     # not the default action, which ends the process.
     if signal.getsignal(STOP_SIGNAL) is not _on_stop_signal:
@@ -194,6 +186,14 @@ def _interrupt_main_thread_for(keeper: LeaseKeeper | None) -> None:
     if signal.getitimer(signal.ITIMER_PROF) == (0.0, 0.0):
         signal.setitimer(signal.ITIMER_PROF, TICK_SECONDS, TICK_SECONDS)
         _ticking = True
+
+
+def _stop_interrupting() -> None:
+    global _interruptible, _ticking
+    if _ticking:
+        signal.setitimer(signal.ITIMER_PROF, 0)
+        _ticking = False
+    _interruptible = None
 
 
 # Only where Celery's prefork pool replaces a process that ends (allow_ending_process): a
@@ -241,17 +241,19 @@ class _Watchdog(threading.Thread):
         now = time.monotonic()
         with self.lock:
             keepers = list(self.keepers)
+        # Deadlines first: they need no query, and beside C code that holds the GIL this
+        # thread gets it back after each query only at the next tick.
+        for keeper in keepers:
+            if keeper.running and keeper.stop is None and keeper.deadline <= now:
+                keeper.tell_to_stop(SoftTimeLimitExceeded)
+            elif keeper.running and keeper.stopped_at + STOP_GRACE_SECONDS <= now:
+                self._end_process(keeper)
         for keeper in keepers:
             if keeper.renew_due <= now:
                 self._renew(keeper, now=now)
-        watched = [k for k in keepers if k.running and k.stop is None]
-        self._check_claims([k for k in watched if k.check_due <= now], now=now)
-        for keeper in watched:
-            if keeper.deadline <= now:
-                keeper.tell_to_stop(SoftTimeLimitExceeded)
-        for keeper in keepers:
-            if keeper.running and keeper.stopped_at + STOP_GRACE_SECONDS <= now:
-                self._end_process(keeper)
+        self._check_claims(
+            [k for k in keepers if k.running and k.stop is None and k.check_due <= now], now=now
+        )
         if self.connected and not keepers:
             # Idle: a connection kept between jobs doubled every worker process's database
             # sessions, and pytest could not drop its PostgreSQL test database past one.

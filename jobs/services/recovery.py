@@ -134,8 +134,8 @@ def jobs_hand_back(*, worker: str, grace_seconds: float) -> int:
     """Give back the jobs a shutting-down worker still runs after a grace period.
 
     They go back to pending without counting the attempt, and Beat's dispatcher publishes
-    them within a second; the handlers still running notice at their next lease renewal or
-    progress report that the job is no longer theirs, and stop.
+    them within a second; the watchdogs of the processes still running them (services.leases)
+    see within a second that the jobs are no longer theirs, and stop their handlers.
     """
     running = Job.objects.filter(status=Job.Status.IN_PROGRESS, worker=worker)
     deadline = time.monotonic() + grace_seconds

@@ -94,9 +94,23 @@ def start_worker(
 
 
 def pool_processes(worker: ManagedProcess) -> set[int]:
-    """The process ids of a prefork worker's pool: its main process's children (Linux)."""
+    """The process ids of a prefork worker's live pool processes (Linux).
+
+    Its main process's children, less those that have ended and wait to be reaped: the pool
+    notices that one ended only a while later.
+    """
     main = worker.process.pid
-    return {int(pid) for pid in Path(f"/proc/{main}/task/{main}/children").read_text().split()}
+    children = Path(f"/proc/{main}/task/{main}/children").read_text().split()
+    return {int(pid) for pid in children if _process_state(pid) not in {None, "Z"}}
+
+
+def _process_state(pid: str) -> str | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return None
+    # "pid (command) state ...": the command may hold spaces and parentheses.
+    return stat.rsplit(")", 1)[1].split()[0]
 
 
 def wait_for(predicate, *, timeout: float, interval: float = 0.1, message: str = ""):

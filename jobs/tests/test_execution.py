@@ -170,7 +170,7 @@ def test_a_worker_whose_claim_was_taken_over_writes_nothing(job_factory):
 
     assert not services.job_complete(job=stale, output={"from": "stale"}, duration_ms=1)
     with pytest.raises(JobInterrupted):
-        services.job_progress_reporter(job=stale)(50)
+        services.job_progress_reporter(job=stale, lease=LeaseKeeper(stale))(50)
     services.job_fail_attempt(job=stale, exc=RetryableJobError("late"), trace="")
 
     job.refresh_from_db()
@@ -186,7 +186,7 @@ def test_progress_after_cancellation_interrupts_the_handler(job_factory):
     services.job_cancel(job=job)
 
     with pytest.raises(JobInterrupted):
-        services.job_progress_reporter(job=job)(10)
+        services.job_progress_reporter(job=job, lease=LeaseKeeper(job))(10)
     assert not services.job_complete(job=job, output={}, duration_ms=1)
     assert not JobResult.objects.filter(job=job).exists()
 
@@ -206,7 +206,7 @@ def test_the_lease_is_renewed_while_a_silent_handler_runs(job_factory, short_lea
         time.sleep(1.5)  # longer than the lease: without renewals it would have lapsed
 
     job.refresh_from_db()
-    assert not lease.lost.is_set()
+    assert lease.stop is None
     assert job.lease_expires_at > job.started_at + timedelta(seconds=1.5)
     assert services.jobs_reap_stale()["requeued"] == 0
 
@@ -225,6 +225,9 @@ def test_the_watchdog_keeps_its_connection_while_a_job_runs_and_closes_it_after(
 
     monkeypatch.setattr(leases.connections, "close_all", recording_close_all)
     job = services.job_claim(job_id=job_factory().pk, worker="w")
+    # Done with earlier tests' jobs first.
+    wait_for(lambda: not leases._watchdog().connected, timeout=2)
+    closed_at.clear()
 
     with LeaseKeeper(job):
         time.sleep(0.5)  # renewals 0.2 s apart: a connection each would be wasted
@@ -251,7 +254,7 @@ def test_the_lease_keeper_tells_a_silent_handler_its_job_was_cancelled(job_facto
 
     with LeaseKeeper(job) as lease:
         services.job_cancel(job=job)
-        assert lease.lost.wait(timeout=2)
+        wait_for(lambda: lease.stop is JobInterrupted, timeout=2)
         with pytest.raises(JobInterrupted):
             services.job_progress_reporter(job=job, lease=lease)(10)
 

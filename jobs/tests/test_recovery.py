@@ -150,5 +150,5 @@ def test_a_handed_back_job_interrupts_the_handler_still_running_it(job_factory):
     services.jobs_hand_back(worker="leaving@host", grace_seconds=0)
 
     with pytest.raises(JobInterrupted):
-        services.job_progress_reporter(job=job)(50)
+        services.job_progress_reporter(job=job, lease=LeaseKeeper(job))(50)
     assert not services.job_complete(job=job, output={}, duration_ms=1)
