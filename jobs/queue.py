@@ -96,9 +96,10 @@ def publish(messages: list[JobMessage], *, app: Celery = celery_app) -> None:
                         args=[str(first.job_id)],
                         queue=queue_for(first.job_type),
                         eta=_eta(first, now=now),
-                        # Celery raises SoftTimeLimitExceeded in the handler at the job's
-                        # limit, and kills the process if it still runs a grace period later.
-                        soft_time_limit=first.timeout_seconds,
+                        # The worker's watchdog interrupts the handler at the job's limit;
+                        # Celery kills the process if it still runs a grace period later. No
+                        # Celery soft limit: its signal would come about when the watchdog's
+                        # does, and a second one could cut the attempt's record short.
                         time_limit=first.timeout_seconds + hard_grace,
                         producer=producer,
                     )

@@ -9,7 +9,7 @@ For each job the process runs, the thread
   the process's jobs (a progress write that just confirmed the claim saves one), and watches
   the attempt's deadline;
 - tells a handler whose job must stop to stop: it sends the main thread a signal, which raises
-  JobInterrupted (or SoftTimeLimitExceeded at the deadline, as Celery's soft limit does)
+  JobInterrupted (or SoftTimeLimitExceeded at the deadline, as Celery's soft limit would)
   wherever the handler is, whether or not it ever reports progress. If the handler still
   runs STOP_GRACE_SECONDS later (it caught the exception, or waits in C code that releases
   the GIL but ignores signals), the thread records how the attempt ended, with writes fenced

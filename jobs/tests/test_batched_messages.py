@@ -31,6 +31,8 @@ def test_quick_due_jobs_share_messages_and_the_rest_go_alone(job_factory, settin
     assert batch_limits == [[n * (10 + HARD_GRACE), None] for n in (20, 20, 5)]  # hard, soft
     [(eta_headers, eta_args)] = [m for m in default if m[0]["task"] == queue.RUN_JOB_TASK]
     assert (eta_args, eta_headers["eta"] is not None) == ([str(soon.pk)], True)
+    # No soft limit: the worker's watchdog stops the handler at the job's limit.
+    assert eta_headers["timelimit"] == [soon.timeout_seconds + HARD_GRACE, None]
     assert sorted(args for _, args in take_queue("long")) == sorted([str(j.pk)] for j in long)
 
 

@@ -7,7 +7,6 @@ from datetime import timedelta
 import pytest
 import time_machine
 from django.conf import settings
-from django.db import connection
 from django.utils import timezone
 
 from jobs import handlers, services
@@ -15,7 +14,7 @@ from jobs.handlers.base import JobInterrupted, RetryableJobError
 from jobs.models import Job, JobAttempt, JobResult
 from jobs.services import leases
 from jobs.services.leases import LeaseKeeper
-from jobs.tests.concurrency import run_together
+from jobs.tests.concurrency import run_together, start_thread
 from jobs.tests.live import wait_for
 
 pytestmark = pytest.mark.django_db
@@ -263,14 +262,7 @@ def test_the_lease_keeper_tells_a_silent_handler_its_job_was_cancelled(job_facto
 def test_cancelling_a_running_sleep_job_stops_it_promptly(job_factory):
     job = job_factory(job_type="sleep", parameters={"seconds": 60})
 
-    def work() -> None:
-        try:
-            services.job_run(job_id=job.pk, worker="thread")
-        finally:
-            connection.close()
-
-    worker = threading.Thread(target=work)
-    worker.start()
+    worker = start_thread(lambda: services.job_run(job_id=job.pk, worker="thread"))
     wait_for(
         lambda: Job.objects.filter(pk=job.pk, status=Job.Status.IN_PROGRESS).exists(), timeout=5
     )

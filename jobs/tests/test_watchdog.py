@@ -10,12 +10,12 @@ import time
 
 import pytest
 from celery.exceptions import SoftTimeLimitExceeded
-from django.db import connection
 
 from jobs import handlers, services
 from jobs.handlers.base import JobInterrupted
 from jobs.models import Job, JobAttempt, JobResult
 from jobs.services.leases import LeaseKeeper
+from jobs.tests.concurrency import start_thread
 from jobs.tests.live import wait_for
 from jobs.tests.stubborn_handlers import STUBBORN_HANDLERS
 
@@ -38,18 +38,15 @@ def cancel_once_running(job: Job) -> dict[str, float]:
     cancelled: dict[str, float] = {}
 
     def cancel() -> None:
-        try:
-            wait_for(
-                lambda: Job.objects.filter(pk=job.pk, status=Job.Status.IN_PROGRESS).exists(),
-                timeout=10,
-            )
-            time.sleep(0.5)
-            services.job_cancel(job=job)
-            cancelled["at"] = time.monotonic()
-        finally:
-            connection.close()
+        wait_for(
+            lambda: Job.objects.filter(pk=job.pk, status=Job.Status.IN_PROGRESS).exists(),
+            timeout=10,
+        )
+        time.sleep(0.5)
+        services.job_cancel(job=job)
+        cancelled["at"] = time.monotonic()
 
-    threading.Thread(target=cancel).start()
+    start_thread(cancel)
     return cancelled
 
 
@@ -104,14 +101,7 @@ def test_a_handler_in_another_thread_stops_at_its_next_progress_report(job_facto
     # No signal reaches a thread: the watchdog's verdict waits for the handler's next report.
     job = job_factory(job_type="sleep", parameters={"seconds": 30}, timeout_seconds=1)
 
-    def work() -> None:
-        try:
-            services.job_run(job_id=job.pk, worker="thread")
-        finally:
-            connection.close()
-
-    worker = threading.Thread(target=work)
-    worker.start()
+    worker = start_thread(lambda: services.job_run(job_id=job.pk, worker="thread"))
     worker.join(timeout=STOPPED_WITHIN_SECONDS)
 
     assert not worker.is_alive()
