@@ -88,8 +88,10 @@ class ResultPagination(NewestFirstPagination):
 
     Outputs can be large (up to JOB_MAX_RESULT_BYTES each), so a page is chosen from the
     sizes stored beside them and only its outputs are loaded: two queries, whatever the page
-    size. A page stops before the result that would take it past the budget, but always
-    holds one, so a single result larger than the budget has a page of its own.
+    size. A page stops before the result whose output would take it past the budget. An
+    output larger than the whole budget (stored before results had a limit, or under a
+    higher one) is not loaded at all: the list shows it as null, and the result's own address
+    returns it.
     """
 
     ordering = "-completed_at"
@@ -98,12 +100,17 @@ class ResultPagination(NewestFirstPagination):
     def paginate_queryset(self, queryset, request, view=None):
         sized = super().paginate_queryset(queryset.defer("output"), request, view)
         page = self.cut_to_budget(sized)
-        if page:
-            chosen = queryset.model._default_manager.filter(pk__in=[result.pk for result in page])
+        listed = [result.pk for result in page if self.lists_output(result)]
+        outputs = {}
+        if listed:
+            chosen = queryset.model._default_manager.filter(pk__in=listed)
             outputs = dict(chosen.values_list("pk", "output"))
-            for result in page:
-                result.output = outputs[result.pk]
+        for result in page:
+            result.output = outputs.get(result.pk)
         return page
+
+    def lists_output(self, result) -> bool:
+        return result.output_bytes <= self.max_page_bytes
 
     def cut_to_budget(self, page: list) -> list:
         """Shorten the page to the results that fit the budget, as if it had been asked for so few.
@@ -116,8 +123,8 @@ class ResultPagination(NewestFirstPagination):
         read_order = page[::-1] if backwards else page
         kept, total = 0, 0
         for result in read_order:
-            total += result.output_bytes
-            if kept and total > self.max_page_bytes:
+            total += result.output_bytes if self.lists_output(result) else 0
+            if total > self.max_page_bytes:
                 break
             kept += 1
         if kept == len(page):

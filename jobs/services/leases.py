@@ -257,8 +257,11 @@ class _Watchdog(threading.Thread):
         if self.connected and not keepers:
             # Idle: a connection kept between jobs doubled every worker process's database
             # sessions, and pytest could not drop its PostgreSQL test database past one.
-            connections.close_all()
-            self.connected = False
+            self._disconnect()
+
+    def _disconnect(self) -> None:
+        connections.close_all()
+        self.connected = False
 
     def _seconds_to_next_round(self) -> float:
         with self.lock:
@@ -282,6 +285,7 @@ class _Watchdog(threading.Thread):
         except Exception:
             # The lease lapses if renewals keep failing; the reaper then takes the job back.
             logger.exception("lease renewal failed", extra=log_fields(keeper.job.pk, keeper.job))
+            self._disconnect()  # It may be the connection: the next round opens another.
 
     def _check_claims(self, keepers: list[LeaseKeeper], *, now: float) -> None:
         """Tell the handlers whose job is no longer their claim's to stop; one query for all."""
@@ -293,6 +297,7 @@ class _Watchdog(threading.Thread):
             held = set(jobs.filter(status=Job.Status.IN_PROGRESS).values_list("pk", "claim_token"))
         except Exception:
             logger.exception("checking %d running job(s) failed", len(keepers))
+            self._disconnect()
             return
         for keeper in keepers:
             keeper.check_due = now + CHECK_INTERVAL_SECONDS
