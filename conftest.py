@@ -1,3 +1,5 @@
+import socket
+import uuid
 from pathlib import Path
 
 import pytest
@@ -6,9 +8,11 @@ from django.core.cache import cache
 from rest_framework.test import APIClient
 
 from job_system.cache import cache_redis
+from job_system.health import recent_readiness
 from jobs import queue
 from jobs.tests.factories import JobFactory, JobResultFactory
-from jobs.tests.live import celery_process, start_worker, subprocess_env
+from jobs.tests.live import celery_process, start_worker, subprocess_env, wait_for
+from scripts.stack import procfile_process
 from users.authentication import recent_users
 from users.tests.factories import DEFAULT_PASSWORD, UserFactory
 
@@ -18,6 +22,13 @@ def _forget_recent_users():
     """Drop the users a test authenticated (users.authentication): ids repeat on SQLite."""
     yield
     recent_users.clear()
+
+
+@pytest.fixture(autouse=True)
+def _forget_readiness():
+    """Drop the readiness answer a test's request left for the next ones (job_system.health)."""
+    yield
+    recent_readiness.clear()
 
 
 @pytest.fixture(autouse=True)
@@ -40,6 +51,15 @@ def _publish_what_requests_handed_over():
     """Send the messages a test's requests left with the Publisher before the next test starts."""
     yield
     queue.publisher.flush(timeout=10)
+
+
+@pytest.fixture
+def own_cache_keys(settings) -> None:
+    """A cache key prefix of this test's own, so counts kept in Redis never carry over."""
+    settings.CACHES = {
+        **settings.CACHES,
+        "default": {**settings.CACHES["default"], "KEY_PREFIX": f"test-{uuid.uuid4().hex}"},
+    }
 
 
 @pytest.fixture
@@ -103,14 +123,30 @@ def celery_log_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def live_worker(django_db_setup, django_db_blocker, celery_log_dir):
-    """One real worker process for the session, serving every queue."""
+    """One real worker process for the session, serving every job queue."""
     worker = start_worker("worker", celery_log_dir)
     yield worker
     worker.stop()
 
 
+@pytest.fixture(scope="session")
+def live_housekeeping(django_db_setup, django_db_blocker, celery_log_dir):
+    """The Procfile's housekeeping worker for the session: the only one serving Beat's tasks."""
+    worker = procfile_process("housekeeping", subprocess_env(), celery_log_dir).start()
+    ready = f"housekeeping@{socket.gethostname()} ready."
+    # It answers no ping (remote control is off): its log says when it consumes.
+    wait_for(
+        lambda: not worker.alive or ready in worker.log_path.read_text(),
+        timeout=60,
+        message="the housekeeping worker did not start",
+    )
+    assert worker.alive, worker.log_tail()
+    yield worker
+    worker.stop()
+
+
 @pytest.fixture
-def live_beat(transactional_db, celery_log_dir):
+def live_beat(transactional_db, celery_log_dir, live_housekeeping):
     """A real Beat process with the database scheduler, for one test."""
     beat = celery_process(
         "beat",

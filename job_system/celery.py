@@ -7,11 +7,14 @@ from celery.signals import task_postrun, task_prerun, worker_ready
 from django.conf import settings
 from django.db import close_old_connections
 
+from job_system.heartbeats import WorkerHeartbeat
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "job_system.settings")
 
 app = Celery("job_system")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+app.steps["consumer"].add(WorkerHeartbeat)
 
 
 @task_prerun.connect

@@ -121,3 +121,22 @@ class PlainFormatter(logging.Formatter):
             if getattr(record, key, None) is not None
         ]
         return f"{line} [{' '.join(job)}]" if job else line
+
+
+class QuietBeatSends(logging.Filter):
+    """Drop Beat's "Sending due task" line for the given tasks; keep all else it logs.
+
+    Beat logs that line at INFO for every send, and the dispatcher's, every second, buried
+    everything else. The tasks named here log what they did themselves; Beat's errors, its
+    start and its other sends still show.
+    """
+
+    def __init__(self, tasks: list[str]) -> None:
+        super().__init__()
+        self.tasks = frozenset(tasks)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        sending = record.levelno == logging.INFO and str(record.msg).startswith(
+            "Scheduler: Sending due task"
+        )
+        return not (sending and isinstance(record.args, tuple) and record.args[-1] in self.tasks)

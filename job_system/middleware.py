@@ -2,6 +2,7 @@ from collections.abc import Callable
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.middleware.common import CommonMiddleware
 
 
 class RequestSizeLimitMiddleware:
@@ -30,3 +31,30 @@ class RequestSizeLimitMiddleware:
                 status=413,
             )
         return self.get_response(request)
+
+
+class ApiCommonMiddleware(CommonMiddleware):
+    """Django's CommonMiddleware, except that it never redirects an API call that has a body.
+
+    APPEND_SLASH answers a route without its trailing slash with a 301 to the route, which
+    clients follow with a GET, so a POST to /api/jobs would list jobs instead of creating
+    one; with DEBUG on, Django raises an error instead, a 500. Under /api/, a method other
+    than GET and HEAD gets the API's JSON 404 naming the route instead. GET and HEAD are
+    still redirected, as a 301 loses nothing of them.
+    """
+
+    def process_response(self, request: HttpRequest, response: HttpResponse) -> HttpResponse:
+        if (
+            response.status_code == 404
+            and request.path.startswith("/api/")
+            and request.method not in ("GET", "HEAD")
+            and self.should_redirect_with_slash(request)
+        ):
+            return JsonResponse(
+                {
+                    "detail": f"Not found. The route is {request.path}/, with a slash at the end.",
+                    "code": "not_found",
+                },
+                status=404,
+            )
+        return super().process_response(request, response)

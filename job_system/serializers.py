@@ -3,11 +3,13 @@
 DRF converts on the way in: `"name": 5` becomes "5", `"max_retries": "3"` becomes 3 and
 `"retryable": "yes"` becomes True. The schema promises a string, an integer and a boolean, so
 those are refused by field, with DRF's own message and code `invalid`.
+
+Also here: fields whose length messages agree with their limit, and the article for a noun.
 """
 
 import copy
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 from rest_framework import serializers
 from rest_framework.exceptions import ErrorDetail
@@ -81,3 +83,39 @@ def _holds_fields(field: serializers.Field) -> bool:
     return isinstance(field, serializers.BaseSerializer) or any(
         hasattr(field, attribute) for attribute in ("child", "child_relation")
     )
+
+
+class CountedLengthMixin:
+    """Say "at least 1 element", where DRF says "at least 1 elements"."""
+
+    # The unit of length, singular and plural.
+    unit: ClassVar[tuple[str, str]]
+    LENGTH_MESSAGES: ClassVar[dict[str, str]] = {
+        "min_length": "Ensure this field has at least {count} {unit}.",
+        "max_length": "Ensure this field has no more than {count} {unit}.",
+    }
+
+    def __init__(self, **kwargs: Any) -> None:
+        counted = {
+            key: message.format(count=kwargs[key], unit=self.unit[kwargs[key] != 1])
+            for key, message in self.LENGTH_MESSAGES.items()
+            if kwargs.get(key) is not None
+        }
+        kwargs["error_messages"] = counted | kwargs.get("error_messages", {})
+        super().__init__(**kwargs)
+
+
+class CharField(CountedLengthMixin, serializers.CharField):
+    unit = ("character", "characters")
+
+
+class ListField(CountedLengthMixin, serializers.ListField):
+    unit = ("element", "elements")
+
+
+def indefinite_article(word: str) -> str:
+    """Return "an" before a word that starts with a vowel letter, else "a": "an echo job".
+
+    The first letter stands for the first sound, which holds for the job types' names.
+    """
+    return "an" if word[:1].lower() in {"a", "e", "i", "o", "u"} else "a"

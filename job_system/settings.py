@@ -10,6 +10,7 @@ import os
 import tempfile
 from datetime import timedelta
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
@@ -108,7 +109,7 @@ MIDDLEWARE = [
     "corsheaders.middleware.CorsMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
-    "django.middleware.common.CommonMiddleware",
+    "job_system.middleware.ApiCommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
@@ -118,6 +119,12 @@ MIDDLEWARE = [
 # Request bodies: at most this many bytes (413 beyond), parsed in memory.
 MAX_REQUEST_BODY_BYTES = env_int("MAX_REQUEST_BODY_BYTES", 1024 * 1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_REQUEST_BODY_BYTES
+# JSON nested deeper than this is refused: in request bodies (400 parse_error, before they are
+# decoded) and in job parameters (job_system.json_depth). Python's json module recurses once
+# per level, so a few hundred levels would bring its recursion limit back within reach.
+MAX_JSON_DEPTH = env_int("MAX_JSON_DEPTH", 32)
+if not 8 <= MAX_JSON_DEPTH <= 256:
+    raise ImproperlyConfigured("MAX_JSON_DEPTH must be from 8 to 256")
 
 # Cross-origin requests are refused unless origins are listed here.
 CORS_ALLOWED_ORIGINS = env_list("CORS_ALLOWED_ORIGINS")
@@ -129,7 +136,8 @@ WSGI_APPLICATION = "job_system.wsgi.application"
 TEMPLATES = [
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",
-        "DIRS": [],
+        # Before the apps' folders: our own versions of third-party pages (the docs' ReDoc).
+        "DIRS": [BASE_DIR / "job_system" / "templates"],
         "APP_DIRS": True,
         "OPTIONS": {
             "context_processors": [
@@ -205,9 +213,9 @@ CACHES = {
     }
 }
 
-# Email: printed to the console in development; set EMAIL_BACKEND to the SMTP backend in
-# production.
-EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
+# Email: in development each message is logged whole, as one record, by the process that
+# sends it (the worker; job_system.mail); set EMAIL_BACKEND to the SMTP backend in production.
+EMAIL_BACKEND = env_str("EMAIL_BACKEND", "job_system.mail.ConsoleEmailBackend")
 EMAIL_FILE_PATH = env_str("EMAIL_FILE_PATH", str(BASE_DIR / ".run" / "emails"))
 EMAIL_HOST = env_str("EMAIL_HOST", "localhost")
 EMAIL_PORT = env_int("EMAIL_PORT", 25)
@@ -218,15 +226,17 @@ EMAIL_USE_SSL = env_bool("EMAIL_USE_SSL", False)
 EMAIL_TIMEOUT = env_int("EMAIL_TIMEOUT", 10)
 DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "Job System <no-reply@localhost>")
 
-# One-time email codes.
+# One-time email codes: 6-digit codes confirm an address; long codes (16 characters) reset a
+# password or unlock logging in, and one of them stays open for this long.
 OTP_TTL = timedelta(seconds=env_int("OTP_TTL_SECONDS", 600))
+LONG_CODE_TTL = timedelta(seconds=env_int("LONG_CODE_TTL_SECONDS", 1800))
 OTP_MAX_ATTEMPTS = env_int("OTP_MAX_ATTEMPTS", 5)
 OTP_RESEND_COOLDOWN = timedelta(seconds=env_int("OTP_RESEND_COOLDOWN_SECONDS", 60))
 # Codes emailed to one address for one purpose, at most, in any hour and any day.
 OTP_MAX_SENDS_PER_HOUR = env_int("OTP_MAX_SENDS_PER_HOUR", 5)
 OTP_MAX_SENDS_PER_DAY = env_int("OTP_MAX_SENDS_PER_DAY", 20)
-# Wrong passwords in a row that lock an account until its owner resets the password
-# (NIST SP 800-63B: at most 100).
+# Wrong passwords in a row after which an account's password logs in only with the unlock code
+# emailed to its owner (NIST SP 800-63B: at most 100).
 LOGIN_MAX_FAILURES = env_int("LOGIN_MAX_FAILURES", 100)
 if not 1 <= LOGIN_MAX_FAILURES <= 100:
     raise ImproperlyConfigured("LOGIN_MAX_FAILURES must be from 1 to 100")
@@ -243,7 +253,7 @@ REST_FRAMEWORK = {
         "jobs.filters.OrderingFilter",
     ],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["job_system.parsers.JSONParser"],
     "DEFAULT_SCHEMA_CLASS": "job_system.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "job_system.exceptions.exception_handler",
     "DEFAULT_THROTTLE_RATES": {
@@ -254,6 +264,9 @@ REST_FRAMEWORK = {
         "otp_ip_hour": env_str("THROTTLE_OTP_IP_HOUR", "10/hour"),
         "otp_ip_day": env_str("THROTTLE_OTP_IP_DAY", "50/day"),
         "job_create": env_str("THROTTLE_JOB_CREATE", "6000/min"),
+        # Per staff user, through /flower/ (job_system.flower_proxy); Flower's dashboard asks
+        # about once a second while it is open.
+        "flower": env_str("THROTTLE_FLOWER", "600/min"),
     },
     "NUM_PROXIES": env_int("NUM_PROXIES", 0),
     "TEST_REQUEST_DEFAULT_FORMAT": "json",
@@ -293,10 +306,33 @@ SPECTACULAR_SETTINGS = {
     "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
     "SERVE_AUTHENTICATION": [],
     "COMPONENT_SPLIT_REQUEST": True,
+    "GET_LIB_DOC_EXCLUDES": "job_system.openapi.docstrings_not_for_clients",
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "SWAGGER_UI_SETTINGS": {"persistAuthorization": True},
+    # The system's fonts: the docs make no request to another host (see the ReDoc template in
+    # job_system/templates, which drops drf-spectacular's Google Fonts links).
+    "REDOC_UI_SETTINGS": {
+        "theme": {
+            "typography": {
+                "fontFamily": "system-ui, sans-serif",
+                "headings": {"fontFamily": "system-ui, sans-serif"},
+                "code": {"fontFamily": "ui-monospace, monospace"},
+            }
+        }
+    },
+    # The sections of Swagger UI and ReDoc, in the order a newcomer uses them: both UIs list
+    # the declared tags first, in this order.
+    "TAGS": [
+        {"name": "accounts", "description": "Register, confirm the address, log in, passwords."},
+        {"name": "jobs", "description": "Submit jobs and follow them. Authorize first."},
+        {"name": "job-types", "description": "Each job type and the parameters it takes."},
+        {"name": "job-results", "description": "The results of your completed jobs."},
+        {"name": "health", "description": "Whether the system can run jobs."},
+        {"name": "index", "description": "The API's entry points and the docs' addresses."},
+    ],
+    "SORT_OPERATIONS": "job_system.openapi.operation_order",
 }
 
 # Jobs.
@@ -365,8 +401,9 @@ CELERY_DB_REUSE_MAX = 2**31
 # double the Redis writes of every submission.
 CELERY_WORKER_SEND_TASK_EVENTS = env_bool("CELERY_TASK_EVENTS", False)
 CELERY_TIMEZONE = TIME_ZONE
-# Beat's tasks have a queue of their own, which every worker serves, so a backlog of jobs
-# never delays the dispatcher or the reaper.
+# Beat's tasks have a queue of their own, served by a worker of their own (the Procfile's
+# `housekeeping`), so a backlog of jobs never delays the dispatcher or the reaper, and Flower
+# never sees them.
 CELERY_TASK_ROUTES = {
     task: {"queue": "housekeeping"}
     for task in (
@@ -398,6 +435,18 @@ CELERY_BEAT_SCHEDULE = {
     },
 }
 
+# Flower, which the web processes serve to staff at /flower/ (job_system.flower_proxy). They
+# reach it at FLOWER_URL (by default on this host, at FLOWER_PORT) and log in with the
+# FLOWER_BASIC_AUTH that Flower demands (its first user:password, if it lists several).
+FLOWER_PORT = env_int("FLOWER_PORT", 5555)
+FLOWER_URL = env_str("FLOWER_URL") or f"http://127.0.0.1:{FLOWER_PORT}"
+_flower = urlsplit(FLOWER_URL)
+if _flower.scheme not in {"http", "https"} or not _flower.hostname or _flower.path not in {"", "/"}:
+    raise ImproperlyConfigured(
+        f"FLOWER_URL must be http(s)://host:port, with no path, not {FLOWER_URL!r}"
+    )
+FLOWER_BASIC_AUTH = env_str("FLOWER_BASIC_AUTH").split(",")[0]
+
 # Logging: `plain` lines for people, or one JSON object per line for a log collector. Every
 # record emitted while a job is handled carries job_id, job_type and attempt
 # (job_system.logging).
@@ -408,7 +457,14 @@ _console = {"handlers": ["console"], "propagate": False}
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"job_context": {"()": "job_system.logging.JobContextFilter"}},
+    "filters": {
+        "job_context": {"()": "job_system.logging.JobContextFilter"},
+        # Beat's tasks that run every few seconds, and log what they did themselves.
+        "quiet_beat_sends": {
+            "()": "job_system.logging.QuietBeatSends",
+            "tasks": ["jobs.tasks.dispatch_due_jobs", "jobs.tasks.reap_stale_jobs"],
+        },
+    },
     "formatters": {
         "plain": {"()": "job_system.logging.PlainFormatter"},
         "json": {"()": "job_system.logging.JsonFormatter"},
@@ -424,6 +480,12 @@ LOGGING = {
     # gunicorn's own loggers, in the web worker processes (which load Django): the access log
     # and errors in the same format as everything else. Its master process keeps its own.
     "loggers": {
+        # Without this, Django's own handlers stay on its logger, and with DEBUG on its console
+        # one printed every Django record a second time, beside root's.
+        "django": {"handlers": []},
+        # Each answer has its line in gunicorn's access log; django.request added a second one
+        # for every 4xx. Server errors, with their traceback, are still logged here.
+        "django.request": {"level": "ERROR"},
         "gunicorn.error": _console,
         "gunicorn.access": _console,
         # Celery's "Task ... received" and "... succeeded" lines, one pair per message: the
@@ -432,6 +494,9 @@ LOGGING = {
         # retries still show.
         "celery.app.trace": {"level": "WARNING"},
         "celery.worker.strategy": {"level": "WARNING"},
+        # Beat's "Sending due task" line for every send: the dispatcher's, every second, was
+        # a quarter of all the lines `make run` printed (job_system.logging.QuietBeatSends).
+        "celery.beat": {"filters": ["quiet_beat_sends"]},
     },
 }
 # Celery would replace the root logger's handlers with its own in workers and Beat; keep

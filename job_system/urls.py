@@ -1,33 +1,28 @@
 from django.contrib import admin
-from django.urls import include, path
-from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
+from django.urls import include, path, re_path
 
-from job_system.health import HealthView
+from job_system.api_index import ApiIndexView
+from job_system.flower_proxy import flower_proxy_view
+from job_system.health import LivenessView, ReadinessView
 from job_system.metrics import metrics_view
-
-docs = [
-    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
-    path(
-        "api/schema/swagger-ui/",
-        SpectacularSwaggerView.as_view(url_name="schema"),
-        name="swagger-ui",
-    ),
-    path("api/schema/redoc/", SpectacularRedocView.as_view(url_name="schema"), name="redoc"),
-    # Addresses used by the original implementation of this API.
-    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui-legacy"),
-    path("api/redoc/", SpectacularRedocView.as_view(url_name="schema"), name="redoc-legacy"),
-]
 
 urlpatterns = [
     path("admin/", admin.site.urls),
-    path("api/health/", HealthView.as_view(), name="health"),
+    path("api/", ApiIndexView.as_view(), name="api-index"),
+    # /api/health/ was the readiness check before liveness and readiness were apart; kept for
+    # the load balancers and scripts that ask it.
+    path("api/health/", ReadinessView.as_view(), name="health"),
+    path("api/health/live/", LivenessView.as_view(), name="health-live"),
+    path("api/health/ready/", ReadinessView.as_view(), name="health-ready"),
     # Prometheus scrapes /metrics by default; a 404 unless METRICS_TOKEN or _ALLOWED_IPS is set.
     path("metrics", metrics_view, name="metrics"),
+    # Flower, for staff: the web process forwards to the Flower process (job_system.flower_proxy).
+    re_path(r"^flower/(?P<path>.*)$", flower_proxy_view, name="flower"),
     # Jobs before accounts: Django tries patterns in order, and job submissions are the
     # requests that come by the thousand.
     path("api/", include("jobs.urls")),
     path("api/", include("users.urls")),
-    *docs,
+    path("", include("job_system.docs")),
 ]
 
 # JSON, never an HTML page or a traceback, when something breaks.

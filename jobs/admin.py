@@ -1,18 +1,41 @@
+import re
+from datetime import datetime
+from uuid import UUID
+
 from django.contrib import admin, messages
-from django.contrib.admin.utils import display_for_value
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.utils import formats, timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
+from job_system.json_depth import stored_json_for_display
 from jobs import handlers, services
 from jobs.admin_pagination import EstimatedCountPaginator
 from jobs.models import Job, JobResult
 
 
-class JobResultInline(admin.StackedInline):
+class OutputAsStored:
+    """Show a result's output from its stored text, which any depth of nesting can take.
+
+    Nothing decodes the output (or its job's parameters) on the way: a value stored before
+    JSON nesting was limited may be too deep to decode within the admin
+    (job_system.json_depth).
+    """
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[JobResult]:
+        return (
+            super().get_queryset(request).select_related("job").defer("output", "job__parameters")
+        )
+
+    @admin.display(description="output")
+    def output_as_stored(self, result: JobResult) -> str:
+        return stored_json_for_display(result, "output")
+
+
+class JobResultInline(OutputAsStored, admin.StackedInline):
     model = JobResult
-    fields = ["output", "completed_at", "duration_ms"]
+    fields = ["output_as_stored", "completed_at", "duration_ms"]
     readonly_fields = fields
     can_delete = False
     extra = 0
@@ -22,17 +45,26 @@ class JobResultInline(admin.StackedInline):
 
 
 def _apply(modeladmin, request, queryset: QuerySet[Job], change, verb: str) -> None:
-    done = skipped = 0
+    done = skipped = capped = 0
     for job in queryset:
         try:
             change(job=job)
             done += 1
         except services.JobStateError:
             skipped += 1
+        except services.TooManyActiveJobs:
+            capped += 1
     modeladmin.message_user(request, f"{verb} {done} job(s).", messages.SUCCESS)
     if skipped:
         modeladmin.message_user(
             request, f"Skipped {skipped} job(s) whose state does not allow it.", messages.WARNING
+        )
+    if capped:
+        modeladmin.message_user(
+            request,
+            f"Skipped {capped} job(s) whose owner already has MAX_ACTIVE_JOBS_PER_USER pending "
+            "or running jobs.",
+            messages.WARNING,
         )
 
 
@@ -58,6 +90,29 @@ def requeue_stuck_jobs(modeladmin, request, queryset):
     )
 
 
+# Enough of a UUID to tell jobs apart in a list; the admin searches by prefixes this long or longer.
+SHORT_ID_LENGTH = 8
+ID_PREFIX = re.compile(rf"[0-9a-f]{{{SHORT_ID_LENGTH},32}}")
+
+
+def id_prefix_bounds(term: str) -> tuple[UUID, UUID] | None:
+    """Return the lowest and the highest UUID that start with `term`, if it is an id prefix.
+
+    Dashes are ignored, so a prefix may be copied from the full id or typed without them.
+    """
+    digits = term.strip().lower().replace("-", "")
+    if not ID_PREFIX.fullmatch(digits):
+        return None
+    return UUID(digits.ljust(32, "0")), UUID(digits.ljust(32, "f"))
+
+
+def with_seconds(moment: datetime | None) -> str:
+    """Format a time to the second, in the admin's time zone; attempts often take seconds."""
+    if moment is None:
+        return "-"
+    return formats.date_format(timezone.localtime(moment), "N j, Y, H:i:s")
+
+
 class JobTypeFilter(admin.SimpleListFilter):
     """Job types from the registry: the default filter would SELECT DISTINCT the whole table."""
 
@@ -73,8 +128,10 @@ class JobTypeFilter(admin.SimpleListFilter):
 
 @admin.register(Job)
 class JobAdmin(admin.ModelAdmin):
+    # Narrow enough for a 1,400 px screen: a short id, and when the job started and finished
+    # only on its page, in its attempts (see also changelist_view).
     list_display = [
-        "id",
+        "short_id",
         "name",
         "job_type",
         "status",
@@ -82,12 +139,14 @@ class JobAdmin(admin.ModelAdmin):
         "attempts",
         "progress",
         "created_at",
-        "started_at",
-        "completed_at",
     ]
     list_filter = ["status", JobTypeFilter, "created_at"]
     list_select_related = ["owner"]
-    search_fields = ["=id", "name", "owner__email"]
+    search_fields = ["name", "owner__email"]
+    search_help_text = (
+        f"An id, or its first {SHORT_ID_LENGTH} characters or more; otherwise words of the "
+        "name or the owner's email."
+    )
     # No date_hierarchy: its year/month/day links take a MIN/MAX and a SELECT DISTINCT over
     # every row on each page view (0.8 s at a million jobs); the created_at filter stays.
     actions = [cancel_jobs, retry_jobs, requeue_stuck_jobs]
@@ -96,7 +155,10 @@ class JobAdmin(admin.ModelAdmin):
     paginator = EstimatedCountPaginator
     show_full_result_count = False
     fieldsets = [
-        (None, {"fields": ["id", "owner", "name", "description", "job_type", "parameters"]}),
+        (
+            None,
+            {"fields": ["id", "owner", "name", "description", "job_type", "parameters_as_stored"]},
+        ),
         ("Schedule", {"fields": ["scheduled_time", "max_retries"]}),
         (
             "State",
@@ -147,6 +209,37 @@ class JobAdmin(admin.ModelAdmin):
         # Jobs come in through the API, which validates parameters and publishes them.
         return False
 
+    def changelist_view(self, request: HttpRequest, extra_context: dict | None = None):
+        # The columns need the screen's width, of which the admin's menu would take a fifth;
+        # the breadcrumbs still lead everywhere.
+        extra_context = {**(extra_context or {}), "is_nav_sidebar_enabled": False}
+        return super().changelist_view(request, extra_context)
+
+    @admin.display(description="ID", ordering="pk")
+    def short_id(self, job: Job) -> str:
+        return format_html('<span title="{}">{}</span>', job.pk, str(job.pk)[:SHORT_ID_LENGTH])
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[Job], search_term: str
+    ) -> tuple[QuerySet[Job], bool]:
+        """Find jobs by an id prefix, or else by words of their name or owner's email.
+
+        A prefix is a range of UUIDs, which the primary key's index serves. Alone, not OR-ed
+        with the text search, which reads every row.
+        """
+        if bounds := id_prefix_bounds(search_term):
+            return queryset.filter(pk__range=bounds), False
+        return super().get_search_results(request, queryset, search_term)
+
+    # Parameters are shown from their stored text and never decoded here, for the reason
+    # OutputAsStored gives.
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Job]:
+        return super().get_queryset(request).defer("parameters")
+
+    @admin.display(description="parameters")
+    def parameters_as_stored(self, job: Job) -> str:
+        return stored_json_for_display(job, "parameters")
+
     # A table rather than an inline formset: attempts are history, never edited, and a
     # formset would make every save of the job's labels post its management form.
     @admin.display(description="Attempts")
@@ -165,8 +258,8 @@ class JobAdmin(admin.ModelAdmin):
                 (
                     attempt.number,
                     attempt.worker,
-                    display_for_value(attempt.started_at, ""),
-                    display_for_value(attempt.finished_at, "-"),
+                    with_seconds(attempt.started_at),
+                    with_seconds(attempt.finished_at),
                     attempt.get_outcome_display(),
                     attempt.error_message,
                 )
@@ -177,18 +270,14 @@ class JobAdmin(admin.ModelAdmin):
 
 
 @admin.register(JobResult)
-class JobResultAdmin(admin.ModelAdmin):
+class JobResultAdmin(OutputAsStored, admin.ModelAdmin):
     list_display = ["job", "completed_at", "duration_ms", "output_bytes"]
     list_select_related = ["job"]
     search_fields = ["=job__id", "job__name", "job__owner__email"]
-    readonly_fields = ["job", "output", "output_bytes", "completed_at", "duration_ms"]
+    fields = ["job", "output_as_stored", "output_bytes", "completed_at", "duration_ms"]
+    readonly_fields = fields
     paginator = EstimatedCountPaginator
     show_full_result_count = False
-
-    def get_queryset(self, request: HttpRequest) -> QuerySet[JobResult]:
-        # The list shows no output: a page of 100 must not load 100 outputs of up to
-        # JOB_MAX_RESULT_BYTES each. A result's own page loads its output when it shows it.
-        return super().get_queryset(request).defer("output")
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

@@ -43,7 +43,19 @@ class Job(models.Model):
     )
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
     progress = models.PositiveSmallIntegerField(default=0)
-    attempts = models.PositiveIntegerField(default=0)
+    # Attempts are numbered for the life of the job. A manual retry starts a new run, and
+    # max_retries limits the retries within one run.
+    attempts = models.PositiveIntegerField(
+        default=0, help_text="Attempts in every run so far; the latest one's number."
+    )
+    run = models.PositiveIntegerField(
+        default=1, help_text="1, and one more for each manual retry of the job."
+    )
+    run_attempts = models.PositiveIntegerField(
+        default=0,
+        help_text="Attempts of this run that count against max_retries (an attempt handed "
+        "back by a worker that was shutting down does not).",
+    )
     max_retries = models.PositiveSmallIntegerField(default=3)
     timeout_seconds = models.PositiveIntegerField(
         default=300, help_text="An attempt running longer than this is stopped and fails."
@@ -69,9 +81,15 @@ class Job(models.Model):
     lease_expires_at = models.DateTimeField(null=True, blank=True)
     worker = models.CharField(max_length=255, blank=True, default="")
     error_traceback = models.TextField(blank=True, default="")
-    # A client's Idempotency-Key, and a fingerprint of the request that used it first.
+    # A client's Idempotency-Key, and a fingerprint of the request that used it first
+    # (jobs.idempotency). Every job of a bulk request carries its key, each at its position.
     idempotency_key = models.CharField(max_length=255, blank=True, default="", editable=False)
     request_fingerprint = models.CharField(max_length=64, blank=True, default="", editable=False)
+    batch_position = models.PositiveSmallIntegerField(
+        default=0,
+        editable=False,
+        help_text="The job's place in the bulk request that made it; 0 for a single one.",
+    )
 
     objects = JobQuerySet.as_manager()
 
@@ -117,8 +135,10 @@ class Job(models.Model):
                 condition=~Q(status="in_progress") | Q(lease_expires_at__isnull=False),
                 name="job_running_has_lease",
             ),
+            # One request per key: a second single job, or a second batch, with a key that
+            # was used meets its first job at position 0.
             models.UniqueConstraint(
-                fields=["owner", "idempotency_key"],
+                fields=["owner", "idempotency_key", "batch_position"],
                 condition=~Q(idempotency_key=""),
                 name="job_unique_idempotency_key",
             ),
@@ -144,6 +164,7 @@ class Job(models.Model):
                 JobAttempt(
                     job=self,
                     number=self.attempts,
+                    run=self.run,
                     claim_token=self.claim_token,
                     worker=self.worker,
                     started_at=self.started_at,
@@ -153,7 +174,7 @@ class Job(models.Model):
 
 
 class JobAttempt(models.Model):
-    """One run of a job by a worker, from claim to outcome."""
+    """One attempt at a job by a worker, from claim to outcome."""
 
     class Outcome(models.TextChoices):
         RUNNING = "running", "Running"
@@ -165,11 +186,12 @@ class JobAttempt(models.Model):
         HANDED_BACK = "handed_back", "Handed back at worker shutdown"
         SUPERSEDED = "superseded", "Superseded by another claim"
 
-    # No index of its own: attempt_job_started leads with the job.
+    # No index of its own: attempt_unique_number leads with the job.
     job = models.ForeignKey(
         Job, on_delete=models.CASCADE, related_name="attempt_log", db_index=False
     )
-    number = models.PositiveIntegerField()
+    number = models.PositiveIntegerField(help_text="1, 2, 3, ... over the life of the job.")
+    run = models.PositiveIntegerField(default=1, help_text="The job's run this attempt was in.")
     claim_token = models.UUIDField(unique=True, editable=False)
     worker = models.CharField(max_length=255, blank=True, default="")
     started_at = models.DateTimeField()
@@ -178,8 +200,11 @@ class JobAttempt(models.Model):
     error_message = models.TextField(blank=True, default="")
 
     class Meta:
-        ordering = ["started_at"]
-        indexes = [models.Index(fields=["job", "started_at"], name="attempt_job_started")]
+        ordering = ["number"]
+        constraints = [
+            # Also the index a job's attempts are read through, in order.
+            models.UniqueConstraint(fields=["job", "number"], name="attempt_unique_number")
+        ]
 
     def __str__(self) -> str:
         return f"Attempt {self.number} of {self.job_id}: {self.outcome}"

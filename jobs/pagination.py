@@ -12,13 +12,20 @@ PAGE_SIZE_DIGITS = 9
 CURSOR = re.compile(r"[A-Za-z0-9+/=]*")
 
 
+def query_parameter_error(name: str, message: str, code: str) -> ValidationError:
+    """Refuse a query parameter with 400, keyed by its name, as serializers key fields."""
+    return ValidationError({name: [ErrorDetail(message, code=code)]})
+
+
 class NewestFirstPagination(CursorPagination):
     """Cursor pages: as fast on page 1,000 as on page 1, and stable while jobs are added.
 
     A `page_size` that is not a whole number from 1 up is refused with 400 (DRF would ignore
     it); one over `max_page_size` gives `max_page_size`. A cursor this list did not give out is
-    a 404, as in DRF.
+    refused with 400 too, keyed by `cursor` (DRF answers 404, as if the list were missing).
     """
+
+    invalid_cursor_message = "Invalid cursor: copy it from a page's `next` or `previous`."
 
     ordering = "-created_at"
     page_size = 20
@@ -45,18 +52,26 @@ class NewestFirstPagination(CursorPagination):
         return min(int(digits), self.max_page_size)
 
     def page_size_error(self, message: str, code: str) -> ValidationError:
-        return ValidationError({self.page_size_query_param: [ErrorDetail(message, code=code)]})
+        return query_parameter_error(self.page_size_query_param, message, code)
 
     def decode_cursor(self, request):
         encoded = single_query_value(request.query_params, self.cursor_query_param)
         if encoded is None:
             return None
         if not CURSOR.fullmatch(encoded):
-            raise NotFound(self.invalid_cursor_message)
-        cursor = super().decode_cursor(request)
+            raise self.cursor_error()
+        try:
+            cursor = super().decode_cursor(request)
+        except NotFound as exc:
+            raise self.cursor_error() from exc
         if cursor.position is not None and not self.is_position(cursor.position):
-            raise NotFound(self.invalid_cursor_message)
+            raise self.cursor_error()
         return cursor
+
+    def cursor_error(self) -> ValidationError:
+        return query_parameter_error(
+            self.cursor_query_param, self.invalid_cursor_message, "invalid"
+        )
 
     def is_position(self, value: str) -> bool:
         """Whether a cursor's position could be one we wrote: a value of the ordering field.

@@ -9,7 +9,6 @@ from rest_framework import serializers
 
 from job_system.openapi import NON_BLANK_TEXT, text_pattern
 
-NON_NULL_TYPES = ["object", "array", "string", "number", "boolean"]
 _TYPES: list[tuple[type[serializers.Field], str]] = [
     (serializers.BooleanField, "boolean"),
     (serializers.IntegerField, "integer"),
@@ -53,8 +52,16 @@ def field_json_schema(field: serializers.Field) -> dict[str, Any]:
     if isinstance(field, serializers.ChoiceField):
         schema["enum"] = list(field.choices)
     elif isinstance(field, serializers.JSONField) and not field.allow_null:
-        # Any JSON value but null, which the field refuses.
-        schema["anyOf"] = [{"type": json_type} for json_type in NON_NULL_TYPES]
+        # Any JSON value but null, which the field refuses. OpenAPI 3.0 requires `items`
+        # beside `type: array`; `{}` lets an item be anything, as leaving it out does in JSON
+        # Schema.
+        schema["anyOf"] = [
+            {"type": "object"},
+            {"type": "array", "items": {}},
+            {"type": "string"},
+            {"type": "number"},
+            {"type": "boolean"},
+        ]
     else:
         for field_class, json_type in _TYPES:
             if isinstance(field, field_class):
@@ -75,7 +82,7 @@ def field_json_schema(field: serializers.Field) -> dict[str, Any]:
         schema["pattern"] = text_pattern(field)
     if field.help_text:
         schema["description"] = str(field.help_text)
-    # A default of None for a field that refuses null (echo's `data`) describes no input.
+    # A default of None for a field that refuses null describes no input.
     has_default = field.default is not serializers.empty and not callable(field.default)
     if has_default and (field.default is not None or field.allow_null):
         schema["default"] = field.default

@@ -9,7 +9,14 @@ from django.utils import timezone
 from drf_spectacular.utils import PolymorphicProxySerializer, extend_schema_field
 from rest_framework import serializers
 
-from job_system.serializers import FieldsBuiltOnceMixin, StrictTypesMixin, json_type_errors
+from job_system.json_depth import limit_json_depth
+from job_system.serializers import (
+    FieldsBuiltOnceMixin,
+    ListField,
+    StrictTypesMixin,
+    indefinite_article,
+    json_type_errors,
+)
 from jobs import handlers
 from jobs.handlers.base import JobHandler
 from jobs.models import Job, JobAttempt, JobResult
@@ -33,7 +40,10 @@ class JobCreateSerializer(FieldsBuiltOnceMixin, StrictTypesMixin, serializers.Se
         default=handlers.DEFAULT_JOB_TYPE,
         help_text="One of the types listed by GET /api/job-types/.",
     )
-    parameters = serializers.DictField(required=False, default=dict, help_text=PARAMETERS_HELP)
+    # Every type's parameters, echo's free-form `data` among them, within the one JSON limit.
+    parameters = serializers.DictField(
+        required=False, default=dict, help_text=PARAMETERS_HELP, validators=[limit_json_depth]
+    )
     scheduled_time = serializers.DateTimeField(
         required=False,
         allow_null=True,
@@ -58,6 +68,10 @@ class JobCreateSerializer(FieldsBuiltOnceMixin, StrictTypesMixin, serializers.Se
     )
 
     def validate_scheduled_time(self, value):
+        # A request that repeats an Idempotency-Key gets what the key's first request made, or
+        # 409: a time that has passed since must not keep a client from learning what it made.
+        if self.context.get("idempotency_key_used"):
+            return value
         if value is not None and value < timezone.now():
             raise serializers.ValidationError(
                 "The scheduled time is in the past. Use a future time, or omit it to run now.",
@@ -73,13 +87,18 @@ class JobCreateSerializer(FieldsBuiltOnceMixin, StrictTypesMixin, serializers.Se
             raise serializers.ValidationError(
                 {
                     "timeout_seconds": [
-                        f"A {handler.name} job may run for at most "
+                        f"{one_job_of(handler)} may run for at most "
                         f"{handler.timeout_seconds} seconds."
                     ]
                 },
                 code="max_value",
             )
         return attrs
+
+
+def one_job_of(handler: JobHandler) -> str:
+    """Begin a sentence about one job of a type: "An echo job", "A sleep job"."""
+    return f"{indefinite_article(handler.name).capitalize()} {handler.name} job"
 
 
 def job_create_variant(handler: JobHandler) -> type[JobCreateSerializer]:
@@ -99,7 +118,7 @@ def job_create_variant(handler: JobHandler) -> type[JobCreateSerializer]:
         f"{title}JobCreateSerializer",
         (JobCreateSerializer,),
         {
-            "__doc__": f"A {handler.name} job to submit. {handler.description}",
+            "__doc__": f"{one_job_of(handler)} to submit. {handler.description}",
             "job_type": serializers.ChoiceField(
                 choices=[handler.name],
                 required=not is_default,
@@ -156,7 +175,7 @@ MAX_BULK_JOBS = 500
         many=True,
     )
 )
-class JobListField(serializers.ListField):
+class JobListField(ListField):
     """A list of jobs, each as POST /api/jobs/ takes it."""
 
 
@@ -184,6 +203,7 @@ class JobSerializer(FieldsBuiltOnceMixin, serializers.ModelSerializer):
             "status",
             "progress",
             "attempts",
+            "run",
             "max_retries",
             "timeout_seconds",
             "error_message",
@@ -204,7 +224,15 @@ class JobBulkCreatedSerializer(serializers.Serializer):
 class JobAttemptSerializer(serializers.ModelSerializer):
     class Meta:
         model = JobAttempt
-        fields = ["number", "worker", "started_at", "finished_at", "outcome", "error_message"]
+        fields = [
+            "number",
+            "run",
+            "worker",
+            "started_at",
+            "finished_at",
+            "outcome",
+            "error_message",
+        ]
         read_only_fields = fields
 
 

@@ -1,5 +1,6 @@
-import hashlib
-import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
 
 from django_filters.rest_framework import DjangoFilterBackend
 from drf_spectacular.utils import (
@@ -16,6 +17,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from job_system.openapi import request_example
 from job_system.throttling import ScopedCountingThrottle
 from jobs import handlers, services
 from jobs.filters import JobFilter, JobResultFilter
@@ -54,26 +56,42 @@ IDEMPOTENCY_KEY = OpenApiParameter(
     "Idempotency-Key",
     {"type": "string", "maxLength": MAX_IDEMPOTENCY_KEY_LENGTH},
     OpenApiParameter.HEADER,
-    description="Any unique string (a UUID, say). Sending the same key and body again "
-    "returns the first job instead of creating another; the same key with another body "
-    "gets 409. Keys are per user and kept as long as the job.",
+    description="Any unique string (a UUID, say). Sending the same key and request again "
+    "returns what the first request made (200) instead of creating more; the same key with "
+    "a request for other jobs gets 409. Requests are compared as validated, so spelling out "
+    "a default does not make another. Keys are per user, kept as long as the jobs, and belong "
+    "to one request: a single submission or a whole bulk one.",
 )
 
 
-def idempotency_arguments(request: Request) -> dict[str, str]:
+def idempotency_key(request: Request) -> str:
+    """Return the request's Idempotency-Key, or "" if it has none."""
     key = request.headers.get("Idempotency-Key", "").strip()
-    if not key:
-        return {}
     if len(key) > MAX_IDEMPOTENCY_KEY_LENGTH:
         raise ValidationError(
             {"Idempotency-Key": [f"At most {MAX_IDEMPOTENCY_KEY_LENGTH} characters."]},
             code="max_length",
         )
-    body = json.dumps(request.data, sort_keys=True, separators=(",", ":"), default=str)
-    return {
-        "idempotency_key": key,
-        "request_fingerprint": hashlib.sha256(body.encode()).hexdigest(),
-    }
+    return key
+
+
+def validated_submission(request: Request, serializer_class, key: str) -> dict[str, Any]:
+    """Validate a submission's body, as of its key's first request if the key was used."""
+    used = bool(key) and services.idempotency_key_used(owner=request.user, idempotency_key=key)
+    serializer = serializer_class(data=request.data, context={"idempotency_key_used": used})
+    serializer.is_valid(raise_exception=True)
+    return serializer.validated_data
+
+
+@contextmanager
+def submission_errors() -> Iterator[None]:
+    """Answer a reused Idempotency-Key with 409 and a full active-job cap with 429."""
+    try:
+        yield
+    except services.IdempotencyConflict as exc:
+        raise Conflict(str(exc), code="idempotency_key_reused") from exc
+    except services.TooManyActiveJobs as exc:
+        raise TooManyActiveJobsError(str(exc)) from exc
 
 
 def _state_change(change, job: Job) -> Response:
@@ -84,10 +102,23 @@ def _state_change(change, job: Job) -> Response:
     return Response(JobDetailSerializer(job).data)
 
 
+# An echo job first: it is the one Swagger UI pre-fills, and it finishes at once.
+ECHO_JOB = {"name": "say hello", "job_type": "echo", "parameters": {"message": "hello"}}
+JOB_EXAMPLES = [
+    request_example("An echo job that runs now", ECHO_JOB),
+    request_example(
+        "A sleep job to try cancel and retry on",
+        {"name": "take a nap", "job_type": "sleep", "parameters": {"seconds": 30}},
+        "Runs for 30 seconds, on the `long` queue.",
+    ),
+]
 _conflict = OpenApiResponse(description="`invalid_state`: the job's state does not allow this.")
 _too_many = OpenApiResponse(
     description="`throttled`: too many requests; or `too_many_active_jobs`: wait for some of "
     "your jobs to finish."
+)
+_key_reused = OpenApiResponse(
+    description="`idempotency_key_reused`: the Idempotency-Key came with a request for other jobs."
 )
 
 
@@ -129,34 +160,20 @@ class JobViewSet(
     @extend_schema(
         summary="Submit a job",
         request=JOB_CREATE_REQUEST,
+        examples=JOB_EXAMPLES,
         parameters=[IDEMPOTENCY_KEY],
         responses={
             201: JobSerializer,
             200: OpenApiResponse(JobSerializer, "The job an earlier identical request made."),
-            409: OpenApiResponse(
-                description="`idempotency_key_reused`: the Idempotency-Key came with another body."
-            ),
+            409: _key_reused,
             429: _too_many,
         },
     )
     def create(self, request: Request) -> Response:
-        idempotency = idempotency_arguments(request)
-        try:
-            # A retry is answered before validation: a scheduled time that has passed since
-            # the first attempt must not stop the client from learning what it created.
-            if idempotency and (
-                earlier := services.job_for_idempotency_key(owner=request.user, **idempotency)
-            ):
-                return Response(JobSerializer(earlier).data, status=status.HTTP_200_OK)
-            serializer = JobCreateSerializer(data=request.data)
-            serializer.is_valid(raise_exception=True)
-            job, created = services.job_create(
-                owner=request.user, **serializer.validated_data, **idempotency
-            )
-        except services.IdempotencyConflict as exc:
-            raise Conflict(str(exc), code="idempotency_key_reused") from exc
-        except services.TooManyActiveJobs as exc:
-            raise TooManyActiveJobsError(str(exc)) from exc
+        key = idempotency_key(request)
+        fields = validated_submission(request, JobCreateSerializer, key)
+        with submission_errors():
+            job, created = services.job_create(owner=request.user, idempotency_key=key, **fields)
         return Response(
             JobSerializer(job).data,
             status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
@@ -177,11 +194,12 @@ class JobViewSet(
     @extend_schema(
         summary="Queue a failed or cancelled job again",
         request=None,
-        responses={200: JobDetailSerializer, 409: _conflict},
+        responses={200: JobDetailSerializer, 409: _conflict, 429: _too_many},
     )
     @action(detail=True, methods=["post"])
     def retry(self, request: Request, pk=None) -> Response:
-        return _state_change(services.job_retry, self.get_object())
+        with submission_errors():
+            return _state_change(services.job_retry, self.get_object())
 
     @extend_schema(
         summary="Show a completed job's result",
@@ -208,25 +226,45 @@ class JobViewSet(
     @extend_schema(
         summary="Submit up to 500 jobs in one request",
         description="All or nothing: the jobs are validated together and stored in one "
-        "transaction, then the due ones are published together.",
+        "transaction, then the due ones are published together. An Idempotency-Key covers "
+        "the whole batch.",
         request=JobBulkCreateSerializer,
+        parameters=[IDEMPOTENCY_KEY],
+        examples=[
+            request_example(
+                "Two jobs",
+                {
+                    "jobs": [
+                        ECHO_JOB,
+                        {
+                            "name": "count words",
+                            "job_type": "word_count",
+                            "parameters": {"text": "the quick brown fox jumps over the lazy dog"},
+                        },
+                    ]
+                },
+            )
+        ],
         responses={
             201: JobBulkCreatedSerializer,
+            200: OpenApiResponse(
+                JobBulkCreatedSerializer,
+                "The jobs an earlier identical request made, in the same order.",
+            ),
+            409: _key_reused,
             429: _too_many,
         },
     )
     @action(detail=False, methods=["post"])
     def bulk(self, request: Request) -> Response:
-        serializer = JobBulkCreateSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        try:
-            jobs = services.jobs_create_bulk(
-                owner=request.user, specs=serializer.validated_data["jobs"]
+        key = idempotency_key(request)
+        specs = validated_submission(request, JobBulkCreateSerializer, key)["jobs"]
+        with submission_errors():
+            jobs, created = services.jobs_create_bulk(
+                owner=request.user, specs=specs, idempotency_key=key
             )
-        except services.TooManyActiveJobs as exc:
-            raise TooManyActiveJobsError(str(exc)) from exc
         body = {"count": len(jobs), "jobs": JobSerializer(jobs, many=True).data}
-        return Response(body, status=status.HTTP_201_CREATED)
+        return Response(body, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
 
     @extend_schema(summary="Count your jobs by status", responses=JobSummarySerializer)
     @action(detail=False, methods=["get"], filter_backends=[], pagination_class=None)

@@ -305,8 +305,6 @@ def fetch(url: str) -> tuple[int | None, str]:
 
 def print_ready(env: dict[str, str], redis_note: str, health_body: str) -> None:
     web = web_address(env)
-    flower_host = loopback_if_wildcard(env.get("FLOWER_ADDRESS") or "127.0.0.1")
-    flower_user = env["FLOWER_BASIC_AUTH"].split(":", 1)[0]
     try:
         workers = json.loads(health_body).get("workers", "?")
     except (ValueError, AttributeError):
@@ -314,14 +312,14 @@ def print_ready(env: dict[str, str], redis_note: str, health_body: str) -> None:
     lines = [
         "",
         "=" * 72,
-        f"Ready: web, {workers} worker(s), beat and flower are running. Ctrl-C stops them all.",
+        f"Ready: web, {workers} worker(s), housekeeping, beat and flower are running. "
+        "Ctrl-C stops them all.",
         f"  API         {web}/api/",
         f"  Swagger UI  {web}/api/schema/swagger-ui/",
         f"  ReDoc       {web}/api/schema/redoc/",
         f"  Admin       {web}/admin/  (an account: .venv/bin/python manage.py createsuperuser)",
         f"  Health      {web}/api/health/",
-        f"  Flower      http://{flower_host}:{env['FLOWER_PORT']}/  "
-        f"(user {flower_user!r}; password in FLOWER_BASIC_AUTH)",
+        f"  Flower      {web}/flower/  (staff only, with the Admin's login: createsuperuser)",
         f"  Redis       {redis_note}",
         f"  Database    {describe_database(env)}",
         "=" * 72,

@@ -1,4 +1,5 @@
-"""The whole system as real processes on 127.0.0.1: Redis, gunicorn, Celery workers and Beat.
+"""The whole system as real processes on 127.0.0.1: Redis, gunicorn, Celery workers and Beat
+(with the Procfile's housekeeping worker, which serves Beat's tasks).
 
 Load, chaos and benchmark scripts start one of these, drive it over HTTP, and break parts of
 it on purpose. Nothing here talks to anything but loopback.
@@ -136,6 +137,10 @@ class Stack:
         for name in self.worker_names:
             self.start_worker(name)
         if self.with_beat:
+            # Exactly as the Procfile runs it: its options are what keeps it out of Flower.
+            self.processes["housekeeping"] = procfile_process(
+                "housekeeping", self.env(), self.workdir
+            ).start()
             self.processes["beat"] = self._process(
                 "beat", self._celery("beat", "--loglevel=INFO")
             ).start()
@@ -159,7 +164,7 @@ class Stack:
         argv = self._celery(
             "worker",
             f"--hostname={name}@%h",
-            "--queues=housekeeping,default,long,cpu",
+            "--queues=default,long,cpu",
             f"--concurrency={self.worker_concurrency}",
             "--loglevel=INFO",
         )
@@ -254,6 +259,31 @@ class Stack:
             "--access-logfile=-",
             "--no-control-socket",
         ]
+
+
+def procfile_command(name: str) -> str:
+    """The shell command the Procfile gives process type `name`."""
+    for line in (ROOT / "Procfile").read_text().splitlines():
+        process_type, _, command = line.partition(":")
+        if process_type == name:
+            return command.strip()
+    raise KeyError(f"the Procfile has no {name!r} process")
+
+
+def procfile_process(name: str, env: dict[str, str], workdir: Path) -> ManagedProcess:
+    """The Procfile's `name` process, not started yet, logging and counting in `workdir`.
+
+    Its command runs as the Procfile says, with this virtualenv's celery and gunicorn first on
+    PATH, and its metrics go to `workdir`, not to the checkout's .run/prometheus, which belongs
+    to `make run`.
+    """
+    env = {
+        **env,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
+        "PROMETHEUS_MULTIPROC_DIR": str(workdir / "prometheus"),
+    }
+    argv = ["/bin/sh", "-c", procfile_command(name)]
+    return ManagedProcess(name, argv, env, workdir / f"{name}.log")
 
 
 def connect_database(database_url: str):

@@ -63,6 +63,10 @@ class RecentUsers:
         with self._lock:
             self._users.pop(user_id, None)
 
+    def forget_user(self, user: AbstractBaseUser) -> None:
+        """Forget `user`, whose id tokens carry in USER_ID_FIELD."""
+        self.forget(str(getattr(user, api_settings.USER_ID_FIELD)))
+
     def clear(self) -> None:
         with self._lock:
             self._users.clear()
@@ -74,7 +78,7 @@ recent_users = RecentUsers()
 @receiver(post_save, sender=settings.AUTH_USER_MODEL)
 @receiver(post_delete, sender=settings.AUTH_USER_MODEL)
 def forget_changed_user(sender: type, instance: AbstractBaseUser, **kwargs: object) -> None:
-    recent_users.forget(str(getattr(instance, api_settings.USER_ID_FIELD)))
+    recent_users.forget_user(instance)
 
 
 class JWTAuthentication(authentication.JWTAuthentication):

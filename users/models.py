@@ -1,16 +1,19 @@
 from django.contrib.auth.base_user import AbstractBaseUser, BaseUserManager
 from django.contrib.auth.models import PermissionsMixin
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models.functions import Lower
 from django.utils import timezone
+
+from users.addresses import InvalidAddress, address_for_lookup, normalize_address
 
 
 class CustomUserManager(BaseUserManager["CustomUser"]):
     use_in_migrations = True
 
     def normalize_email(self, email: str | None) -> str:
-        # Addresses are compared case-insensitively; store them the way they are compared.
-        return (email or "").strip().lower()
+        # Every lookup and count goes through the one stored form (users.addresses).
+        return address_for_lookup(email)
 
     def get_by_natural_key(self, username: str | None) -> "CustomUser":
         return self.get(email__iexact=self.normalize_email(username))
@@ -18,7 +21,7 @@ class CustomUserManager(BaseUserManager["CustomUser"]):
     def create_user(self, email: str, password: str | None = None, **extra) -> "CustomUser":
         if not email:
             raise ValueError("An email address is required.")
-        user = self.model(email=self.normalize_email(email), **extra)
+        user = self.model(email=normalize_address(email), **extra)
         user.set_password(password)
         user.save(using=self._db)
         return user
@@ -43,13 +46,14 @@ class CustomUser(AbstractBaseUser, PermissionsMixin):
     # When the owner was last told that someone tried to register this address again.
     registration_warned_at = models.DateTimeField(null=True, blank=True, editable=False)
     # Wrong passwords since the last right one; at LOGIN_MAX_FAILURES the account locks
-    # (users.services.user_authenticate).
+    # (users.login_policy).
     failed_logins = models.PositiveIntegerField(default=0)
     login_locked_at = models.DateTimeField(
         null=True,
         blank=True,
-        help_text="Set after too many wrong passwords in a row: logging in fails until the "
-        "owner resets the password. Clear it to unlock the account.",
+        help_text="Set after too many wrong passwords in a row: from then on the password "
+        "logs in only with the unlock code emailed to the owner, or after a password reset. "
+        "Clear it (and the count) to unlock the account.",
     )
 
     objects = CustomUserManager()
@@ -69,7 +73,10 @@ class CustomUser(AbstractBaseUser, PermissionsMixin):
 
     def clean(self) -> None:
         super().clean()
-        self.email = type(self).objects.normalize_email(self.email)
+        try:
+            self.email = normalize_address(self.email)
+        except InvalidAddress as error:
+            raise ValidationError({"email": str(error)}) from None
 
 
 class EmailCode(models.Model):
@@ -78,6 +85,7 @@ class EmailCode(models.Model):
     class Purpose(models.TextChoices):
         VERIFY_EMAIL = "verify_email", "Verify email"
         PASSWORD_RESET = "password_reset", "Password reset"
+        LOGIN_UNLOCK = "login_unlock", "Login unlock"
 
     user = models.ForeignKey(CustomUser, on_delete=models.CASCADE, related_name="email_codes")
     purpose = models.CharField(max_length=32, choices=Purpose.choices)
@@ -88,6 +96,10 @@ class EmailCode(models.Model):
     used_at = models.DateTimeField(null=True, blank=True)
     # Set when a newer code replaces this one, or when too many wrong guesses burn it.
     revoked_at = models.DateTimeField(null=True, blank=True)
+    # For an address-confirmation code: the password chosen in the sign-up that asked for it,
+    # hashed. Confirming this code makes it the account's password, so a sign-up by someone
+    # else for the same address can never leave its password on the owner's account.
+    password_hash = models.CharField(max_length=128, blank=True, default="", editable=False)
 
     class Meta:
         indexes = [

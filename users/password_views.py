@@ -1,5 +1,6 @@
 """Password endpoints: change it while signed in, or reset it with an emailed code."""
 
+from django.conf import settings
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import status
 from rest_framework.permissions import IsAuthenticated
@@ -8,6 +9,7 @@ from rest_framework.response import Response
 from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
+from job_system.openapi import SAMPLE_EMAIL, SAMPLE_PASSWORD, request_example
 from users import services
 from users.serializers import (
     DetailSerializer,
@@ -18,6 +20,7 @@ from users.serializers import (
     invalid_code_error,
 )
 from users.views import (
+    EMAIL_EXAMPLE,
     FIELD_ERRORS,
     TAGS,
     THROTTLED,
@@ -25,8 +28,13 @@ from users.views import (
     UNAUTHENTICATED,
     CodeEmailingView,
     PublicAccountView,
-    send_limits,
 )
+
+# A change away from the sample password and a reset back to it, so that the sample account's
+# login example works again after both examples ran.
+CHANGED_PASSWORD = f"{SAMPLE_PASSWORD} staple"
+# What a reset code looks like; the example holds it, to be replaced with the emailed one.
+RESET_CODE_PLACEHOLDER = "ABCD-EFGH-JKMN-PQRS"
 
 
 class PasswordChangeView(APIView):
@@ -42,6 +50,12 @@ class PasswordChangeView(APIView):
         description="Every session of the account is signed out, this one included: its "
         "tokens stop working. The response carries a fresh token pair for this client.",
         request=PasswordChangeSerializer,
+        examples=[
+            request_example(
+                "A longer password",
+                {"old_password": SAMPLE_PASSWORD, "new_password": CHANGED_PASSWORD},
+            )
+        ],
         responses={
             200: TokenPairSerializer,
             400: OpenApiResponse(
@@ -68,17 +82,20 @@ class PasswordResetView(CodeEmailingView):
         tags=TAGS,
         summary="Email a code to reset a forgotten password",
         description="Answers the same whatever the address; sends a code only to an active "
-        "account, and never during the cooldown or past the address's hourly and daily caps.",
+        "account, and not while the one sent before still works: it is in the owner's inbox, "
+        "and nobody else's guesses can use it up.",
         request=EmailSerializer,
+        examples=[EMAIL_EXAMPLE],
         responses={202: DetailSerializer, 400: FIELD_ERRORS, 429: THROTTLED_EMAILS},
     )
     def post(self, request: Request) -> Response:
         serializer = EmailSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         services.user_password_reset_request(email=serializer.validated_data["email"])
+        minutes = int(settings.LONG_CODE_TTL.total_seconds() // 60)
         detail = (
-            "If the address has an account, a code to reset its password is on its way. "
-            f"{send_limits()}"
+            "If the address has an account, a code to reset its password is on its way, "
+            f"unless the one sent before still works (codes last {minutes} minutes)."
         )
         return Response({"detail": detail}, status=status.HTTP_202_ACCEPTED)
 
@@ -92,6 +109,18 @@ class PasswordResetConfirmView(PublicAccountView):
         description="Every session of the account is signed out, and the address counts as "
         "confirmed. `otp_code` is accepted in place of `otp`.",
         request=PasswordResetConfirmSerializer,
+        examples=[
+            request_example(
+                "The emailed reset code and a new password",
+                {
+                    "email": SAMPLE_EMAIL,
+                    "otp": RESET_CODE_PLACEHOLDER,
+                    "new_password": SAMPLE_PASSWORD,
+                },
+                f"Replace {RESET_CODE_PLACEHOLDER} with the reset code from the email (in "
+                "development the worker prints it).",
+            )
+        ],
         responses={
             200: DetailSerializer,
             400: OpenApiResponse(
@@ -109,5 +138,5 @@ class PasswordResetConfirmView(PublicAccountView):
             email=data["email"], code=data["otp"], password=data["new_password"]
         )
         if user is None:
-            raise invalid_code_error(resend_route=PasswordResetConfirmSerializer.resend_route)
+            raise invalid_code_error(purpose=PasswordResetConfirmSerializer.purpose)
         return Response({"detail": "Your password is changed. You can log in with it now."})

@@ -1,7 +1,5 @@
 """Account request validation and response shapes; writing is left to the services."""
 
-import re
-
 from django.conf import settings
 from django.contrib.auth.password_validation import (
     MinimumLengthValidator,
@@ -25,10 +23,10 @@ from rest_framework_simplejwt.utils import get_md5_hash_password
 
 from job_system.openapi import NON_EMPTY_TEXT
 from job_system.serializers import StrictTypesMixin
-from users.models import CustomUser
-from users.otp import CODE_DIGITS
+from users.addresses import InvalidAddress, normalize_address
+from users.models import CustomUser, EmailCode
+from users.otp import CODE_DIGITS, LONG_CODE_LENGTH, code_canonical, code_lifetime, is_long
 
-CODE_PATTERN = re.compile(rf"\d{{{CODE_DIGITS}}}")
 NEW_PASSWORD_MAX_LENGTH = 128
 # A string without NUL that has a character other than an ASCII digit.
 NOT_ONLY_DIGITS = r"^[^\u0000]*[^\u00000-9][^\u0000]*$"
@@ -45,20 +43,43 @@ def error_with_code(exc_class: type[APIException]) -> APIException:
     return exc_class({"detail": exc_class.default_detail, "code": code}, code)
 
 
-def invalid_code_error(*, resend_route: str = "users:resend-otp") -> serializers.ValidationError:
+# Where a client gets a new code of each kind.
+CODE_ROUTES = {
+    EmailCode.Purpose.VERIFY_EMAIL: "users:resend-otp",
+    EmailCode.Purpose.PASSWORD_RESET: "users:password-reset",
+    EmailCode.Purpose.LOGIN_UNLOCK: "users:login-unlock",
+}
+
+
+def invalid_code_error(
+    *, purpose: str = EmailCode.Purpose.VERIFY_EMAIL, field: str = "otp"
+) -> serializers.ValidationError:
     """Build the one error every unusable code gets, whatever the reason."""
-    minutes = int(settings.OTP_TTL.total_seconds() // 60)
-    message = (
-        f"The code is invalid or has expired. Codes last {minutes} minutes, work once, and "
-        f"stop working after {settings.OTP_MAX_ATTEMPTS} wrong tries; ask for a new one at "
-        f"{reverse(resend_route)}."
+    minutes = int(code_lifetime(purpose).total_seconds() // 60)
+    rules = (
+        " and work once"
+        if is_long(purpose)
+        else f", work once, and stop working after {settings.OTP_MAX_ATTEMPTS} wrong tries"
     )
-    return serializers.ValidationError({"otp": [message]}, code="invalid_code")
+    message = (
+        f"The code is invalid or has expired. Codes last {minutes} minutes{rules}; ask for a "
+        f"new one at {reverse(CODE_ROUTES[purpose])}."
+    )
+    return serializers.ValidationError({field: [message]}, code="invalid_code")
 
 
-def normalized_email(value: str) -> str:
-    """Return the address the way accounts store it."""
-    return CustomUser.objects.normalize_email(value)
+class EmailAddressField(serializers.EmailField):
+    """An email address in the form accounts store it (users.addresses), or a field error."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(max_length=254, **kwargs)
+
+    def to_internal_value(self, data: object) -> str:
+        value = super().to_internal_value(data)
+        try:
+            return normalize_address(value)
+        except InvalidAddress as error:
+            raise serializers.ValidationError(str(error), code="invalid") from None
 
 
 def password_field(field_class=serializers.CharField, **kwargs) -> serializers.CharField:
@@ -107,11 +128,8 @@ def password_problems(password: str, *, user: CustomUser) -> list[ErrorDetail]:
 
 
 class RegisterSerializer(StrictTypesMixin, serializers.Serializer):
-    email = serializers.EmailField(max_length=254)
+    email = EmailAddressField()
     password = new_password_field()
-
-    def validate_email(self, value: str) -> str:
-        return normalized_email(value)
 
     def validate(self, attrs: dict) -> dict:
         # An unsaved user lets the similarity validator compare the password with the address.
@@ -126,10 +144,10 @@ class RegisterResponseSerializer(serializers.Serializer):
 
 
 class VerifyOtpSerializer(StrictTypesMixin, serializers.Serializer):
-    # Where a failed code sends the client for a new one.
-    resend_route = "users:resend-otp"
+    # The kind of code the `otp` field takes.
+    purpose = EmailCode.Purpose.VERIFY_EMAIL
 
-    email = serializers.EmailField(max_length=254)
+    email = EmailAddressField()
     otp = serializers.CharField(
         required=False, help_text=f"The {CODE_DIGITS}-digit code from the email."
     )
@@ -142,14 +160,19 @@ class VerifyOtpSerializer(StrictTypesMixin, serializers.Serializer):
         if not code:
             message = self.fields["otp"].error_messages["required"]
             raise serializers.ValidationError({"otp": [message]}, code="required")
-        if not CODE_PATTERN.fullmatch(code):
-            raise invalid_code_error(resend_route=self.resend_route)
-        return {"email": normalized_email(attrs["email"]), "otp": code}
+        if code_canonical(purpose=self.purpose, text=code) is None:
+            raise invalid_code_error(purpose=self.purpose)
+        return {"email": attrs["email"], "otp": code}
 
 
 class PasswordResetConfirmSerializer(VerifyOtpSerializer):
-    resend_route = "users:password-reset"
+    purpose = EmailCode.Purpose.PASSWORD_RESET
 
+    otp = serializers.CharField(
+        required=False,
+        help_text=f"The {LONG_CODE_LENGTH}-character reset code from the email, with or "
+        "without its dashes, in any case.",
+    )
     new_password = new_password_field()
 
     def validate(self, attrs: dict) -> dict:
@@ -178,12 +201,28 @@ class PasswordChangeSerializer(StrictTypesMixin, serializers.Serializer):
 
 
 class EmailSerializer(StrictTypesMixin, serializers.Serializer):
-    email = serializers.EmailField(max_length=254)
+    email = EmailAddressField()
+
+
+class ResendOtpSerializer(StrictTypesMixin, serializers.Serializer):
+    email = EmailAddressField()
+    password = password_field(
+        max_length=NEW_PASSWORD_MAX_LENGTH,
+        help_text="The password chosen at sign-up: the new code confirms that sign-up only.",
+    )
 
 
 class LoginSerializer(StrictTypesMixin, serializers.Serializer):
-    email = serializers.EmailField(max_length=254)
+    email = EmailAddressField()
     password = password_field()
+    unlock_code = serializers.CharField(
+        required=False,
+        default="",
+        allow_blank=True,
+        max_length=64,
+        help_text="Only for an account locked after too many wrong passwords: the unlock code "
+        "emailed to its owner (ask for one at /api/login/unlock/).",
+    )
 
 
 class LogoutSerializer(StrictTypesMixin, serializers.Serializer):
@@ -195,10 +234,6 @@ class LogoutSerializer(StrictTypesMixin, serializers.Serializer):
             token = RefreshToken(value)
         except TokenError as exc:
             raise serializers.ValidationError(message, code="invalid_token") from exc
-        # Only the token's owner may revoke it.
-        owner_id = str(token.get(jwt_settings.USER_ID_CLAIM))
-        if owner_id != str(getattr(self.context["request"].user, jwt_settings.USER_ID_FIELD)):
-            raise serializers.ValidationError(message, code="invalid_token")
         return token
 
 

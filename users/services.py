@@ -1,25 +1,27 @@
 """Account services: sign-up, address confirmation, passwords, and tokens."""
 
-import logging
 from datetime import datetime, timedelta
 
-from django.conf import settings
 from django.contrib.auth import authenticate
 from django.contrib.auth.hashers import make_password
 from django.contrib.auth.models import update_last_login
 from django.db import transaction
-from django.db.models import F, Q
+from django.db.models import Q
+from django.http import HttpRequest
 from django.utils import timezone
-from rest_framework.request import Request
 from rest_framework_simplejwt.settings import api_settings as jwt_settings
 from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
 from rest_framework_simplejwt.tokens import RefreshToken
 
 from users import emails
+from users.login_policy import (
+    login_allowed,
+    login_attempt_count,
+    login_failure_record,
+    login_success_record,
+)
 from users.models import CustomUser, EmailCode
-from users.otp import otp_issue, otp_verify
-
-logger = logging.getLogger(__name__)
+from users.otp import otp_issue, otp_revoke_open, otp_verify
 
 # At most one "someone tried to register your address" email per address in this time, so
 # registering a taken address over and over cannot flood its owner's mailbox.
@@ -28,11 +30,13 @@ REGISTRATION_WARNING_INTERVAL = timedelta(hours=1)
 
 @transaction.atomic
 def user_register(*, email: str, password: str) -> None:
-    """Create an unverified account and email it a code, revealing nothing about old ones.
+    """Record a sign-up and email it a code, revealing nothing about an existing account.
 
-    An address that already has an account keeps its password: an unverified owner gets a
-    fresh code (cooldown and caps permitting) and a verified one a warning. The password is
-    hashed on every path so the response time does not tell the cases apart.
+    A verified owner gets a warning instead. For an address still unconfirmed, each sign-up
+    gets a code bound to its own password: the code that is confirmed decides the account's
+    password, so someone who signed up first with the owner's address cannot keep their
+    password on the owner's account. The password is hashed on every path, so the response
+    time does not tell the cases apart.
     """
     email = CustomUser.objects.normalize_email(email)
     password_hash = make_password(password)
@@ -41,45 +45,76 @@ def user_register(*, email: str, password: str) -> None:
         email=email, defaults={"password": password_hash}
     )
     if created or not user.is_verified:
-        otp_issue(user=user, purpose=EmailCode.Purpose.VERIFY_EMAIL)
+        _signup_code_send(user=user, password_hash=password_hash)
     elif _registration_warning_claim(user_id=user.pk, now=timezone.now()):
         emails.email_enqueue(recipient=user.email, **emails.registration_attempt_email())
 
 
 @transaction.atomic
+def user_signup_code_resend(*, email: str, password: str) -> bool:
+    """Email a new code for the sign-up made with this password, if the address needs one.
+
+    Like signing up again: the new code is bound to the password sent, so it cannot confirm
+    anybody else's sign-up. Return whether a code went out.
+    """
+    password_hash = make_password(password)
+    user = CustomUser.objects.filter(
+        email=CustomUser.objects.normalize_email(email), is_active=True, is_verified=False
+    ).first()
+    return user is not None and _signup_code_send(user=user, password_hash=password_hash)
+
+
+@transaction.atomic
 def user_verify_email(*, email: str, code: str) -> CustomUser | None:
-    """Confirm an address with its emailed code; return the user, or None if the code fails."""
-    user = otp_verify(email=email, code=code, purpose=EmailCode.Purpose.VERIFY_EMAIL)
-    if user is not None:
-        CustomUser.objects.filter(pk=user.pk, is_verified=False).update(is_verified=True)
-        user.is_verified = True
+    """Confirm an address with a sign-up's code; return the user, or None if the code fails.
+
+    The account takes the password of the sign-up whose code this is, and the codes of any
+    other sign-up stop working.
+    """
+    confirmed = otp_verify(email=email, code=code, purpose=EmailCode.Purpose.VERIFY_EMAIL)
+    if confirmed is None:
+        return None
+    user = confirmed.user
+    changes = {"is_verified": True}
+    if confirmed.password_hash:  # Codes sent before sign-ups carried a password have none.
+        changes["password"] = confirmed.password_hash
+    if not CustomUser.objects.filter(pk=user.pk, is_verified=False).update(**changes):
+        return None  # Confirmed meanwhile (another code, or a password reset).
+    otp_revoke_open(user=user, purpose=EmailCode.Purpose.VERIFY_EMAIL)
+    user.refresh_from_db()
     return user
 
 
-def user_authenticate(*, request: Request | None, email: str, password: str) -> CustomUser | None:
-    """Return the active account these credentials open, or None; count wrong passwords.
+def user_authenticate(
+    *, request: HttpRequest, email: str, password: str, unlock_code: str = ""
+) -> CustomUser | None:
+    """Return the active account these credentials open, or None; apply the login policy.
 
-    After LOGIN_MAX_FAILURES wrong passwords in a row the account locks: even its right
-    password fails, with the answer a wrong one gets, so nobody learns that the account
-    exists; its owner is emailed once that resetting the password unlocks it.
+    users.login_policy: raises LoginThrottled when the client's address tried too often;
+    counts wrong passwords and locks the account at LOGIN_MAX_FAILURES, after which only the
+    password with an emailed unlock code opens it. Every refusal gets the same answer.
     """
+    login_attempt_count(request=request)
     email = CustomUser.objects.normalize_email(email)
+    # authenticate() hashes the password for unknown addresses too, so timing tells nothing.
     user = authenticate(request, email=email, password=password)
-    if user is not None:
-        if user.login_locked_at is not None:
-            return None
-        if user.failed_logins:
-            CustomUser.objects.filter(pk=user.pk).update(failed_logins=0)
-        return user
-    account = CustomUser.objects.filter(email=email, is_active=True)
-    account.update(failed_logins=F("failed_logins") + 1)
-    # A conditional update: of racing failures, exactly one locks the account and emails.
-    if account.filter(failed_logins__gte=settings.LOGIN_MAX_FAILURES, login_locked_at=None).update(
-        login_locked_at=timezone.now()
-    ):
-        logger.warning("account locked after %d wrong passwords", settings.LOGIN_MAX_FAILURES)
-        emails.email_enqueue(recipient=email, **emails.login_locked_email())
-    return None
+    if user is None:
+        login_failure_record(email=email)
+        return None
+    if not login_allowed(user=user, unlock_code=unlock_code):
+        return None
+    login_success_record(user=user)
+    return user
+
+
+def user_login_unlock_request(*, email: str) -> bool:
+    """Email an unlock code to a locked account, unless one is open; return whether it did."""
+    user = CustomUser.objects.filter(
+        email=CustomUser.objects.normalize_email(email),
+        is_active=True,
+        login_locked_at__isnull=False,
+    ).first()
+    return user is not None and otp_issue(user=user, purpose=EmailCode.Purpose.LOGIN_UNLOCK)
 
 
 def user_login(*, user: CustomUser) -> dict[str, str]:
@@ -114,13 +149,16 @@ def user_password_reset_request(*, email: str) -> bool:
 def user_password_reset(*, email: str, code: str, password: str) -> CustomUser | None:
     """Set a new password with an emailed reset code; return the user, or None if it fails.
 
-    The code proves control of the address, so the address counts as confirmed from now on.
+    The code proves control of the address, so the address counts as confirmed from now on,
+    and the codes of unfinished sign-ups stop working.
     """
-    user = otp_verify(email=email, code=code, purpose=EmailCode.Purpose.PASSWORD_RESET)
-    if user is None or not user.is_active:
+    reset = otp_verify(email=email, code=code, purpose=EmailCode.Purpose.PASSWORD_RESET)
+    if reset is None or not reset.user.is_active:
         return None
+    user = reset.user
     user.is_verified = True
     _password_set(user=user, password=password, extra_fields=("is_verified",))
+    otp_revoke_open(user=user, purpose=EmailCode.Purpose.VERIFY_EMAIL)
     return user
 
 
@@ -148,6 +186,19 @@ def _password_set(*, user: CustomUser, password: str, extra_fields: tuple[str, .
     user.save(update_fields=["password", "failed_logins", "login_locked_at", *extra_fields])
     user_tokens_revoke(user=user)
     emails.email_enqueue(recipient=user.email, **emails.password_changed_email())
+
+
+def _signup_code_send(*, user: CustomUser, password_hash: str) -> bool:
+    """Email a code bound to this sign-up's password; return whether the send rules let it.
+
+    Until the address is confirmed, the newest sign-up's password is the account's, so that
+    its author is told to confirm (403 `email_not_verified`) rather than that it is wrong.
+    """
+    purpose = EmailCode.Purpose.VERIFY_EMAIL
+    if not otp_issue(user=user, purpose=purpose, password_hash=password_hash):
+        return False
+    CustomUser.objects.filter(pk=user.pk, is_verified=False).update(password=password_hash)
+    return True
 
 
 def _token_pair(*, user: CustomUser) -> dict[str, str]:

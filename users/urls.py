@@ -10,6 +10,7 @@ urlpatterns = [
     path("verify-email/", views.LegacyVerifyEmailView.as_view(), name="verify-email"),
     path("resend-otp/", views.ResendOtpView.as_view(), name="resend-otp"),
     path("login/", views.LoginView.as_view(), name="login"),
+    path("login/unlock/", views.LoginUnlockView.as_view(), name="login-unlock"),
     path("token/refresh/", views.TokenRefreshView.as_view(), name="token-refresh"),
     path("logout/", views.LogoutView.as_view(), name="logout"),
     path("me/", views.MeView.as_view(), name="me"),

@@ -4,6 +4,7 @@ from django.conf import settings
 from django.urls import reverse
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import status
+from rest_framework.exceptions import Throttled
 from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -12,8 +13,9 @@ from rest_framework.views import APIView
 from rest_framework_simplejwt.authentication import AUTH_HEADER_TYPES
 from rest_framework_simplejwt.views import TokenRefreshView as SimpleJWTTokenRefreshView
 
-from job_system.openapi import ErrorSerializer
+from job_system.openapi import SAMPLE_EMAIL, SAMPLE_PASSWORD, ErrorSerializer, request_example
 from users import otp, services
+from users.login_policy import LoginThrottled
 from users.permissions import EmailNotVerified
 from users.serializers import (
     DetailSerializer,
@@ -24,6 +26,7 @@ from users.serializers import (
     MeSerializer,
     RegisterResponseSerializer,
     RegisterSerializer,
+    ResendOtpSerializer,
     TokenPairSerializer,
     TokenRefreshSerializer,
     VerifyOtpSerializer,
@@ -42,6 +45,22 @@ THROTTLED_EMAILS = OpenApiResponse(
     description="Too many requests, or this client asked for too many emails; retry later.",
 )
 UNAUTHENTICATED = OpenApiResponse(ErrorSerializer, description="No valid bearer token.")
+SAMPLE_ACCOUNT = {"email": SAMPLE_EMAIL, "password": SAMPLE_PASSWORD}
+# Values only the server can give: the examples hold these, to be replaced before executing.
+CODE_PLACEHOLDER = "123456"
+REFRESH_PLACEHOLDER = "paste the refresh token that login or refresh returned"
+CODE_EXAMPLE = request_example(
+    "The emailed code",
+    {"email": SAMPLE_EMAIL, "otp": CODE_PLACEHOLDER},
+    f"Replace {CODE_PLACEHOLDER} with the code from the email (in development the worker "
+    "prints it).",
+)
+EMAIL_EXAMPLE = request_example("An address", {"email": SAMPLE_EMAIL})
+REFRESH_EXAMPLE = request_example(
+    "A refresh token",
+    {"refresh": REFRESH_PLACEHOLDER},
+    "Paste the `refresh` token of the last login or refresh: each one works once.",
+)
 
 
 def send_limits() -> str:
@@ -73,6 +92,7 @@ class RegisterView(CodeEmailingView):
         summary="Create an account and email a confirmation code",
         description="Answers the same whether or not the address already has an account.",
         request=RegisterSerializer,
+        examples=[request_example("A new account", SAMPLE_ACCOUNT)],
         responses={201: RegisterResponseSerializer, 400: FIELD_ERRORS, 429: THROTTLED_EMAILS},
     )
     def post(self, request: Request) -> Response:
@@ -95,6 +115,7 @@ class VerifyOtpView(PublicAccountView):
         summary="Confirm an email address with its code",
         description="`otp_code` is accepted in place of `otp` for older clients.",
         request=VerifyOtpSerializer,
+        examples=[CODE_EXAMPLE],
         responses={
             200: DetailSerializer,
             400: OpenApiResponse(
@@ -125,40 +146,53 @@ class ResendOtpView(CodeEmailingView):
 
     @extend_schema(
         tags=TAGS,
-        summary="Email a new confirmation code",
-        description="Answers the same whatever the address; sends nothing during the cooldown "
-        "or past the address's hourly and daily caps.",
-        request=EmailSerializer,
+        summary="Email a new confirmation code for your sign-up",
+        description="Send the password you signed up with: the new code confirms the sign-up "
+        "made with it, and no one else's. Answers the same whatever the address and password; "
+        "sends nothing during the cooldown or past the address's hourly and daily caps.",
+        request=ResendOtpSerializer,
+        examples=[request_example("The sign-up", SAMPLE_ACCOUNT)],
         responses={202: DetailSerializer, 400: FIELD_ERRORS, 429: THROTTLED_EMAILS},
     )
     def post(self, request: Request) -> Response:
-        serializer = EmailSerializer(data=request.data)
+        serializer = ResendOtpSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        otp.otp_resend(email=serializer.validated_data["email"])
+        services.user_signup_code_resend(**serializer.validated_data)
         detail = f"If the address needs confirming, a new code is on its way. {send_limits()}"
         return Response({"detail": detail}, status=status.HTTP_202_ACCEPTED)
 
 
 class LoginView(PublicAccountView):
-    throttle_scope = "login"
+    # The login policy counts attempts per client address itself, for the admin login too.
+    throttle_classes: list = []
 
     @extend_schema(
         tags=TAGS,
         summary="Exchange email and password for access and refresh tokens",
+        description="After too many wrong passwords in a row an account's password logs in "
+        "only together with `unlock_code`, the code emailed to its owner; until then the "
+        "right password gets the same 401 as a wrong one.",
         request=LoginSerializer,
+        examples=[request_example("The account of the sign-up example", SAMPLE_ACCOUNT)],
         responses={
             200: TokenPairSerializer,
             400: FIELD_ERRORS,
             401: OpenApiResponse(ErrorSerializer, description="Code `invalid_credentials`."),
             403: OpenApiResponse(ErrorSerializer, description="Code `email_not_verified`."),
-            429: THROTTLED,
+            429: OpenApiResponse(
+                ErrorSerializer,
+                description="Too many login attempts from this address; `Retry-After` says "
+                "when to try again.",
+            ),
         },
     )
     def post(self, request: Request) -> Response:
         serializer = LoginSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        # authenticate() hashes the password for unknown addresses too, so timing tells nothing.
-        user = services.user_authenticate(request=request, **serializer.validated_data)
+        try:
+            user = services.user_authenticate(request=request, **serializer.validated_data)
+        except LoginThrottled as exc:
+            raise Throttled(wait=exc.wait) from exc
         if user is None:
             raise error_with_code(InvalidCredentials)
         if not user.is_verified:
@@ -170,11 +204,36 @@ class LoginView(PublicAccountView):
         return f'{AUTH_HEADER_TYPES[0]} realm="api"'
 
 
+class LoginUnlockView(CodeEmailingView):
+    throttle_scope = "otp"
+
+    @extend_schema(
+        tags=TAGS,
+        summary="Email an unlock code to an account locked after too many wrong passwords",
+        description="Answers the same whatever the address; sends a code only to a locked "
+        "account, and not while the one sent before still works (it is in the owner's inbox). "
+        "Log in with the password and `unlock_code`.",
+        request=EmailSerializer,
+        examples=[EMAIL_EXAMPLE],
+        responses={202: DetailSerializer, 400: FIELD_ERRORS, 429: THROTTLED_EMAILS},
+    )
+    def post(self, request: Request) -> Response:
+        serializer = EmailSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        services.user_login_unlock_request(email=serializer.validated_data["email"])
+        detail = (
+            "If the account is locked, an unlock code is on its way, unless the one sent "
+            "before still works. Log in with your password and `unlock_code`."
+        )
+        return Response({"detail": detail}, status=status.HTTP_202_ACCEPTED)
+
+
 @extend_schema_view(
     post=extend_schema(
         tags=TAGS,
         summary="Exchange a refresh token for new access and refresh tokens",
         description="The refresh token sent is revoked; sending it again gets 401.",
+        examples=[REFRESH_EXAMPLE],
         responses={
             200: TokenPairSerializer,
             400: FIELD_ERRORS,
@@ -193,17 +252,27 @@ class TokenRefreshView(SimpleJWTTokenRefreshView):
 
 
 class LogoutView(APIView):
-    permission_classes = [IsAuthenticated]
+    """Revoke the refresh token sent: holding it is the proof, so no access token is asked for.
+
+    Whoever holds a refresh token can already use it, so letting it revoke itself gives them
+    nothing new; and a client can still sign out once its short-lived access token expired.
+    """
+
+    # No authenticators: a stale bearer token sent along must not turn a logout into a 401.
+    authentication_classes: list = []
+    permission_classes = [AllowAny]
 
     @extend_schema(
         tags=TAGS,
         summary="Revoke a refresh token",
-        description="Access tokens stay valid until they expire, a few minutes later.",
+        description="Needs only the refresh token, no bearer token. Access tokens already "
+        "issued stay valid until they expire, a few minutes later.",
         request=LogoutSerializer,
-        responses={204: None, 400: FIELD_ERRORS, 401: UNAUTHENTICATED},
+        examples=[REFRESH_EXAMPLE],
+        responses={204: None, 400: FIELD_ERRORS},
     )
     def post(self, request: Request) -> Response:
-        serializer = LogoutSerializer(data=request.data, context={"request": request})
+        serializer = LogoutSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         services.user_logout(refresh=serializer.validated_data["refresh"])
         return Response(status=status.HTTP_204_NO_CONTENT)

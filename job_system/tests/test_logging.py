@@ -3,16 +3,24 @@
 import io
 import json
 import logging
+import sys
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 from django.conf import settings
 from django.utils.module_loading import import_string
+from rest_framework.test import APIClient
 
 from job_system.logging import job_log_scope
 from jobs import handlers, services
 from jobs.models import Job
+from jobs.tests.live import subprocess_env, wait_for
+from scripts import localredis
+from scripts.stack import ManagedProcess
 
 JOB_FIELDS = {"job_id", "job_type", "attempt"}
 
@@ -169,3 +177,93 @@ def test_the_console_handler_uses_the_format_from_log_format():
     assert settings.LOG_FORMAT == "plain"  # the default
     assert settings.LOGGING["handlers"]["console"]["formatter"] == settings.LOG_FORMAT
     assert settings.CELERY_WORKER_HIJACK_ROOT_LOGGER is False
+
+
+def test_beat_sends_of_the_every_second_tasks_are_dropped_and_its_other_lines_kept(
+    plain_output,
+):
+    beat = logging.getLogger("celery.beat")
+    sending = "Scheduler: Sending due task %s (%s)"
+
+    beat.info(sending, "dispatch-due-jobs", "jobs.tasks.dispatch_due_jobs")
+    beat.info(sending, "reap-stale-jobs", "jobs.tasks.reap_stale_jobs")
+    beat.info(sending, "purge-expired-codes", "users.tasks.purge_expired_codes")
+    beat.error("Message Error: %s", "jobs.tasks.dispatch_due_jobs could not be sent")
+
+    kept = [line.split(" celery.beat ")[1] for line in plain_output.lines]
+    assert kept == [
+        "Scheduler: Sending due task purge-expired-codes (users.tasks.purge_expired_codes)",
+        "Message Error: jobs.tasks.dispatch_due_jobs could not be sent",
+    ]
+
+
+@pytest.mark.django_db
+def test_a_client_error_is_left_to_the_access_log(api_client, caplog):
+    with caplog.at_level(logging.DEBUG):
+        assert api_client.get("/api/no-such-thing/").status_code == 404
+        assert api_client.get("/api/jobs/").status_code == 401
+
+    assert [record for record in caplog.records if record.name == "django.request"] == []
+
+
+def test_django_records_reach_the_console_once_even_with_debug_on():
+    # Django's default logging leaves handlers on its "django" logger, among them a console
+    # one that printed each record a second time, beside root's, while DEBUG was on.
+    django_logger = logging.getLogger("django")
+
+    assert django_logger.handlers == []
+    assert django_logger.propagate
+
+
+def test_a_server_error_is_still_logged_with_its_traceback(settings, caplog):
+    settings.ROOT_URLCONF = "job_system.tests.broken_urls"
+
+    APIClient(raise_request_exception=False).get("/broken/")
+
+    [record] = [record for record in caplog.records if record.name == "django.request"]
+    assert record.levelno == logging.ERROR
+    assert record.exc_info[0] is ZeroDivisionError
+
+
+def http_status(url: str) -> int | None:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 - loopback.
+            return response.status
+    except urllib.error.HTTPError as error:
+        return error.code
+    except OSError:
+        return None
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("debug", ["false", "true"])
+def test_gunicorn_logs_each_client_error_once_and_no_error_while_workers_start(
+    django_db_setup, tmp_path, debug
+):
+    port = localredis.free_port()
+    base = f"http://127.0.0.1:{port}"
+    # A broker database no worker beats into: readiness answers 503, as while workers start.
+    no_workers = urlunsplit(urlsplit(settings.REDIS_URL)._replace(path="/13"))
+    web = ManagedProcess(
+        "web",
+        # As the Procfile runs it.
+        [
+            sys.executable,
+            *("-m", "gunicorn", "job_system.wsgi:application", f"--bind=127.0.0.1:{port}"),
+            *("--access-logfile=-", "--no-control-socket"),
+        ],
+        {**subprocess_env(DEBUG=debug), "CELERY_BROKER_URL": no_workers},
+        tmp_path / "web.log",
+    ).start()
+    try:
+        wait_for(lambda: http_status(f"{base}/api/health/live/") == 200, timeout=30)
+        statuses = [http_status(base + path) for path in ("/api/nothing/", "/api/jobs/")]
+        statuses.append(http_status(f"{base}/api/health/"))
+    finally:
+        web.stop()
+
+    lines = web.log_path.read_text().splitlines()
+    assert statuses == [404, 401, 503]
+    assert len([line for line in lines if "/api/nothing/" in line]) == 1, lines
+    assert len([line for line in lines if "/api/jobs/" in line]) == 1, lines
+    assert [line for line in lines if "ERROR" in line or "Unavailable" in line] == [], lines

@@ -1,5 +1,6 @@
 import os
 import re
+import secrets
 import subprocess
 import sys
 
@@ -80,6 +81,42 @@ def test_a_publish_interval_outside_zero_to_a_second_is_refused(interval):
 
     assert started.returncode != 0
     assert "JOB_PUBLISH_INTERVAL_SECONDS must be between 0 and 1" in started.stderr
+
+
+def readme_production_variables() -> dict[str, str]:
+    """Read README's production block, with each `<placeholder>` filled with a random value."""
+    readme = (ROOT / "README.md").read_text()
+    block = re.search(r"^For production:\n\n```sh\n(.*?)^```", readme, re.DOTALL | re.MULTILINE)
+    assert block, "README.md has no production block"
+    variables = {}
+    for line in block[1].splitlines():
+        assignment = re.fullmatch(r"([A-Z][A-Z0-9_]*)=(.*?)\s*(#.*)?", line)
+        assert assignment, f"not a variable: {line!r}"
+        name, value = assignment[1], assignment[2]
+        variables[name] = re.sub(r"<[^>]*>", lambda _: secrets.token_urlsafe(40), value)
+    return variables
+
+
+def test_readmes_production_block_passes_the_deploy_check_as_printed():
+    checked = subprocess.run(
+        [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+        cwd=ROOT,
+        # Nothing but the block: no DEBUG, SECRET_KEY or .env of the test run's.
+        env={"PATH": os.environ["PATH"], "ENV_FILE": os.devnull, **readme_production_variables()},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+    assert checked.returncode == 0, checked.stderr
+
+
+@pytest.mark.parametrize("depth", ["7", "257"])
+def test_a_json_depth_limit_outside_8_to_256_is_refused(depth):
+    started = start_settings(DEBUG="true", MAX_JSON_DEPTH=depth)
+
+    assert started.returncode != 0
+    assert "MAX_JSON_DEPTH must be from 8 to 256" in started.stderr
 
 
 def test_development_starts_without_a_secret_key():

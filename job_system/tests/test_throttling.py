@@ -1,6 +1,5 @@
 """The counting throttle on job submissions (job_system.throttling)."""
 
-import uuid
 from datetime import timedelta
 
 import pytest
@@ -10,16 +9,7 @@ from rest_framework.test import APIClient
 
 from job_system.throttling import CountingRateThrottle
 
-pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def own_counters(settings) -> None:
-    """A key prefix of this test's own, so counts never carry over between tests."""
-    settings.CACHES = {
-        **settings.CACHES,
-        "default": {**settings.CACHES["default"], "KEY_PREFIX": f"test-{uuid.uuid4().hex}"},
-    }
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("own_cache_keys")]
 
 
 @pytest.fixture

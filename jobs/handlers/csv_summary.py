@@ -8,6 +8,7 @@ from typing import Any
 
 from rest_framework import serializers
 
+from job_system.serializers import CharField
 from jobs.handlers import register
 from jobs.handlers.base import JobHandler, PermanentJobError, Progress
 
@@ -35,7 +36,7 @@ class CsvSummaryParameters(serializers.Serializer):
         help_text=f"The CSV document, as text: at most {MAX_ROWS:,} rows (the header "
         f"included) of at most {MAX_COLUMNS:,} fields.",
     )
-    delimiter = serializers.CharField(
+    delimiter = CharField(
         required=False,
         default=",",
         min_length=1,

@@ -14,8 +14,12 @@ class EchoParameters(serializers.Serializer):
         max_length=10_000,
         help_text="Text returned unchanged.",
     )
+    # null too: it is a JSON value, and the one a job stored without `data` shows.
     data = serializers.JSONField(
-        required=False, default=None, help_text="Any JSON value, returned unchanged."
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text="Any JSON value, null included, returned unchanged.",
     )
 
 

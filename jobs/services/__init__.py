@@ -12,6 +12,7 @@ most one result. Broker messages only carry job ids and are hints; the database 
 from jobs.services.common import (
     IdempotencyConflict,
     JobStateError,
+    OwnerDeleted,
     TooManyActiveJobs,
     retry_delay,
 )
@@ -32,9 +33,9 @@ from jobs.services.recovery import (
     jobs_requeue_stuck,
 )
 from jobs.services.submission import (
+    idempotency_key_used,
     job_cancel,
     job_create,
-    job_for_idempotency_key,
     job_retry,
     jobs_create_bulk,
 )
@@ -43,13 +44,14 @@ __all__ = [
     "IdempotencyConflict",
     "JobStateError",
     "JobTimedOut",
+    "OwnerDeleted",
     "TooManyActiveJobs",
+    "idempotency_key_used",
     "job_cancel",
     "job_claim",
     "job_complete",
     "job_create",
     "job_fail_attempt",
-    "job_for_idempotency_key",
     "job_hand_back_if_early",
     "job_progress_reporter",
     "job_retry",

@@ -49,6 +49,20 @@ class TooManyActiveJobs(Exception):
         )
 
 
+class OwnerDeleted(Exception):
+    """The owner's account was deleted while a request of theirs was storing jobs."""
+
+
+def raise_if_owner_deleted(owner) -> None:
+    """Explain a failed INSERT of an owner's jobs by their account's deletion, if that is it.
+
+    Authentication read the account (or a copy kept for a few seconds) before the INSERT, so
+    it can be gone by then; the foreign key then fails.
+    """
+    if not type(owner)._default_manager.filter(pk=owner.pk).exists():
+        raise OwnerDeleted
+
+
 def transition(jobs: QuerySet[Job], **changes: Any) -> int:
     """Apply a conditional UPDATE and return how many rows it changed."""
     # QuerySet.update() skips auto_now, so every transition stamps updated_at itself.
@@ -132,6 +146,7 @@ def finish_attempt(
     attempt = JobAttempt(
         job_id=job.pk,
         number=job.attempts,
+        run=job.run,
         claim_token=job.claim_token,
         worker=job.worker,
         started_at=job.started_at,

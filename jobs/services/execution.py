@@ -76,6 +76,7 @@ def job_claim(*, job_id: uuid.UUID, worker: str) -> Job | None:
             status=Job.Status.IN_PROGRESS,
             started_at=now,
             attempts=F("attempts") + 1,
+            run_attempts=F("run_attempts") + 1,
             progress=0,
             **claim,
         )
@@ -89,8 +90,8 @@ def job_claim(*, job_id: uuid.UUID, worker: str) -> Job | None:
 _CLAIM_SQL = f"""
 UPDATE jobs_job
 SET status = 'in_progress', claim_token = %(claim_token)s, lease_expires_at = %(lease_expires_at)s,
-    started_at = %(now)s, attempts = attempts + 1, progress = 0, worker = %(worker)s,
-    updated_at = %(now)s
+    started_at = %(now)s, attempts = attempts + 1, run_attempts = run_attempts + 1, progress = 0,
+    worker = %(worker)s, updated_at = %(now)s
 WHERE id = %(job_id)s AND status = 'pending' AND run_after <= %(now)s
 RETURNING {JOB_COLUMNS}
 """  # noqa: S608 - the columns are the model's own
@@ -263,10 +264,11 @@ WITH completed AS (
     SELECT id, %(output)s, %(output_bytes)s, %(now)s, %(duration_ms)s FROM completed
 ), attempt AS (
     INSERT INTO jobs_jobattempt
-        (job_id, number, claim_token, worker, started_at, finished_at, outcome, error_message)
-    SELECT id, %(number)s, %(claim_token)s, %(worker)s, %(started_at)s, %(now)s, 'succeeded', ''
+        (job_id, number, run, claim_token, worker, started_at, finished_at, outcome, error_message)
+    SELECT id, %(number)s, %(run)s, %(claim_token)s, %(worker)s, %(started_at)s, %(now)s,
+        'succeeded', ''
     FROM completed
-    ON CONFLICT (claim_token) DO NOTHING
+    ON CONFLICT DO NOTHING
 )
 SELECT count(*) FROM completed
 """
@@ -284,6 +286,7 @@ def _complete_in_one_statement(
         "output_bytes": output_bytes,
         "duration_ms": duration_ms,
         "number": job.attempts,
+        "run": job.run,
         "worker": job.worker,
         "started_at": job.started_at,
     }
@@ -300,7 +303,7 @@ def job_fail_attempt(*, job: Job, exc: Exception, trace: str) -> None:
     now = timezone.now()
     final = (
         isinstance(exc, PermanentJobError)
-        or job.attempts > job.max_retries
+        or job.run_attempts > job.max_retries
         or (timed_out and timeout_is_final(job))
     )
     if final:
@@ -324,7 +327,7 @@ def job_fail_attempt(*, job: Job, exc: Exception, trace: str) -> None:
 def _backoff(job: Job):
     handler = handlers.find(job.job_type)
     base = handler.retry_backoff_seconds if handler else None
-    return retry_delay(attempt=job.attempts, base_seconds=base)
+    return retry_delay(attempt=job.run_attempts, base_seconds=base)
 
 
 def _timed_out(job: Job) -> JobTimedOut:

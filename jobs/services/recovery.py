@@ -34,13 +34,17 @@ def jobs_dispatch_due(*, limit: int = BATCH_SIZE) -> int:
     """Publish pending jobs that have no message yet and are due within the look-ahead.
 
     A job not yet due goes out with an ETA, so the worker starts it on time rather than up
-    to a dispatch interval late.
+    to a dispatch interval late. Logged only when something was published: this runs every
+    second.
     """
     now = timezone.now()
     due = Job.objects.filter(
         status=Job.Status.PENDING, enqueued_at=None, run_after__lte=queue.publish_horizon(now)
     )
-    return _mark_enqueued_and_publish(due, now=now, limit=limit)
+    published = _mark_enqueued_and_publish(due, now=now, limit=limit)
+    if published:
+        logger.info("dispatcher published %d due job(s)", published)
+    return published
 
 
 def job_hand_back_if_early(*, job_id: uuid.UUID) -> bool:
@@ -107,12 +111,12 @@ def _take_back(job: Job, *, now: datetime) -> str | None:
     else:
         reason = f"The worker running attempt {job.attempts} was lost."
         outcome = JobAttempt.Outcome.LOST
-    if job.attempts > job.max_retries or (timed_out and timeout_is_final(job)):
+    if job.run_attempts > job.max_retries or (timed_out and timeout_is_final(job)):
         changes = {"status": Job.Status.FAILED, "completed_at": now, "error_message": reason}
     else:
         changes = {
             "status": Job.Status.PENDING,
-            "run_after": now + retry_delay(attempt=job.attempts),
+            "run_after": now + retry_delay(attempt=job.run_attempts),
             "enqueued_at": None,
             "claim_token": None,
             "error_message": f"{reason} Retrying.",
@@ -133,16 +137,17 @@ def _take_back(job: Job, *, now: datetime) -> str | None:
 def jobs_hand_back(*, worker: str, grace_seconds: float) -> int:
     """Give back the jobs a shutting-down worker still runs after a grace period.
 
-    They go back to pending without counting the attempt, and Beat's dispatcher publishes
-    them within a second; the watchdogs of the processes still running them (services.leases)
-    see within a second that the jobs are no longer theirs, and stop their handlers.
+    They go back to pending without counting the attempt against max_retries (it keeps its
+    number in the job's history), and Beat's dispatcher publishes them within a second; the
+    watchdogs of the processes still running them (services.leases) see within a second that
+    the jobs are no longer theirs, and stop their handlers.
     """
     running = Job.objects.filter(status=Job.Status.IN_PROGRESS, worker=worker)
     deadline = time.monotonic() + grace_seconds
     while running.exists() and time.monotonic() < deadline:
         time.sleep(0.2)
     handed_back = 0
-    for job in running.only("claim_token", "attempts", "worker", "started_at"):
+    for job in running.only("claim_token", "attempts", "run", "worker", "started_at"):
         handed_back += _hand_back(job)
     if handed_back:
         logger.warning("worker %s handed back %d running job(s)", worker, handed_back)
@@ -155,7 +160,7 @@ def _hand_back(job: Job) -> int:
         handed = transition(
             held_by(job),
             status=Job.Status.PENDING,
-            attempts=F("attempts") - 1,
+            run_attempts=F("run_attempts") - 1,
             run_after=now,
             enqueued_at=None,
             claim_token=None,

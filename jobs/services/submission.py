@@ -1,18 +1,21 @@
 """What clients ask for: submitting, cancelling and retrying jobs."""
 
 import logging
+from collections.abc import Callable
 from contextlib import nullcontext
 from datetime import datetime
-from typing import Any, NotRequired, TypedDict, Unpack
+from typing import Any, Literal, NotRequired, TypedDict, Unpack
 
 from django.conf import settings
 from django.core.cache import cache
 from django.db import IntegrityError, connection, transaction
+from django.db.models import F
 from django.utils import timezone
 
 from job_system.cache import cache_redis
 from job_system.logging import bind_job, job_log_scope
 from jobs import handlers, metrics, queue
+from jobs.idempotency import request_fingerprint
 from jobs.models import Job, JobAttempt
 from jobs.services.common import (
     IdempotencyConflict,
@@ -20,6 +23,7 @@ from jobs.services.common import (
     TooManyActiveJobs,
     finish_attempt,
     log_fields,
+    raise_if_owner_deleted,
     transition,
     update_returning,
 )
@@ -41,33 +45,17 @@ class JobFields(TypedDict):
 
 @job_log_scope
 def job_create(
-    *,
-    owner,
-    idempotency_key: str | None = None,
-    request_fingerprint: str = "",
-    **fields: Unpack[JobFields],
+    *, owner, idempotency_key: str = "", **fields: Unpack[JobFields]
 ) -> tuple[Job, bool]:
     """Store a pending job, publish it after commit if due soon; return (job, created).
 
     With an idempotency key that this owner used before, nothing is created: the earlier job
-    comes back if the request is the same, and IdempotencyConflict is raised if it is not.
+    comes back if the request asked for the same job, and IdempotencyConflict is raised if not.
     """
-
-    def earlier_job() -> Job | None:
-        if not idempotency_key:
-            return None
-        return job_for_idempotency_key(
-            owner=owner, idempotency_key=idempotency_key, request_fingerprint=request_fingerprint
-        )
-
-    if earlier := earlier_job():
-        return earlier, False
-    _check_active_job_cap(owner)
     job = _new_job(owner=owner, now=timezone.now(), **fields)
-    job.idempotency_key = idempotency_key or ""
-    job.request_fingerprint = request_fingerprint if idempotency_key else ""
-    bind_job(job)
-    try:
+
+    def insert() -> None:
+        bind_job(job)
         # One INSERT commits on its own: BEGIN and COMMIT around it were two more round trips
         # per submission, and publish_on_commit then publishes at once. Inside a caller's
         # transaction, a savepoint keeps a lost idempotency race from spoiling it.
@@ -75,33 +63,95 @@ def job_create(
             job.save(force_insert=True)
             if job.enqueued_at:
                 queue.publish_on_commit([queue.message_for(job)], from_request=True)
-    except IntegrityError:
-        # Another request with the same key won the race; answer as if we had come second.
-        if earlier := earlier_job():
-            return earlier, False
-        raise
-    logger.info("job created", extra=log_fields(job.pk, job))
-    metrics.job_created(job)
-    return job, True
+
+    [job], created = _insert_once(
+        owner=owner, jobs=[job], idempotency_key=idempotency_key, endpoint="job", insert=insert
+    )
+    if created:
+        logger.info("job created", extra=log_fields(job.pk, job))
+        metrics.job_created(job)
+    return job, created
 
 
-def jobs_create_bulk(*, owner, specs: list[JobFields]) -> list[Job]:
+def jobs_create_bulk(
+    *, owner, specs: list[JobFields], idempotency_key: str = ""
+) -> tuple[list[Job], bool]:
     """Store many validated jobs in one transaction, then publish those due soon together.
 
-    All or nothing: one bulk INSERT, so either every job exists or none does.
+    All or nothing: one bulk INSERT, so either every job exists or none does. Return the jobs
+    in the order of `specs`, and whether they were created: an idempotency key works as in
+    job_create(), for the whole batch.
     """
-    _check_active_job_cap(owner, adding=len(specs))
     now = timezone.now()
     jobs = [_new_job(owner=owner, now=now, **spec) for spec in specs]
-    with transaction.atomic():
-        Job.objects.bulk_create(jobs)
-        queue.publish_on_commit(
-            [queue.message_for(job) for job in jobs if job.enqueued_at], from_request=True
-        )
-    for job in jobs:
-        metrics.job_created(job)
-    logger.info("%d jobs created in one request", len(jobs))
-    return jobs
+    for position, job in enumerate(jobs):
+        job.batch_position = position
+
+    def insert() -> None:
+        with transaction.atomic():
+            Job.objects.bulk_create(jobs)
+            queue.publish_on_commit(
+                [queue.message_for(job) for job in jobs if job.enqueued_at], from_request=True
+            )
+
+    jobs, created = _insert_once(
+        owner=owner, jobs=jobs, idempotency_key=idempotency_key, endpoint="bulk", insert=insert
+    )
+    if created:
+        for job in jobs:
+            metrics.job_created(job)
+        logger.info("%d jobs created in one request", len(jobs))
+    return jobs, created
+
+
+def _insert_once(
+    *,
+    owner,
+    jobs: list[Job],
+    idempotency_key: str,
+    endpoint: Literal["job", "bulk"],
+    insert: Callable[[], None],
+) -> tuple[list[Job], bool]:
+    """Store the jobs of one request with `insert`, within the owner's cap; (jobs, created).
+
+    With an idempotency key that made jobs before, those come back instead, in request order.
+    """
+    if idempotency_key:
+        fingerprint = request_fingerprint(endpoint, jobs)
+        for job in jobs:
+            job.idempotency_key, job.request_fingerprint = idempotency_key, fingerprint
+        if earlier := _made_earlier(owner=owner, request=jobs):
+            return earlier, False
+    _check_active_job_cap(owner.pk, adding=len(jobs))
+    try:
+        insert()
+    except IntegrityError:
+        _uncount_active_jobs(owner.pk, len(jobs))
+        # Another request with the same key won the race; answer as if we had come second.
+        if earlier := _made_earlier(owner=owner, request=jobs):
+            return earlier, False
+        raise_if_owner_deleted(owner)
+        raise
+    return jobs, True
+
+
+def _made_earlier(*, owner, request: list[Job]) -> list[Job]:
+    """Return the jobs an earlier request with this request's key made, in order; [] if none.
+
+    Raises IdempotencyConflict when that request asked for other jobs.
+    """
+    key = request[0].idempotency_key
+    if not key:
+        return []
+    earlier = list(Job.objects.filter(owner=owner, idempotency_key=key).order_by("batch_position"))
+    if earlier and earlier[0].request_fingerprint != request[0].request_fingerprint:
+        raise IdempotencyConflict(job=earlier[0])
+    return earlier
+
+
+def idempotency_key_used(*, owner, idempotency_key: str) -> bool:
+    """Whether this owner sent a request with this Idempotency-Key before."""
+    return Job.objects.filter(owner=owner, idempotency_key=idempotency_key).exists()
 
 
 def _new_job(
@@ -161,33 +211,32 @@ return false
 """
 
 
-def _check_active_job_cap(owner, adding: int = 1) -> None:
+def _check_active_job_cap(owner_id: int, adding: int = 1) -> None:
     # A count, not a lock: concurrent requests can pass the cap by a few, which is fine for a
     # resource limit and keeps submissions from queueing behind one another.
     limit = settings.MAX_ACTIVE_JOBS_PER_USER
-    key = cache.make_and_validate_key(f"active-jobs:{owner.pk}")
+    key = _active_count_key(owner_id)
     client = cache_redis()
     total = client.eval(_ADD_TO_COUNT, 1, key, adding)
     if total is None:
-        active = Job.objects.filter(owner=owner, status__in=Job.ACTIVE_STATUSES)
+        active = Job.objects.filter(owner_id=owner_id, status__in=Job.ACTIVE_STATUSES)
         total = active[:limit].count() + adding
         if not client.set(key, total, ex=ACTIVE_COUNT_SECONDS, nx=True):
             # Another request counted at the same moment: add to its count.
             total = client.eval(_ADD_TO_COUNT, 1, key, adding) or total
     if total > limit:
-        client.decrby(key, adding)  # Refused jobs do not count.
+        _uncount_active_jobs(owner_id, adding)  # Refused jobs do not count.
         raise TooManyActiveJobs(limit=limit)
 
 
-def job_for_idempotency_key(*, owner, idempotency_key: str, request_fingerprint: str) -> Job | None:
-    """Return the job an earlier request with this key made, if the request was the same.
+def _uncount_active_jobs(owner_id: int, count: int) -> None:
+    """Take jobs that were counted but did not become active off the owner's count."""
+    # Through _ADD_TO_COUNT, not DECRBY, which would recreate an expired count with no expiry.
+    cache_redis().eval(_ADD_TO_COUNT, 1, _active_count_key(owner_id), -count)
 
-    Raises IdempotencyConflict when the key was used with a different request.
-    """
-    earlier = Job.objects.filter(owner=owner, idempotency_key=idempotency_key).first()
-    if earlier is not None and earlier.request_fingerprint != request_fingerprint:
-        raise IdempotencyConflict(job=earlier)
-    return earlier
+
+def _active_count_key(owner_id: int) -> str:
+    return cache.make_and_validate_key(f"active-jobs:{owner_id}")
 
 
 @job_log_scope
@@ -212,17 +261,30 @@ def job_cancel(*, job: Job) -> Job:
     return job
 
 
+RETRYABLE_STATUSES = (Job.Status.FAILED, Job.Status.CANCELLED)
+
+
 @job_log_scope
 def job_retry(*, job: Job) -> Job:
-    """Put a failed or cancelled job back in the queue, with a fresh count of attempts."""
+    """Put a failed or cancelled job back in the queue as a new run, with its own retries.
+
+    Attempts keep their numbers across runs; only max_retries starts counting afresh. The job
+    becomes active again, so it takes a place under the owner's cap as a new job does.
+    """
+    # Only a job that looks retryable is counted, so that retrying a finished one is answered
+    # with the state conflict it is rather than a full cap; the UPDATE below decides.
+    counted = job.status in RETRYABLE_STATUSES
+    if counted:
+        _check_active_job_cap(job.owner_id)
     now = timezone.now()
     run_after = _run_after(job.scheduled_time, now=now)
     enqueued_at = _enqueued_at(run_after, now=now)
     with transaction.atomic():
         requeued = transition(
-            Job.objects.filter(pk=job.pk, status__in=[Job.Status.FAILED, Job.Status.CANCELLED]),
+            Job.objects.filter(pk=job.pk, status__in=RETRYABLE_STATUSES),
             status=Job.Status.PENDING,
-            attempts=0,
+            run=F("run") + 1,
+            run_attempts=0,
             progress=0,
             error_message="",
             error_traceback="",
@@ -240,6 +302,8 @@ def job_retry(*, job: Job) -> Job:
             )
     job.refresh_from_db()
     if not requeued:
+        if counted:
+            _uncount_active_jobs(job.owner_id, 1)
         raise JobStateError(
             f"Only failed or cancelled jobs can be retried; this one is {job.status}.", job=job
         )

@@ -56,7 +56,7 @@ def start_worker(
     name: str,
     log_dir: Path,
     *,
-    queues: str = "housekeeping,default,long,cpu",
+    queues: str = "default,long,cpu",
     env: dict[str, str] | None = None,
     concurrency: int = 2,
     include: str = "",
@@ -77,11 +77,11 @@ def start_worker(
         *([f"--include={include}"] if include else []),
     ]
     # Emails land in files that tests can read, as a mailbox would receive them.
-    worker_env = subprocess_env(
-        EMAIL_BACKEND="django.core.mail.backends.filebased.EmailBackend",
-        EMAIL_FILE_PATH=str(log_dir / "emails"),
-        **(env or {}),
-    )
+    mailbox = {
+        "EMAIL_BACKEND": "django.core.mail.backends.filebased.EmailBackend",
+        "EMAIL_FILE_PATH": str(log_dir / "emails"),
+    }
+    worker_env = subprocess_env(**(mailbox | (env or {})))
     worker = celery_process(name, args, log_dir, worker_env)
     deadline = time.monotonic() + WORKER_START_TIMEOUT_SECONDS
     while time.monotonic() < deadline:

@@ -56,3 +56,39 @@ def test_room_made_by_finished_jobs_shows_at_the_next_count(
     later = auth_client.post(JOBS, {"name": "later"}, format="json")
 
     assert (at_once.status_code, later.status_code) == (429, 201)
+
+
+def test_retrying_cancelled_jobs_cannot_pass_the_cap(
+    auth_client, verified_user, job_factory, settings
+):
+    settings.MAX_ACTIVE_JOBS_PER_USER = 3
+    cancelled = job_factory.create_batch(3, owner=verified_user, status=Job.Status.CANCELLED)
+    for name in "abc":
+        auth_client.post(JOBS, {"name": name}, format="json")
+
+    retries = [auth_client.post(f"{JOBS}{job.pk}/retry/") for job in cancelled]
+
+    assert [r.status_code for r in retries] == [429] * 3
+    assert {r.json()["code"] for r in retries} == {"too_many_active_jobs"}
+    assert Job.objects.filter(owner=verified_user, status__in=Job.ACTIVE_STATUSES).count() == 3
+
+
+def test_a_retry_takes_a_place_under_the_cap(auth_client, verified_user, job_factory, settings):
+    settings.MAX_ACTIVE_JOBS_PER_USER = 2
+    failed = job_factory(owner=verified_user, status=Job.Status.FAILED)
+    auth_client.post(JOBS, {"name": "first"}, format="json")
+
+    retried = auth_client.post(f"{JOBS}{failed.pk}/retry/")
+    refused = auth_client.post(JOBS, {"name": "one too many"}, format="json")
+
+    assert (retried.status_code, refused.status_code) == (200, 429)
+
+
+def test_a_refused_retry_does_not_take_a_place(auth_client, verified_user, job_factory, settings):
+    settings.MAX_ACTIVE_JOBS_PER_USER = 1
+    completed = job_factory(owner=verified_user, status=Job.Status.COMPLETED)
+
+    retried = auth_client.post(f"{JOBS}{completed.pk}/retry/")
+    created = auth_client.post(JOBS, {"name": "fits"}, format="json")
+
+    assert (retried.status_code, created.status_code) == (409, 201)

@@ -264,14 +264,16 @@ def test_cancelling_a_finished_job_is_a_conflict(auth_client, verified_user, job
 def test_retry_requeues_a_failed_or_cancelled_job(
     auth_client, verified_user, job_factory, finished
 ):
-    job = job_factory(owner=verified_user, status=finished, attempts=4, error_message="boom")
+    job = job_factory(
+        owner=verified_user, status=finished, attempts=4, run_attempts=4, error_message="boom"
+    )
 
     response = auth_client.post(f"{JOBS}{job.pk}/retry/")
 
     assert response.status_code == 200
     job.refresh_from_db()
     assert job.status == Job.Status.PENDING
-    assert job.attempts == 0
+    assert (job.attempts, job.run, job.run_attempts) == (4, 2, 0)
     assert job.error_message == ""
     assert job.enqueued_at is not None
 

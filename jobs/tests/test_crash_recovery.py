@@ -91,7 +91,8 @@ def test_a_worker_told_to_stop_hands_back_its_running_job(
     leaving.process.wait(timeout=30)  # its handler noticed and stopped; the worker exited
     assert services.jobs_dispatch_due() == 1
     job = wait_for_status(job, Job.Status.IN_PROGRESS, timeout=15)
-    assert job.attempts == 1  # handing back did not use up an attempt
+    # The handed-back attempt keeps its number but did not use up one of the run's retries.
+    assert (job.attempts, job.run_attempts) == (2, 1)
     outcomes = [a.outcome for a in job.attempt_history]
     assert outcomes == [JobAttempt.Outcome.HANDED_BACK, JobAttempt.Outcome.RUNNING]
     services.job_cancel(job=job)

@@ -139,7 +139,7 @@ def test_a_duplicated_message_runs_the_job_once(live_worker, auth_client):
 
 
 def test_a_job_whose_message_was_lost_is_recovered_by_the_reaper(
-    live_worker, verified_user, job_factory
+    live_worker, live_housekeeping, verified_user, job_factory
 ):
     # A row that was committed but whose message never reached Redis.
     long_ago = timezone.now() - timedelta(hours=1)

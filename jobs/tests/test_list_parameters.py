@@ -91,23 +91,21 @@ def test_two_orderings_apply_in_turn(auth_client, verified_user, job_factory):
         (f"{JOBS}?ordering=name", "a\x00b"),  # a name no job can have
     ],
 )
-def test_a_forged_cursor_position_is_an_invalid_cursor_not_a_server_error(
-    auth_client, url, position
-):
+def test_a_forged_cursor_position_is_refused_by_name_not_a_server_error(auth_client, url, position):
     separator = "&" if "?" in url else "?"
 
     response = auth_client.get(f"{url}{separator}cursor={quote(forged_cursor(position))}")
 
-    assert response.status_code == 404
-    assert response.json() == {"detail": "Invalid cursor", "code": "not_found"}
+    assert_refused(response, "cursor", "invalid")
+    assert response.json() == {
+        "cursor": ["Invalid cursor: copy it from a page's `next` or `previous`."]
+    }
 
 
-@pytest.mark.parametrize("cursor", ["__dict__", "cD0x\n", "é"])
-def test_a_cursor_that_is_not_base64_is_invalid(auth_client, cursor):
-    response = auth_client.get(JOBS, {"cursor": cursor})
-
-    assert response.status_code == 404
-    assert response.data["detail"] == "Invalid cursor"
+# Not base64; base64 of something else than a cursor; a cursor whose offset is no number.
+@pytest.mark.parametrize("cursor", ["__dict__", "cD0x\n", "é", "/w==", "bz14"])
+def test_a_cursor_that_this_list_did_not_give_out_is_refused_by_name(auth_client, cursor):
+    assert_refused(auth_client.get(JOBS, {"cursor": cursor}), "cursor", "invalid")
 
 
 def test_the_next_cursor_still_works(auth_client, verified_user, job_factory):

@@ -1,5 +1,6 @@
 """Beat's and shutting-down workers' side: dispatching due jobs and taking back lost ones."""
 
+import logging
 from datetime import timedelta
 
 import pytest
@@ -25,6 +26,16 @@ def test_the_dispatcher_publishes_only_due_jobs_without_a_message(job_factory):
     assert services.jobs_dispatch_due() == 1
     due.refresh_from_db()
     assert due.enqueued_at is not None
+
+
+def test_the_dispatcher_logs_only_when_it_published_something(job_factory, caplog):
+    caplog.set_level(logging.INFO, logger="jobs.services.recovery")
+    services.jobs_dispatch_due()
+    job_factory.create_batch(2, run_after=timezone.now(), enqueued_at=None)
+    services.jobs_dispatch_due()
+
+    assert [r.getMessage() for r in caplog.records] == ["dispatcher published 2 due job(s)"]
+    assert caplog.records[0].levelname == "INFO"
 
 
 def test_a_second_dispatcher_finds_nothing_left_to_publish(job_factory):
@@ -138,7 +149,7 @@ def test_a_shutting_down_worker_hands_back_its_jobs_without_using_up_an_attempt(
     mine.refresh_from_db()
     other.refresh_from_db()
     assert mine.status == Job.Status.PENDING
-    assert mine.attempts == 0
+    assert (mine.attempts, mine.run_attempts) == (1, 0)
     assert mine.enqueued_at is None  # the dispatcher publishes it within a second
     assert [a.outcome for a in mine.attempt_log.all()] == [JobAttempt.Outcome.HANDED_BACK]
     assert other.status == Job.Status.IN_PROGRESS

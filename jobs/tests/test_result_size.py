@@ -193,10 +193,10 @@ def test_the_migration_sizes_results_stored_before_it(job_result_factory):
     output = {"text": "é" * 100, "items": [1, 2, 3]}
     job = job_result_factory(output=output).job
     executor = MigrationExecutor(connection)
-    executor.migrate([("jobs", "0006_attempt_job_no_single_index")])
+    executor.migrate([("jobs", "0008_idempotency_keys_for_batches")])
     try:
         executor.loader.build_graph()
-        executor.migrate([("jobs", "0007_jobresult_output_bytes")])
+        executor.migrate([("jobs", "0009_jobresult_output_bytes")])
     finally:
         executor.loader.build_graph()
         executor.migrate(executor.loader.graph.leaf_nodes("jobs"))

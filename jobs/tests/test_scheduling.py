@@ -12,6 +12,7 @@ from job_system.tests.test_settings import start_settings
 from jobs import handlers, queue, services
 from jobs.models import Job
 from jobs.tests.live import take_published, wait_for
+from scripts.stack import procfile_command
 
 pytestmark = pytest.mark.django_db
 
@@ -191,15 +192,14 @@ def test_beats_tasks_go_to_the_housekeeping_queue_not_behind_jobs():
         assert celery_app.amqp.router.route({}, task)["queue"].name == "housekeeping"
 
 
-def test_the_procfile_worker_serves_housekeeping_and_every_job_queue():
-    worker = next(
-        line
-        for line in (settings.BASE_DIR / "Procfile").read_text().splitlines()
-        if line.startswith("worker:")
-    )
-    served = set(worker.split("--queues=")[1].split()[0].split(","))
+def queues_served_by(process_type: str) -> set[str]:
+    return set(procfile_command(process_type).split("--queues=")[1].split()[0].split(","))
 
-    assert {"housekeeping"} | {handler.queue for handler in handlers.all_handlers()} <= served
+
+def test_the_procfile_worker_serves_every_job_queue_and_housekeeping_its_own():
+    assert {handler.queue for handler in handlers.all_handlers()} <= queues_served_by("worker")
+    assert "housekeeping" not in queues_served_by("worker")
+    assert queues_served_by("housekeeping") == {"housekeeping"}
 
 
 def test_a_look_ahead_no_longer_than_the_dispatch_interval_is_refused():
@@ -221,12 +221,11 @@ def test_a_look_ahead_no_longer_than_the_dispatch_interval_is_refused():
     ],
 )
 def test_a_scheduled_job_starts_on_time_and_never_early(
-    live_worker, live_beat, auth_client, seconds_ahead
+    live_worker, live_beat, auth_client, verified_user, job_factory, seconds_ahead
 ):
-    beat_log = live_beat.log_path
-    ticks = beat_log.read_text().count("Sending due task dispatch-due-jobs")
+    probe = job_factory(owner=verified_user, enqueued_at=None)  # only the dispatcher sends it
     wait_for(
-        lambda: beat_log.read_text().count("Sending due task dispatch-due-jobs") > ticks,
+        lambda: Job.objects.filter(pk=probe.pk, enqueued_at__isnull=False).exists(),
         timeout=30,
         message="Beat did not start dispatching",
     )

@@ -15,7 +15,8 @@ from job_system.celery import app as celery_app
 from users.models import EmailCode
 from users.otp import otp_issue
 
-CODE_LINE = re.compile(r"^(\d{6})$", re.MULTILINE)
+# A 6-digit code, or a long one in dashed groups of four (users.otp).
+CODE_LINE = re.compile(r"^(\d{6}|[0-9A-Z]{4}(?:-[0-9A-Z]{4}){3})$", re.MULTILINE)
 
 
 @pytest.fixture(autouse=True)

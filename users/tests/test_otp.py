@@ -13,6 +13,7 @@ from users.services import user_verify_email
 
 VERIFY = EmailCode.Purpose.VERIFY_EMAIL
 RESET = EmailCode.Purpose.PASSWORD_RESET
+UNLOCK = EmailCode.Purpose.LOGIN_UNLOCK
 
 pytestmark = pytest.mark.django_db
 
@@ -76,14 +77,37 @@ def test_issue_within_the_cooldown_sends_nothing(issue_code, unverified_user, ma
     assert EmailCode.objects.count() == 1
 
 
-def test_issuing_a_new_code_revokes_the_older_open_one(issue_code, unverified_user):
+def test_each_sign_up_code_stays_open_beside_newer_ones(issue_code, unverified_user):
     issue_code(unverified_user)
     with time_machine.travel(timezone.now() + timedelta(seconds=61)):
         issue_code(unverified_user)
 
-    older, newer = EmailCode.objects.order_by("created_at")
-    assert older.revoked_at is not None
-    assert newer.revoked_at is None
+    assert EmailCode.objects.filter(revoked_at=None).count() == 2
+
+
+@pytest.mark.parametrize("purpose", [RESET, UNLOCK])
+def test_no_long_code_is_issued_while_one_is_open(issue_code, verified_user, mailoutbox, purpose):
+    issue_code(verified_user, purpose)
+
+    assert not otp.otp_issue(user=verified_user, purpose=purpose)
+    with time_machine.travel(timezone.now() + timedelta(minutes=31)):
+        assert otp.otp_issue(user=verified_user, purpose=purpose)
+    assert EmailCode.objects.filter(purpose=purpose).count() == 2
+
+
+@pytest.mark.parametrize(
+    ("typed", "canonical"),
+    [
+        ("ABCD-EFGH-JKMN-PQRS", "ABCDEFGHJKMNPQRS"),
+        ("abcd efgh jkmn pqrs", "ABCDEFGHJKMNPQRS"),
+        ("O1I2-L3AB-CDEF-GHJK", "011213ABCDEFGHJK"),
+        ("ABCD-EFGH-JKMN-PQR", None),
+        ("ABCD-EFGH-JKMN-PQRU", None),
+        ("123456", None),
+    ],
+)
+def test_long_codes_are_read_the_way_people_type_them(typed, canonical):
+    assert otp.code_canonical(purpose=RESET, text=typed) == canonical
 
 
 def test_verify_rejects_a_code_for_another_purpose(issue_code, unverified_user):

@@ -87,7 +87,7 @@ def test_register_with_a_taken_address_warns_the_owner_at_most_once_an_hour(
     assert len(mailoutbox) == 2
 
 
-def test_register_again_while_unverified_sends_a_new_code_and_keeps_the_password(post, mailoutbox):
+def test_register_again_while_unverified_sends_a_code_for_the_new_sign_up(post, mailoutbox):
     first = {"email": "ada@example.com", "password": STRONG_PASSWORD}
     post("users:register", first)
     with time_machine.travel(timezone.now() + timedelta(seconds=61)):
@@ -96,8 +96,33 @@ def test_register_again_while_unverified_sends_a_new_code_and_keeps_the_password
     assert response.status_code == 201
     assert len(mailoutbox) == 2
     user = CustomUser.objects.get(email="ada@example.com")
-    assert user.check_password(STRONG_PASSWORD)
-    assert EmailCode.objects.filter(user=user, revoked_at=None).count() == 1
+    # Each sign-up's code stays open; the newest sign-up's password answers logins meanwhile.
+    assert EmailCode.objects.filter(user=user, revoked_at=None).count() == 2
+    assert user.check_password("another-long-password-7")
+
+
+def test_register_refuses_an_address_that_normalisation_cannot_keep(post, mailoutbox):
+    for address in ["alice@example.com\u200b", "alice@[127.0.0.1]", "alice@localhost"]:
+        response = post("users:register", {"email": address, "password": STRONG_PASSWORD})
+
+        assert response.status_code == 400, address
+        assert set(response.data) == {"email"}
+    assert not CustomUser.objects.exists()
+    assert mailoutbox == []
+
+
+def test_register_stores_a_fullwidth_spelling_as_the_plain_address(post, verified_user, mailoutbox):
+    local, domain = verified_user.email.split("@")
+    fullwidth = f"{local}@\uff45{domain[1:]}" if domain.startswith("e") else None
+    assert fullwidth, "the factory's addresses are at example.com"
+
+    response = post("users:register", {"email": fullwidth, "password": STRONG_PASSWORD})
+
+    assert response.status_code == 201
+    assert response.data["email"] == verified_user.email
+    assert CustomUser.objects.count() == 1
+    # The owner is warned, as for any sign-up with their address; no second account exists.
+    assert [message.to for message in mailoutbox] == [[verified_user.email]]
 
 
 def test_register_again_within_the_cooldown_sends_nothing_more(post, mailoutbox):

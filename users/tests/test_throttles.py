@@ -14,7 +14,8 @@ OTHER_CLIENT = "198.51.100.23"
 
 def resend(post, n: int, ip: str = CLIENT):
     """Ask for a code for an address nobody has, as the client at `ip`."""
-    return post("users:resend-otp", {"email": f"nobody{n}@example.com"}, REMOTE_ADDR=ip)
+    data = {"email": f"nobody{n}@example.com", "password": "plum-orchard-lantern-93"}
+    return post("users:resend-otp", data, REMOTE_ADDR=ip)
 
 
 def test_one_ip_is_refused_with_429_past_ten_code_requests_an_hour(post):
@@ -75,7 +76,7 @@ def test_the_ip_is_the_client_behind_the_configured_proxy(post, settings, thrott
     def via_proxy(n: int, client: str):
         return post(
             "users:resend-otp",
-            {"email": f"nobody{n}@example.com"},
+            {"email": f"nobody{n}@example.com", "password": "plum-orchard-lantern-93"},
             REMOTE_ADDR="10.0.0.1",
             HTTP_X_FORWARDED_FOR=client,
         )

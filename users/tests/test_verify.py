@@ -105,16 +105,27 @@ def test_verify_accepts_the_right_code_after_four_wrong_tries(post, issue_code, 
     )
 
 
-def test_verify_rejects_an_older_code_once_a_newer_one_is_issued(post, issue_code, unverified_user):
+def test_verify_takes_any_open_sign_up_code_and_retires_the_others(
+    post, issue_code, unverified_user
+):
     older = issue_code(unverified_user)
     with time_machine.travel(timezone.now() + timedelta(seconds=61)):
         newer = issue_code(unverified_user)
-        refused = post("users:verify-otp", {"email": unverified_user.email, "otp": older})
-        accepted = post("users:verify-otp", {"email": unverified_user.email, "otp": newer})
+        accepted = post("users:verify-otp", {"email": unverified_user.email, "otp": older})
+        refused = post("users:verify-otp", {"email": unverified_user.email, "otp": newer})
 
-    assert_refused(refused)
     assert accepted.status_code == 200
+    assert_refused(refused)
     assert EmailCode.objects.filter(revoked_at__isnull=False).count() == 1
+
+
+def test_a_wrong_guess_counts_against_every_open_sign_up_code(post, issue_code, unverified_user):
+    first = issue_code(unverified_user)
+    with time_machine.travel(timezone.now() + timedelta(seconds=61)):
+        issue_code(unverified_user)
+        post("users:verify-otp", {"email": unverified_user.email, "otp": wrong(first)})
+
+    assert list(EmailCode.objects.values_list("attempts", flat=True)) == [1, 1]
 
 
 def test_verify_answers_an_unknown_address_like_a_wrong_code(post):

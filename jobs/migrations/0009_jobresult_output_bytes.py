@@ -16,7 +16,7 @@ def size_existing_results(apps, schema_editor):
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("jobs", "0006_attempt_job_no_single_index"),
+        ("jobs", "0008_idempotency_keys_for_batches"),
     ]
 
     operations = [
