@@ -1,4 +1,3 @@
-import signal
 import socket
 import uuid
 from pathlib import Path
@@ -61,17 +60,6 @@ def own_cache_keys(settings) -> None:
         **settings.CACHES,
         "default": {**settings.CACHES["default"], "KEY_PREFIX": f"test-{uuid.uuid4().hex}"},
     }
-
-
-@pytest.fixture
-def no_alarm_pending():
-    """Set pytest-timeout's alarm aside, as in a worker process, where none is pending."""
-    previous = signal.signal(signal.SIGALRM, signal.SIG_DFL)
-    remaining, _ = signal.setitimer(signal.ITIMER_REAL, 0)
-    yield
-    signal.signal(signal.SIGALRM, previous)
-    if remaining:
-        signal.setitimer(signal.ITIMER_REAL, remaining)
 
 
 @pytest.fixture

@@ -369,6 +369,11 @@ JOB_HARD_TIMEOUT_GRACE = timedelta(seconds=env_int("JOB_HARD_TIMEOUT_GRACE_SECON
 WORKER_SHUTDOWN_GRACE_SECONDS = env_float("WORKER_SHUTDOWN_GRACE_SECONDS", 10.0)
 JOB_RETRY_BACKOFF_BASE_SECONDS = env_float("JOB_RETRY_BACKOFF_BASE_SECONDS", 2.0)
 JOB_RETRY_BACKOFF_MAX_SECONDS = env_float("JOB_RETRY_BACKOFF_MAX_SECONDS", 300.0)
+# The largest result a job may store, as compact UTF-8 JSON; a larger one fails the job. A
+# result list page holds 4 MiB of outputs, so it keeps to a few MB while this stays below that.
+JOB_MAX_RESULT_BYTES = env_int("JOB_MAX_RESULT_BYTES", 1024 * 1024)
+if JOB_MAX_RESULT_BYTES < 1:
+    raise ImproperlyConfigured("JOB_MAX_RESULT_BYTES must be at least 1")
 
 # Celery. The database is the truth about jobs; broker messages only carry job ids.
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", REDIS_URL)

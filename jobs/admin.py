@@ -271,10 +271,10 @@ class JobAdmin(admin.ModelAdmin):
 
 @admin.register(JobResult)
 class JobResultAdmin(OutputAsStored, admin.ModelAdmin):
-    list_display = ["job", "completed_at", "duration_ms"]
+    list_display = ["job", "completed_at", "duration_ms", "output_bytes"]
     list_select_related = ["job"]
     search_fields = ["=job__id", "job__name", "job__owner__email"]
-    fields = ["job", "output_as_stored", "completed_at", "duration_ms"]
+    fields = ["job", "output_as_stored", "output_bytes", "completed_at", "duration_ms"]
     readonly_fields = fields
     paginator = EstimatedCountPaginator
     show_full_result_count = False

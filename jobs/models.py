@@ -220,6 +220,10 @@ class JobResult(models.Model):
 
     job = models.OneToOneField(Job, on_delete=models.CASCADE, related_name="result")
     output = models.JSONField(default=dict)
+    # Kept so that a list can choose its page by size before it loads any output.
+    output_bytes = models.PositiveIntegerField(
+        default=0, help_text="The output's size as compact UTF-8 JSON, in bytes."
+    )
     completed_at = models.DateTimeField(default=timezone.now)
     duration_ms = models.PositiveIntegerField(default=0)
 

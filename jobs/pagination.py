@@ -99,4 +99,58 @@ class NewestFirstPagination(CursorPagination):
 
 
 class ResultPagination(NewestFirstPagination):
+    """Results newest first, in pages that hold at most `max_page_bytes` of outputs.
+
+    Outputs can be large (up to JOB_MAX_RESULT_BYTES each), so a page is chosen from the
+    sizes stored beside them and only its outputs are loaded: two queries, whatever the page
+    size. A page stops before the result whose output would take it past the budget. An
+    output larger than the whole budget (stored before results had a limit, or under a
+    higher one) is not loaded at all: the list shows it as null, and the result's own address
+    returns it.
+    """
+
     ordering = "-completed_at"
+    max_page_bytes = 4 * 1024 * 1024
+
+    def paginate_queryset(self, queryset, request, view=None):
+        sized = super().paginate_queryset(queryset.defer("output"), request, view)
+        page = self.cut_to_budget(sized)
+        listed = [result.pk for result in page if self.lists_output(result)]
+        outputs = {}
+        if listed:
+            chosen = queryset.model._default_manager.filter(pk__in=listed)
+            outputs = dict(chosen.values_list("pk", "output"))
+        for result in page:
+            result.output = outputs.get(result.pk)
+        return page
+
+    def lists_output(self, result) -> bool:
+        return result.output_bytes <= self.max_page_bytes
+
+    def cut_to_budget(self, page: list) -> list:
+        """Shorten the page to the results that fit the budget, as if it had been asked for so few.
+
+        The results kept are those nearest the cursor, in the order the query read them (newest
+        first, or oldest first for a `previous` link), and the positions DRF derives its links
+        from are set as it would have set them for a page of that size.
+        """
+        backwards = self.cursor is not None and self.cursor.reverse
+        read_order = page[::-1] if backwards else page
+        kept, total = 0, 0
+        for result in read_order:
+            total += result.output_bytes if self.lists_output(result) else 0
+            if total > self.max_page_bytes:
+                break
+            kept += 1
+        if kept == len(page):
+            return page
+        following = self._get_position_from_instance(read_order[kept], self.ordering)
+        self.page_size = kept
+        if backwards:
+            self.page = page[len(page) - kept :]
+            self.has_previous, self.previous_position = True, following
+        else:
+            self.page = page[:kept]
+            self.has_next, self.next_position = True, following
+        self.display_page_controls = self.template is not None
+        return self.page

@@ -30,7 +30,6 @@ from django.utils import timezone
 
 from job_system.celery import app as celery_app
 from jobs import handlers
-from jobs.handlers.base import JobHandler
 from jobs.models import Job
 
 logger = logging.getLogger(__name__)
@@ -57,7 +56,8 @@ def publish_horizon(now: datetime) -> datetime:
 
 
 def queue_for(job_type: str) -> str:
-    handler = _handler(job_type)
+    # A job of a type this release no longer has still gets a message; the worker fails it.
+    handler = handlers.find(job_type)
     return handler.queue if handler else celery_app.conf.task_default_queue
 
 
@@ -96,9 +96,10 @@ def publish(messages: list[JobMessage], *, app: Celery = celery_app) -> None:
                         args=[str(first.job_id)],
                         queue=queue_for(first.job_type),
                         eta=_eta(first, now=now),
-                        # Celery raises SoftTimeLimitExceeded in the handler at the job's
-                        # limit, and kills the process if it still runs a grace period later.
-                        soft_time_limit=first.timeout_seconds,
+                        # The worker's watchdog interrupts the handler at the job's limit;
+                        # Celery kills the process if it still runs a grace period later. No
+                        # Celery soft limit: its signal would come about when the watchdog's
+                        # does, and a second one could cut the attempt's record short.
                         time_limit=first.timeout_seconds + hard_grace,
                         producer=producer,
                     )
@@ -107,8 +108,8 @@ def publish(messages: list[JobMessage], *, app: Celery = celery_app) -> None:
                         RUN_JOBS_TASK,
                         args=[[str(message.job_id) for message in group]],
                         queue=queue_for(first.job_type),
-                        # The worker gives each job its soft limit; Celery's hard limit covers
-                        # them all, one after another.
+                        # The worker's watchdog gives each job its time limit; Celery's hard
+                        # limit covers them all, one after another.
                         time_limit=sum(m.timeout_seconds + hard_grace for m in group),
                         producer=producer,
                     )
@@ -189,7 +190,7 @@ def _message_groups(messages: list[JobMessage], *, now: datetime) -> Iterator[li
     """The jobs of each message to send: quick due jobs together by queue, the rest alone."""
     quick: defaultdict[str, list[JobMessage]] = defaultdict(list)
     for message in messages:
-        handler = _handler(message.job_type)
+        handler = handlers.find(message.job_type)
         if handler and handler.quick and _eta(message, now=now) is None:
             quick[handler.queue].append(message)
         else:
@@ -198,14 +199,6 @@ def _message_groups(messages: list[JobMessage], *, now: datetime) -> Iterator[li
     for group in quick.values():
         for start in range(0, len(group), size):
             yield group[start : start + size]
-
-
-def _handler(job_type: str) -> JobHandler | None:
-    # A job of a type this release no longer has still gets a message; the worker fails it.
-    try:
-        return handlers.get(job_type)
-    except KeyError:
-        return None
 
 
 def _eta(message: JobMessage, *, now: datetime) -> datetime | None:

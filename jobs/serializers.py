@@ -247,7 +247,7 @@ class JobDetailSerializer(JobSerializer):
 class JobResultSerializer(serializers.ModelSerializer):
     class Meta:
         model = JobResult
-        fields = ["id", "job", "output", "completed_at", "duration_ms"]
+        fields = ["id", "job", "output", "output_bytes", "completed_at", "duration_ms"]
         read_only_fields = fields
 
 

@@ -3,10 +3,11 @@
 import uuid
 
 from celery import shared_task
-from celery.signals import worker_shutting_down
+from celery.signals import worker_process_init, worker_shutting_down
 from django.conf import settings
 
 from jobs import services
+from jobs.services import leases
 
 
 @shared_task(name="jobs.tasks.run_job", bind=True)
@@ -35,3 +36,10 @@ def reap_stale_jobs() -> dict[str, int]:
 def hand_back_running_jobs(sender: str, **kwargs) -> None:
     """On a warm shutdown, let running jobs finish for a while, then hand the rest back."""
     services.jobs_hand_back(worker=sender, grace_seconds=settings.WORKER_SHUTDOWN_GRACE_SECONDS)
+
+
+@worker_process_init.connect
+def let_the_watchdog_end_this_process(**kwargs) -> None:
+    """A prefork pool process, which the pool replaces if it ends: a handler that will not
+    stop when told to may be stopped by ending it."""
+    leases.allow_ending_process()

@@ -27,6 +27,11 @@ def get(name: str) -> JobHandler:
     return _handlers[name]
 
 
+def find(name: str) -> JobHandler | None:
+    """Return the handler for a job type, or None for a type this release does not have."""
+    return _handlers.get(name)
+
+
 def names() -> list[str]:
     return sorted(_handlers)
 

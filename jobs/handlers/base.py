@@ -21,9 +21,11 @@ class RetryableJobError(Exception):
 
 
 class JobInterrupted(Exception):
-    """Raised by the progress callback when the job was cancelled or taken from this worker.
+    """Raised in the handler when the job was cancelled or taken from this worker.
 
-    Handlers must let it propagate: the worker then stops and writes nothing.
+    It comes from the progress callback, or from the worker's watchdog wherever the handler
+    is. Handlers must let it propagate: the worker then stops and writes nothing. One that
+    swallows it has its process ended shortly after.
     """
 
 
@@ -38,6 +40,11 @@ class JobHandler:
     retry_backoff_seconds: ClassVar[float | None] = None
     # The longest an attempt may run; a client may ask for less, never more.
     timeout_seconds: ClassVar[int] = 60
+    # Whether an attempt stopped at the time limit is retried (within max_retries). Off by
+    # default: most handlers take as long every time on the same input, so a retry would
+    # only hold a worker as long again. Turn it on for a type whose time depends on something
+    # passing, such as a slow remote service.
+    retry_on_timeout: ClassVar[bool] = False
     # Quick jobs (well under a second each) published together share broker messages, up to
     # JOB_MESSAGE_BATCH_SIZE jobs of one queue per message, run in turn by one worker process:
     # for such jobs the broker's cost per message is most of the work. Long jobs must not, or

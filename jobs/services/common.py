@@ -14,6 +14,7 @@ from django.db.models import QuerySet
 from django.db.models.sql import UpdateQuery
 from django.utils import timezone
 
+from jobs import handlers
 from jobs.models import Job, JobAttempt
 from users.exceptions import AccountDeleted
 
@@ -160,6 +161,12 @@ def retry_delay(*, attempt: int, base_seconds: float | None = None) -> timedelta
     base = settings.JOB_RETRY_BACKOFF_BASE_SECONDS if base_seconds is None else base_seconds
     ceiling = min(settings.JOB_RETRY_BACKOFF_MAX_SECONDS, base * 2 ** (attempt - 1))
     return timedelta(seconds=random.uniform(ceiling / 2, ceiling))  # noqa: S311 (not crypto)
+
+
+def timeout_is_final(job: Job) -> bool:
+    """Whether an attempt of `job` that timed out ends the job: unless its type retries them."""
+    handler = handlers.find(job.job_type)
+    return not (handler and handler.retry_on_timeout)
 
 
 def attempt_deadline(job: Job) -> datetime:

@@ -4,15 +4,15 @@ Every write after the claim is fenced by the claim token, so a worker whose leas
 over (or whose job was cancelled) writes nothing: no progress, no result, no failure.
 """
 
-import contextlib
 import json
 import logging
-import signal
+import sys
 import threading
 import traceback
 import uuid
-from collections.abc import Iterator
+from collections.abc import Sequence
 from datetime import datetime
+from functools import partial
 from time import monotonic
 from typing import Any
 
@@ -40,16 +40,17 @@ from jobs.services.common import (
     job_from_returning,
     log_fields,
     retry_delay,
+    timeout_is_final,
     transition,
     update_returning,
 )
-from jobs.services.leases import LeaseKeeper
+from jobs.services.leases import LeaseKeeper, Stop
 from jobs.services.recovery import job_hand_back_if_early
 
 logger = logging.getLogger(__name__)
 
-# How often a running job may write progress; each write also notices a cancellation, so this
-# bounds how long a cancelled handler keeps running.
+# How often a running job may write progress. Each write also confirms the claim, saving the
+# watchdog a check.
 PROGRESS_WRITE_INTERVAL_SECONDS = 0.5
 
 
@@ -106,18 +107,20 @@ def jobs_run_in_turn(*, job_ids: list[uuid.UUID], worker: str) -> None:
     spreads them over the workers within a second, instead of keeping this one busy.
     """
     for position, job_id in enumerate(job_ids):
-        if not job_run(job_id=job_id, worker=worker, time_limit=True):
-            queue.forget_enqueued(job_ids[position + 1 :])
+        behind = job_ids[position + 1 :]
+        if not job_run(job_id=job_id, worker=worker, behind=behind):
+            queue.forget_enqueued(behind)
             return
 
 
 @job_log_scope
-def job_run(*, job_id: uuid.UUID, worker: str, time_limit: bool = False) -> bool:
+def job_run(*, job_id: uuid.UUID, worker: str, behind: Sequence[uuid.UUID] = ()) -> bool:
     """Claim a job, run its handler and record the outcome. A duplicate message does nothing.
 
-    With `time_limit`, the handler is interrupted at the job's limit here, as Celery's soft
-    limit does for a message with one job. Return False if the job was taken from this
-    worker while it ran.
+    The watchdog (services.leases) stops the handler at the job's time limit or when the job
+    is cancelled. `behind` are the jobs after this one in the same message: if the handler will
+    not stop and the process must end, they go back to the dispatcher first. Return False if
+    the job was taken from this worker while it ran.
     """
     job = job_claim(job_id=job_id, worker=worker)
     if job is None:
@@ -135,33 +138,37 @@ def job_run(*, job_id: uuid.UUID, worker: str, time_limit: bool = False) -> bool
         unknown = PermanentJobError(f"Unknown job type {job.job_type!r}.")
         job_fail_attempt(job=job, exc=unknown, trace="")
         return True
-    limit = job.timeout_seconds if time_limit else None
-    with LeaseKeeper(job) as lease:
-        return _run_handler(job, handler, lease, limit)
+    with LeaseKeeper(job, abandon=partial(_abandon, job, behind)) as lease:
+        return _run_handler(job, handler, lease)
 
 
-def _run_handler(job: Job, handler: JobHandler, lease: LeaseKeeper, limit: int | None) -> bool:
+def _run_handler(job: Job, handler: JobHandler, lease: LeaseKeeper) -> bool:
     """Run the handler and record the attempt; False if the job was taken over meanwhile."""
     log = log_fields(job.pk, job)
     logger.info("job started", extra=log)
     started = monotonic()
     try:
-        with soft_time_limit(limit):
+        with lease.handler_running():
             output = handler.run(job.parameters, job_progress_reporter(job=job, lease=lease))
-            json.dumps(output)  # A result must be JSON; find out here, not half-way into a write.
+            # Measured here, which also finds output that is not JSON before any write.
+            output_bytes = result_size(output)
+            if output_bytes > settings.JOB_MAX_RESULT_BYTES:
+                raise PermanentJobError(
+                    f"The result is too large: {output_bytes:,} bytes of JSON, over the limit "
+                    f"of {settings.JOB_MAX_RESULT_BYTES:,} bytes."
+                )
     except JobInterrupted:
         logger.info("job interrupted: cancelled or taken over", extra=log)
         return _record_interruption(job) != JobAttempt.Outcome.SUPERSEDED
     except SoftTimeLimitExceeded:
         logger.warning("job ran past its %ss time limit", job.timeout_seconds, extra=log)
-        timed_out = JobTimedOut(f"The job ran past its {job.timeout_seconds}s time limit.")
-        job_fail_attempt(job=job, exc=timed_out, trace=traceback.format_exc())
+        job_fail_attempt(job=job, exc=_timed_out(job), trace=traceback.format_exc())
     except Exception as exc:
         logger.warning("job attempt failed: %s", exc, extra=log)
         job_fail_attempt(job=job, exc=exc, trace=traceback.format_exc())
     else:
         duration_ms = int((monotonic() - started) * 1000)
-        outcome = _complete(job, output, duration_ms=duration_ms)
+        outcome = _complete(job, output, output_bytes=output_bytes, duration_ms=duration_ms)
         if outcome == JobAttempt.Outcome.SUCCEEDED:
             logger.info("job completed in %d ms", duration_ms, extra=log)
         else:
@@ -172,61 +179,50 @@ def _run_handler(job: Job, handler: JobHandler, lease: LeaseKeeper, limit: int |
     return True
 
 
-@contextlib.contextmanager
-def soft_time_limit(seconds: float | None) -> Iterator[None]:
-    """Raise SoftTimeLimitExceeded in the block after `seconds`, as Celery's soft limit does.
+def job_progress_reporter(*, job: Job, lease: LeaseKeeper) -> Progress:
+    """Return the callback a handler reports progress through.
 
-    For jobs that share a message, whose Celery limits cover the whole message. A timer
-    signal reaches only the main thread, and an alarm someone else set is left alone; there
-    the attempt's deadline still holds: its lease runs out and the reaper fails it.
+    It raises JobInterrupted when the job is no longer this claim's, and SoftTimeLimitExceeded
+    past the attempt's deadline (the watchdog's verdicts, for a handler it cannot signal).
     """
-    main_thread = threading.current_thread() is threading.main_thread()
-    if not seconds or not main_thread or signal.getitimer(signal.ITIMER_REAL)[0]:
-        yield
-        return
-
-    def expire(signum: int, frame: object) -> None:
-        raise SoftTimeLimitExceeded()
-
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
-
-
-def job_progress_reporter(*, job: Job, lease: LeaseKeeper | None = None) -> Progress:
-    """Return the callback a handler reports progress through; it raises JobInterrupted."""
     last_write = float("-inf")
 
     def report(percent: int) -> None:
         nonlocal last_write
-        if lease is not None and lease.lost.is_set():
-            raise JobInterrupted()
+        lease.raise_if_stopped()
         if monotonic() - last_write < PROGRESS_WRITE_INTERVAL_SECONDS:
             return
         last_write = monotonic()
-        if not transition(held_by(job), progress=max(0, min(100, int(percent)))):
+        with lease.shielded():
+            written = transition(held_by(job), progress=max(0, min(100, int(percent))))
+        if not written:
             raise JobInterrupted()
+        lease.confirmed()
 
     return report
 
 
+def result_size(output: dict[str, Any]) -> int:
+    """The output's size in bytes as compact UTF-8 JSON, as the API sends it."""
+    return len(json.dumps(output, ensure_ascii=False, separators=(",", ":")).encode())
+
+
 def job_complete(*, job: Job, output: dict[str, Any], duration_ms: int) -> bool:
     """Store the result and mark the job completed, if this claim still holds it."""
-    return _complete(job, output, duration_ms=duration_ms) == JobAttempt.Outcome.SUCCEEDED
+    outcome = _complete(job, output, output_bytes=result_size(output), duration_ms=duration_ms)
+    return outcome == JobAttempt.Outcome.SUCCEEDED
 
 
-def _complete(job: Job, output: dict[str, Any], *, duration_ms: int) -> str:
+def _complete(job: Job, output: dict[str, Any], *, output_bytes: int, duration_ms: int) -> str:
     """job_complete(), returning the attempt's outcome: succeeded, else cancelled or superseded.
 
     The worker running a shared message needs to know which, to go on or hand the rest back.
     """
     now = timezone.now()
     if connection.vendor == "postgresql":
-        completed = _complete_in_one_statement(job, output, duration_ms=duration_ms, now=now)
+        completed = _complete_in_one_statement(
+            job, output, output_bytes=output_bytes, duration_ms=duration_ms, now=now
+        )
     else:
         with transaction.atomic():
             completed = transition(
@@ -239,7 +235,11 @@ def _complete(job: Job, output: dict[str, Any], *, duration_ms: int) -> str:
             )
             if completed:
                 JobResult.objects.create(
-                    job_id=job.pk, output=output, completed_at=now, duration_ms=duration_ms
+                    job_id=job.pk,
+                    output=output,
+                    output_bytes=output_bytes,
+                    completed_at=now,
+                    duration_ms=duration_ms,
                 )
                 finish_attempt(job, outcome=JobAttempt.Outcome.SUCCEEDED, now=now)
     if not completed:
@@ -260,8 +260,8 @@ WITH completed AS (
     WHERE id = %(job_id)s AND status = 'in_progress' AND claim_token = %(claim_token)s
     RETURNING id
 ), result AS (
-    INSERT INTO jobs_jobresult (job_id, output, completed_at, duration_ms)
-    SELECT id, %(output)s, %(now)s, %(duration_ms)s FROM completed
+    INSERT INTO jobs_jobresult (job_id, output, output_bytes, completed_at, duration_ms)
+    SELECT id, %(output)s, %(output_bytes)s, %(now)s, %(duration_ms)s FROM completed
 ), attempt AS (
     INSERT INTO jobs_jobattempt
         (job_id, number, run, claim_token, worker, started_at, finished_at, outcome, error_message)
@@ -275,7 +275,7 @@ SELECT count(*) FROM completed
 
 
 def _complete_in_one_statement(
-    job: Job, output: dict[str, Any], *, duration_ms: int, now: datetime
+    job: Job, output: dict[str, Any], *, output_bytes: int, duration_ms: int, now: datetime
 ) -> int:
     output_field = JobResult._meta.get_field("output")
     params = {
@@ -283,6 +283,7 @@ def _complete_in_one_statement(
         "job_id": job.pk,
         "claim_token": job.claim_token,
         "output": output_field.get_db_prep_value(output, connection),
+        "output_bytes": output_bytes,
         "duration_ms": duration_ms,
         "number": job.attempts,
         "run": job.run,
@@ -300,7 +301,11 @@ def job_fail_attempt(*, job: Job, exc: Exception, trace: str) -> None:
     timed_out = isinstance(exc, JobTimedOut)
     outcome = JobAttempt.Outcome.TIMED_OUT if timed_out else JobAttempt.Outcome.FAILED
     now = timezone.now()
-    final = isinstance(exc, PermanentJobError) or job.run_attempts > job.max_retries
+    final = (
+        isinstance(exc, PermanentJobError)
+        or job.run_attempts > job.max_retries
+        or (timed_out and timeout_is_final(job))
+    )
     if final:
         changes = {"status": Job.Status.FAILED, "completed_at": now, "error_message": message}
     else:
@@ -320,11 +325,30 @@ def job_fail_attempt(*, job: Job, exc: Exception, trace: str) -> None:
 
 
 def _backoff(job: Job):
-    try:
-        base = handlers.get(job.job_type).retry_backoff_seconds
-    except KeyError:
-        base = None
+    handler = handlers.find(job.job_type)
+    base = handler.retry_backoff_seconds if handler else None
     return retry_delay(attempt=job.run_attempts, base_seconds=base)
+
+
+def _timed_out(job: Job) -> JobTimedOut:
+    return JobTimedOut(f"The job ran past its {job.timeout_seconds}s time limit.")
+
+
+def _abandon(job: Job, behind: Sequence[uuid.UUID], stop: Stop) -> None:
+    """Record the end of an attempt whose handler would not stop, before its process ends.
+
+    The watchdog thread runs this. Its writes are fenced like the worker's own, so whichever
+    records the attempt first wins. The jobs behind it in the same message go back to the
+    dispatcher, as this process will not run them.
+    """
+    if stop is SoftTimeLimitExceeded:
+        handler_frame = sys._current_frames().get(threading.main_thread().ident)
+        where = "".join(traceback.format_stack(handler_frame)) if handler_frame else ""
+        trace = f"The handler did not stop at its time limit; its process was ended here:\n{where}"
+        job_fail_attempt(job=job, exc=_timed_out(job), trace=trace)
+    else:
+        _record_interruption(job)
+    queue.forget_enqueued(list(behind))
 
 
 def _record_interruption(job: Job) -> str:

@@ -21,6 +21,7 @@ from jobs.services.common import (
     finish_attempt,
     held_by,
     retry_delay,
+    timeout_is_final,
     transition,
 )
 
@@ -110,7 +111,7 @@ def _take_back(job: Job, *, now: datetime) -> str | None:
     else:
         reason = f"The worker running attempt {job.attempts} was lost."
         outcome = JobAttempt.Outcome.LOST
-    if job.run_attempts > job.max_retries:
+    if job.run_attempts > job.max_retries or (timed_out and timeout_is_final(job)):
         changes = {"status": Job.Status.FAILED, "completed_at": now, "error_message": reason}
     else:
         changes = {
@@ -138,8 +139,8 @@ def jobs_hand_back(*, worker: str, grace_seconds: float) -> int:
 
     They go back to pending without counting the attempt against max_retries (it keeps its
     number in the job's history), and Beat's dispatcher publishes them within a second; the
-    handlers still running notice at their next lease renewal or progress report that the job
-    is no longer theirs, and stop.
+    watchdogs of the processes still running them (services.leases) see within a second that
+    the jobs are no longer theirs, and stop their handlers.
     """
     running = Job.objects.filter(status=Job.Status.IN_PROGRESS, worker=worker)
     deadline = time.monotonic() + grace_seconds

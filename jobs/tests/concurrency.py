@@ -25,3 +25,17 @@ def run_together(count: int, target: Callable[[], Any], timeout: float = 30) -> 
     for thread in threads:
         thread.join(timeout)
     return results
+
+
+def start_thread(target: Callable[[], Any]) -> threading.Thread:
+    """Start `target` in a thread of its own, as another process would run it."""
+
+    def body() -> None:
+        try:
+            target()
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=body)
+    thread.start()
+    return thread

@@ -3,6 +3,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from jobs.models import Job, JobResult
+from jobs.services.execution import result_size
 from users.tests.factories import UserFactory
 
 
@@ -29,4 +30,5 @@ class JobResultFactory(factory.django.DjangoModelFactory):
 
     job = factory.SubFactory(JobFactory, status=Job.Status.COMPLETED, progress=100)
     output = factory.LazyFunction(lambda: {"message": "hello", "data": None})
+    output_bytes = factory.LazyAttribute(lambda result: result_size(result.output))
     duration_ms = 5

@@ -58,17 +58,23 @@ def start_worker(
     *,
     queues: str = "default,long,cpu",
     env: dict[str, str] | None = None,
+    concurrency: int = 2,
+    include: str = "",
 ) -> ManagedProcess:
-    """Start a worker process and wait until it answers a ping."""
+    """Start a worker process and wait until it answers a ping.
+
+    `include` names modules the worker imports at start, such as test-only job types.
+    """
     hostname = f"{name}@{socket.gethostname()}"
     args = [
         "worker",
         f"--hostname={hostname}",
         f"--queues={queues}",
-        "--concurrency=2",
+        f"--concurrency={concurrency}",
         "--without-mingle",
         "--without-gossip",
         "--loglevel=INFO",
+        *([f"--include={include}"] if include else []),
     ]
     # Emails land in files that tests can read, as a mailbox would receive them.
     mailbox = {
@@ -85,6 +91,26 @@ def start_worker(
             return worker
     worker.stop()
     pytest.fail(f"worker {name} did not answer within {WORKER_START_TIMEOUT_SECONDS}s")
+
+
+def pool_processes(worker: ManagedProcess) -> set[int]:
+    """The process ids of a prefork worker's live pool processes (Linux).
+
+    Its main process's children, less those that have ended and wait to be reaped: the pool
+    notices that one ended only a while later.
+    """
+    main = worker.process.pid
+    children = Path(f"/proc/{main}/task/{main}/children").read_text().split()
+    return {int(pid) for pid in children if _process_state(pid) not in {None, "Z"}}
+
+
+def _process_state(pid: str) -> str | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return None
+    # "pid (command) state ...": the command may hold spaces and parentheses.
+    return stat.rsplit(")", 1)[1].split()[0]
 
 
 def wait_for(predicate, *, timeout: float, interval: float = 0.1, message: str = ""):

@@ -1,4 +1,6 @@
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from jobs.models import Job
 
@@ -109,3 +111,18 @@ def test_parameters_and_output_show_as_json(admin_client_logged_in, job_result_f
 
     assert "{&quot;message&quot;: &quot;h\u00e9&quot;}" in page
     assert "{&quot;words&quot;: [2]}" in page
+
+
+def test_the_result_list_shows_sizes_without_loading_outputs(
+    admin_client_logged_in, job_result_factory
+):
+    result = job_result_factory(output={"text": "a needle in a large output"})
+
+    with CaptureQueriesContext(connection) as queries:
+        listing = admin_client_logged_in.get("/admin/jobs/jobresult/")
+    detail = admin_client_logged_in.get(f"/admin/jobs/jobresult/{result.pk}/change/")
+
+    assert listing.status_code == 200
+    assert not [q["sql"] for q in queries if '"jobs_jobresult"."output"' in q["sql"]]
+    assert f">{result.output_bytes}<".encode() in listing.content
+    assert b"a needle in a large output" in detail.content

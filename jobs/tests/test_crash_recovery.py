@@ -23,7 +23,6 @@ def publish_to(queue_name: str, job: Job) -> None:
         queue.RUN_JOB_TASK,
         args=[str(job.pk)],
         queue=queue_name,
-        soft_time_limit=job.timeout_seconds,
         time_limit=job.timeout_seconds + 30,
     )
 

@@ -7,16 +7,14 @@ from datetime import timedelta
 import pytest
 import time_machine
 from django.conf import settings
-from django.db import connection
 from django.utils import timezone
 
 from jobs import handlers, services
 from jobs.handlers.base import JobInterrupted, RetryableJobError
 from jobs.models import Job, JobAttempt, JobResult
 from jobs.services import leases
-from jobs.services.execution import soft_time_limit
 from jobs.services.leases import LeaseKeeper
-from jobs.tests.concurrency import run_together
+from jobs.tests.concurrency import run_together, start_thread
 from jobs.tests.live import wait_for
 
 pytestmark = pytest.mark.django_db
@@ -171,7 +169,7 @@ def test_a_worker_whose_claim_was_taken_over_writes_nothing(job_factory):
 
     assert not services.job_complete(job=stale, output={"from": "stale"}, duration_ms=1)
     with pytest.raises(JobInterrupted):
-        services.job_progress_reporter(job=stale)(50)
+        services.job_progress_reporter(job=stale, lease=LeaseKeeper(stale))(50)
     services.job_fail_attempt(job=stale, exc=RetryableJobError("late"), trace="")
 
     job.refresh_from_db()
@@ -187,7 +185,7 @@ def test_progress_after_cancellation_interrupts_the_handler(job_factory):
     services.job_cancel(job=job)
 
     with pytest.raises(JobInterrupted):
-        services.job_progress_reporter(job=job)(10)
+        services.job_progress_reporter(job=job, lease=LeaseKeeper(job))(10)
     assert not services.job_complete(job=job, output={}, duration_ms=1)
     assert not JobResult.objects.filter(job=job).exists()
 
@@ -207,29 +205,35 @@ def test_the_lease_is_renewed_while_a_silent_handler_runs(job_factory, short_lea
         time.sleep(1.5)  # longer than the lease: without renewals it would have lapsed
 
     job.refresh_from_db()
-    assert not lease.lost.is_set()
+    assert lease.stop is None
     assert job.lease_expires_at > job.started_at + timedelta(seconds=1.5)
     assert services.jobs_reap_stale()["requeued"] == 0
 
 
 @pytest.mark.django_db(transaction=True)
-def test_the_renewal_thread_closes_its_connection_after_each_round(
+def test_the_watchdog_keeps_its_connection_while_a_job_runs_and_closes_it_after(
     job_factory, short_lease, monkeypatch
 ):
-    closed_by: list[str] = []
+    closed_at: list[float] = []
     close_all = leases.connections.close_all
 
     def recording_close_all() -> None:
-        closed_by.append(threading.current_thread().name)
+        if threading.current_thread().name == "job-watchdog":
+            closed_at.append(time.monotonic())
         close_all()
 
     monkeypatch.setattr(leases.connections, "close_all", recording_close_all)
     job = services.job_claim(job_id=job_factory().pk, worker="w")
+    # Done with earlier tests' jobs first.
+    wait_for(lambda: not leases._watchdog().connected, timeout=2)
+    closed_at.clear()
 
     with LeaseKeeper(job):
-        time.sleep(0.5)  # two renewal rounds
+        time.sleep(0.5)  # renewals 0.2 s apart: a connection each would be wasted
+    done = time.monotonic()
 
-    assert closed_by.count("lease-renewer") >= 2
+    wait_for(lambda: closed_at, timeout=2, message="the watchdog kept its connection")
+    assert all(at > done for at in closed_at)
 
 
 @pytest.mark.django_db(transaction=True)
@@ -249,7 +253,7 @@ def test_the_lease_keeper_tells_a_silent_handler_its_job_was_cancelled(job_facto
 
     with LeaseKeeper(job) as lease:
         services.job_cancel(job=job)
-        assert lease.lost.wait(timeout=2)
+        wait_for(lambda: lease.stop is JobInterrupted, timeout=2)
         with pytest.raises(JobInterrupted):
             services.job_progress_reporter(job=job, lease=lease)(10)
 
@@ -258,14 +262,7 @@ def test_the_lease_keeper_tells_a_silent_handler_its_job_was_cancelled(job_facto
 def test_cancelling_a_running_sleep_job_stops_it_promptly(job_factory):
     job = job_factory(job_type="sleep", parameters={"seconds": 60})
 
-    def work() -> None:
-        try:
-            services.job_run(job_id=job.pk, worker="thread")
-        finally:
-            connection.close()
-
-    worker = threading.Thread(target=work)
-    worker.start()
+    worker = start_thread(lambda: services.job_run(job_id=job.pk, worker="thread"))
     wait_for(
         lambda: Job.objects.filter(pk=job.pk, status=Job.Status.IN_PROGRESS).exists(), timeout=5
     )
@@ -345,29 +342,16 @@ def test_the_job_detail_shows_its_attempts(auth_client, verified_user, job_facto
     assert [(a["number"], a["outcome"]) for a in detail["attempt_history"]] == [(1, "succeeded")]
 
 
-def test_a_handler_past_its_soft_time_limit_fails_the_attempt_as_timed_out(
-    job_factory, no_alarm_pending
-):
-    # What Celery's soft time limit raises inside the handler, raised here the way a worker
-    # does for the jobs of a shared message.
-    job = job_factory(job_type="sleep", parameters={"seconds": 5}, max_retries=0)
+@pytest.mark.django_db(transaction=True)
+def test_a_handler_past_its_time_limit_is_stopped_and_fails_as_timed_out(job_factory):
+    # The watchdog reads the job through its own connection: the row must be committed.
+    job = job_factory(job_type="sleep", parameters={"seconds": 5}, timeout_seconds=1)
 
-    with soft_time_limit(0.3):
-        job = run(job)
+    job = run(job)
 
     assert job.status == Job.Status.FAILED
-    assert job.error_message == f"The job ran past its {job.timeout_seconds}s time limit."
+    assert job.error_message == "The job ran past its 1s time limit."
     assert [a.outcome for a in job.attempt_log.all()] == [JobAttempt.Outcome.TIMED_OUT]
-
-
-def test_a_timed_out_attempt_is_retried_while_retries_remain(job_factory, no_alarm_pending):
-    job = job_factory(job_type="sleep", parameters={"seconds": 5}, max_retries=1)
-
-    with soft_time_limit(0.3):
-        job = run(job)
-
-    assert job.status == Job.Status.PENDING
-    assert "time limit" in job.error_message
 
 
 def test_a_client_may_lower_the_timeout_but_not_raise_it(auth_client):

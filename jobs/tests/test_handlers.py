@@ -9,6 +9,7 @@ from rest_framework import serializers
 from jobs import handlers
 from jobs.handlers.base import JobInterrupted, PermanentJobError, Progress, RetryableJobError
 from jobs.handlers.checksum import ALGORITHMS
+from jobs.handlers.csv_summary import MAX_COLUMNS, MAX_ROWS
 
 
 def validate(job_type: str, **data: Any) -> dict[str, Any]:
@@ -136,6 +137,24 @@ def test_word_count_of_empty_text_is_all_zeros():
         "average_word_length": 0.0,
         "top_words": [],
     }
+
+
+# The timeout is generous: the old pattern backtracked through the run from each of its marks,
+# which took minutes for 150,000 dots; now it takes milliseconds.
+@pytest.mark.timeout(10)
+@pytest.mark.parametrize(
+    ("text", "sentences"),
+    [
+        ("." * 150_000 + "x", 1),
+        ("Wait" + "?!" * 75_000 + "no", 1),
+        ("So" + "." * 150_000 + " on", 2),
+    ],
+)
+def test_word_count_reads_a_long_run_of_sentence_marks_in_one_pass(text, sentences):
+    output = run("word_count", text=text)
+
+    assert output["sentences"] == sentences
+    assert output["characters"] == len(text)
 
 
 def test_word_count_rejects_top_above_100():
@@ -267,6 +286,61 @@ def test_csv_summary_of_a_header_without_rows_has_empty_columns():
 def test_csv_summary_fails_permanently_on_malformed_csv():
     with pytest.raises(PermanentJobError, match="malformed"):
         run("csv_summary", csv='a,b\n1,"2"3\n')
+
+
+def submit_csv(client, csv: str):
+    body = {"name": "csv", "job_type": "csv_summary", "parameters": {"csv": csv}}
+    return client.post("/api/jobs/", body, format="json")
+
+
+def test_csv_summary_refuses_more_columns_than_it_summarises(auth_client):
+    # The document: under 1 MB of CSV that made a 19.4 MB result.
+    wide = "x\n" + ",".join(["1"] * 240_000)
+
+    response = submit_csv(auth_client, wide)
+
+    assert response.status_code == 400
+    assert response.json()["parameters"] == {
+        "csv": ["Line 2 has 240,000 fields; a document may have at most 1,000 columns."]
+    }
+    assert errors("csv_summary", csv=wide)["csv"][0].code == "too_many_columns"
+
+
+def test_csv_summary_refuses_more_rows_than_it_summarises(auth_client):
+    tall = "n\n" + "1\n" * MAX_ROWS
+
+    response = submit_csv(auth_client, tall)
+
+    assert response.status_code == 400
+    assert "more than 100,000 rows" in response.json()["parameters"]["csv"][0]
+    assert errors("csv_summary", csv=tall)["csv"][0].code == "too_many_rows"
+
+
+def test_csv_summary_accepts_a_document_at_its_bounds(auth_client):
+    widest = ",".join(f"c{n}" for n in range(MAX_COLUMNS)) + "\n" + "1\n" * (MAX_ROWS - 1)
+
+    assert submit_csv(auth_client, widest).status_code == 201
+
+
+def test_csv_summary_refuses_a_document_past_its_bounds_when_it_runs():
+    # Parameters stored before the bounds existed never went through them.
+    params = {"csv": ",".join(["1"] * 1_001), "delimiter": ",", "has_header": False}
+
+    with pytest.raises(PermanentJobError, match="at most 1,000 columns"):
+        handlers.get("csv_summary").run(params, ignore_progress)
+
+
+# Generous: the summary looped over every column for each short row, which took minutes here.
+@pytest.mark.timeout(10)
+def test_csv_summary_of_a_wide_header_above_short_rows_takes_one_pass():
+    csv = ",".join(f"c{n}" for n in range(MAX_COLUMNS)) + "\n" + "1\n" * (MAX_ROWS - 1)
+
+    output = run("csv_summary", csv=csv)
+
+    first, *_, last = output["columns"]
+    assert output["rows"] == MAX_ROWS - 1
+    assert (first["count"], first["missing"]) == (MAX_ROWS - 1, 0)
+    assert (last["name"], last["count"], last["missing"]) == ("c999", 0, MAX_ROWS - 1)
 
 
 def test_csv_summary_fails_permanently_on_a_document_without_rows():

@@ -8,7 +8,7 @@ import time_machine
 from django.conf import settings
 from django.utils import timezone
 
-from jobs import services
+from jobs import handlers, services
 from jobs.handlers.base import JobInterrupted
 from jobs.models import Job, JobAttempt
 from jobs.services.leases import LeaseKeeper
@@ -124,6 +124,22 @@ def test_the_reaper_fails_a_job_that_ran_past_its_time_limit_as_timed_out(job_fa
     assert [a.outcome for a in job.attempt_log.all()] == [JobAttempt.Outcome.TIMED_OUT]
 
 
+@pytest.mark.parametrize(("retries_timeouts", "status"), [(False, "failed"), (True, "pending")])
+def test_the_reaper_retries_a_timed_out_job_only_if_its_type_retries_timeouts(
+    job_factory, monkeypatch, retries_timeouts, status
+):
+    monkeypatch.setattr(handlers.get("echo"), "retry_on_timeout", retries_timeouts)
+    job = job_factory(timeout_seconds=30, max_retries=3)
+    services.job_claim(job_id=job.pk, worker="stuck")
+
+    with time_machine.travel(timezone.now() + settings.JOB_LEASE + timedelta(seconds=1)):
+        services.jobs_reap_stale()
+
+    job.refresh_from_db()
+    assert job.status == status
+    assert [a.outcome for a in job.attempt_log.all()] == [JobAttempt.Outcome.TIMED_OUT]
+
+
 def test_a_shutting_down_worker_hands_back_its_jobs_without_using_up_an_attempt(job_factory):
     mine = services.job_claim(job_id=job_factory().pk, worker="leaving@host")
     other = services.job_claim(job_id=job_factory().pk, worker="staying@host")
@@ -145,5 +161,5 @@ def test_a_handed_back_job_interrupts_the_handler_still_running_it(job_factory):
     services.jobs_hand_back(worker="leaving@host", grace_seconds=0)
 
     with pytest.raises(JobInterrupted):
-        services.job_progress_reporter(job=job)(50)
+        services.job_progress_reporter(job=job, lease=LeaseKeeper(job))(50)
     assert not services.job_complete(job=job, output={}, duration_ms=1)
