@@ -10,6 +10,7 @@ import urllib.request
 import uuid
 
 import pytest
+from celery import states
 from django.test import Client
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -191,7 +192,9 @@ def run_a_job_and_look_it_up(flower: str, publish) -> dict | None:
     )
     deadline = time.monotonic() + 2  # Flower takes the events in soon after the job
     while time.monotonic() < deadline:
-        if task := flower_run_job_task_for(flower, job):
+        # The task-succeeded event comes a moment after the job's row says completed.
+        task = flower_run_job_task_for(flower, job)
+        if task and task.get("state") in states.READY_STATES:
             return task
         time.sleep(0.1)
     return None
