@@ -2,8 +2,8 @@ import factory
 from django.conf import settings
 from django.utils import timezone
 
-from jobs import handlers
 from jobs.models import Job, JobResult
+from jobs.queue import queue_for
 from jobs.services.execution import result_size
 from users.tests.factories import UserFactory
 
@@ -16,7 +16,7 @@ class JobFactory(factory.django.DjangoModelFactory):
     name = factory.Sequence(lambda n: f"job {n}")
     job_type = "echo"
     parameters = factory.LazyFunction(lambda: {"message": "hello", "data": None})
-    queue = factory.LazyAttribute(lambda job: handlers.get(job.job_type).queue)
+    queue = factory.LazyAttribute(lambda job: queue_for(job.job_type))
     status = Job.Status.PENDING
     # A pending job is admitted (it has a message), as an idle system admits jobs at once, so
     # that a worker may claim it; a test of admission sets enqueued_at=None.
