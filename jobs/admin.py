@@ -159,7 +159,7 @@ class JobAdmin(admin.ModelAdmin):
             None,
             {"fields": ["id", "owner", "name", "description", "job_type", "parameters_as_stored"]},
         ),
-        ("Schedule", {"fields": ["scheduled_time", "max_retries"]}),
+        ("Schedule", {"fields": ["scheduled_time", "priority", "max_retries"]}),
         (
             "State",
             {
@@ -182,6 +182,7 @@ class JobAdmin(admin.ModelAdmin):
             {
                 "classes": ["collapse"],
                 "fields": [
+                    "queue",
                     "run_after",
                     "enqueued_at",
                     "dispatch_token",
