@@ -343,11 +343,13 @@ MAX_ACTIVE_JOBS_PER_USER = env_int("MAX_ACTIVE_JOBS_PER_USER", 10_000)
 JOB_USER_CONCURRENCY = env_int("JOB_USER_CONCURRENCY", 0)
 if JOB_USER_CONCURRENCY < 0:
     raise ImproperlyConfigured("JOB_USER_CONCURRENCY must be 0 (no limit) or more")
-# Messages kept in a queue beyond one per worker process that serves it (a quick jobs'
-# message holds up to JOB_MESSAGE_BATCH_SIZE jobs). The other waiting jobs stay in the
-# database, where admission picks them in fair order: a longer window keeps the workers fed
-# across a slow admission, a shorter one lets a newcomer's job overtake more of a backlog.
-JOB_QUEUE_WINDOW = env_int("JOB_QUEUE_WINDOW", 1)
+# Messages kept in a queue for each worker process that serves it, beyond the one it runs (a
+# quick jobs' message holds up to JOB_MESSAGE_BATCH_SIZE jobs). The other waiting jobs stay
+# in the database, where admission picks them in fair order. A worker refills its queue when
+# fewer messages than processes are left, so each admission adds about processes x (window -
+# 1) + 1 messages: a longer window admits less often, a shorter one lets a newcomer's job
+# overtake more of a backlog. With 1, a worker admits after every message of quick jobs.
+JOB_QUEUE_WINDOW = env_int("JOB_QUEUE_WINDOW", 2)
 if JOB_QUEUE_WINDOW < 0:
     raise ImproperlyConfigured("JOB_QUEUE_WINDOW must be 0 or more")
 JOB_DISPATCH_INTERVAL_SECONDS = env_float("JOB_DISPATCH_INTERVAL_SECONDS", 1.0)

@@ -51,6 +51,8 @@ logger = logging.getLogger(__name__)
 OCCUPYING = Q(status=Job.Status.IN_PROGRESS, lease_expires_at__isnull=False) | Q(
     status=Job.Status.PENDING, enqueued_at__isnull=False, claim_token=None
 )
+# What admission reads of a waiting job: enough to choose it and to publish its message.
+ADMISSION_FIELDS = ("pk", "owner_id", "job_type", "queue", *queue.MESSAGE_FIELDS)
 # The most jobs one admission looks at for one owner; more come in the next admission.
 FETCH_LIMIT = 500
 # How long a process trusts its count of the workers per queue.
@@ -245,7 +247,7 @@ def _admit_due(queue_name: str) -> int:
             return 0
         turns = _Turns(queue_name, owner_ids, occupancy, now=now)
         chosen = turns.pick(room)
-        admitted = mark_enqueued_and_publish(_still_waiting([job.pk for job in chosen]), now=now)
+        admitted = _admit(chosen, now=now)
         turns.save()
     _flag_waiting(queue_name, turns.left_waiting)
     return admitted
@@ -261,7 +263,7 @@ def _admit_ahead() -> int:
             enqueued_at=None,
             run_after__gt=now,
             run_after__lte=queue.publish_horizon(now),
-        ).only("pk", "owner_id", "job_type", "queue")
+        ).only(*ADMISSION_FIELDS)
         candidates = list(soon.order_by("run_after")[:FETCH_LIMIT])
         if not candidates:
             return 0
@@ -276,8 +278,8 @@ def _admit_ahead() -> int:
             ):
                 continue  # It waits for its turn when due, like any other.
             occupancy.add(job, due=False)
-            chosen.append(job.pk)
-        return mark_enqueued_and_publish(_still_waiting(chosen), now=now)
+            chosen.append(job)
+        return _admit(chosen, now=now)
 
 
 class _Turns:
@@ -381,7 +383,7 @@ class _Turns:
             )
             .exclude(job_type__in=self.occupancy.full_types())
             .order_by("-priority", "run_after")
-            .only("pk", "owner_id", "job_type", "queue", "run_after", "timeout_seconds")
+            .only(*ADMISSION_FIELDS)
         )
         jobs = list(waiting[:size])
         if len(jobs) == size:
@@ -426,9 +428,27 @@ def waiting_owners_statement(queue_name: str, *, now: datetime) -> tuple[str, li
     return sql, [queue_name, now, queue_name, now]
 
 
-def _still_waiting(job_ids: list) -> QuerySet[Job]:
-    # A job cancelled since it was read is not admitted: cancelling takes no admission lock.
-    return Job.objects.filter(pk__in=job_ids, status=Job.Status.PENDING, enqueued_at=None)
+def _admit(jobs: list[Job], *, now: datetime) -> int:
+    """Mark the chosen jobs admitted and publish them, in order, after commit; count them.
+
+    One UPDATE, in the admission's transaction. A job cancelled since it was read (cancelling
+    takes no admission lock) is not admitted; only then are the admitted ones read back.
+    """
+    if not jobs:
+        return 0
+    token = uuid.uuid4()
+    waiting = Job.objects.filter(
+        pk__in=[job.pk for job in jobs], status=Job.Status.PENDING, enqueued_at=None
+    )
+    if transition(waiting, enqueued_at=now, dispatch_token=token) < len(jobs):
+        taken = set(
+            Job.objects.filter(dispatch_token=token, pk__in=[job.pk for job in jobs]).values_list(
+                "pk", flat=True
+            )
+        )
+        jobs = [job for job in jobs if job.pk in taken]
+    queue.publish_on_commit([queue.message_for(job) for job in jobs])
+    return len(jobs)
 
 
 def mark_enqueued_and_publish(

@@ -13,6 +13,12 @@ from jobs.services import admission
 JOBS = "/api/jobs/"
 
 
+@pytest.fixture(autouse=True)
+def window_of_one(settings):
+    """One message for each worker process beyond the one it runs: small numbers to follow."""
+    settings.JOB_QUEUE_WINDOW = 1
+
+
 @pytest.fixture
 def waiting(job_factory):
     """Make `count` jobs of `owner` that wait for admission (sleep jobs: one message each)."""
@@ -159,7 +165,6 @@ def test_a_type_limit_holds_across_users(user_factory, waiting, auth_client, ver
 
 
 def test_the_window_is_sized_by_the_workers_heartbeats(user_factory, waiting, settings):
-    settings.JOB_QUEUE_WINDOW = 1
     user = user_factory()
     waiting(user, 20)
     worker_beat(hostname="long@host", queues=["long", "cpu"], processes=3)
