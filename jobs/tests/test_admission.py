@@ -164,7 +164,7 @@ def test_a_type_limit_holds_across_users(user_factory, waiting, auth_client, ver
     assert auth_client.get(f"{JOBS}{left.pk}/").json()["waiting_for"] == "type_concurrency_limit"
 
 
-def test_the_window_is_sized_by_the_workers_heartbeats(user_factory, waiting, settings):
+def test_the_window_is_sized_by_the_workers_heartbeats(user_factory, waiting):
     user = user_factory()
     waiting(user, 20)
     worker_beat(hostname="long@host", queues=["long", "cpu"], processes=3)
