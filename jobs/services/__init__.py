@@ -25,7 +25,7 @@ from jobs.services.execution import (
     jobs_run_in_turn,
 )
 from jobs.services.recovery import (
-    job_hand_back_if_early,
+    job_release_if_early,
     jobs_dispatch_due,
     jobs_hand_back,
     jobs_reap_stale,
@@ -50,8 +50,8 @@ __all__ = [
     "job_complete",
     "job_create",
     "job_fail_attempt",
-    "job_hand_back_if_early",
     "job_progress_reporter",
+    "job_release_if_early",
     "job_retry",
     "job_run",
     "jobs_create_bulk",

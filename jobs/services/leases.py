@@ -41,7 +41,8 @@ from django.utils import timezone
 
 from jobs.handlers.base import JobInterrupted
 from jobs.models import Job
-from jobs.services.common import attempt_deadline, held_by, log_fields, transition
+from jobs.services import transitions
+from jobs.services.common import attempt_deadline, log_fields
 
 logger = logging.getLogger(__name__)
 
@@ -101,7 +102,7 @@ class LeaseKeeper:
         now = timezone.now()
         grace = settings.JOB_HARD_TIMEOUT_GRACE
         expires = min(now + settings.JOB_LEASE, attempt_deadline(self.job) + grace)
-        return bool(transition(held_by(self.job), lease_expires_at=expires))
+        return bool(transitions.apply(transitions.RENEW, self.job, lease_expires_at=expires))
 
     @contextlib.contextmanager
     def handler_running(self) -> Iterator[None]:

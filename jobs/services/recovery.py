@@ -11,19 +11,13 @@ from datetime import datetime
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F, QuerySet
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from jobs import metrics, queue
 from jobs.models import Job, JobAttempt
-from jobs.services.common import (
-    attempt_deadline,
-    finish_attempt,
-    held_by,
-    retry_delay,
-    timeout_is_final,
-    transition,
-)
+from jobs.services import transitions
+from jobs.services.common import attempt_deadline, retry_delay, timeout_is_final
 
 logger = logging.getLogger(__name__)
 
@@ -41,26 +35,21 @@ def jobs_dispatch_due(*, limit: int = BATCH_SIZE) -> int:
     due = Job.objects.filter(
         status=Job.Status.PENDING, enqueued_at=None, run_after__lte=queue.publish_horizon(now)
     )
-    published = _mark_enqueued_and_publish(due, now=now, limit=limit)
+    published = _admit_and_publish(due, now=now, limit=limit)
     if published:
         logger.info("dispatcher published %d due job(s)", published)
     return published
 
 
-def job_hand_back_if_early(*, job_id: uuid.UUID) -> bool:
-    """Give a pending job whose message came before its time back to the dispatcher.
+def job_release_if_early(*, job_id: uuid.UUID) -> bool:
+    """Release a pending job whose message came before its time back to the dispatcher.
 
     The claim refuses a job before its run_after, which happens when the clocks of the hosts
-    disagree. Still marked as published, the job would wait minutes for the reaper; unmarked,
-    the dispatcher publishes it again at its time. Return whether the job was handed back.
+    disagree. Still marked as published, the job would wait minutes for the reaper; released,
+    the dispatcher publishes it again at its time. Return whether the job was released.
     """
-    early = Job.objects.filter(
-        pk=job_id,
-        status=Job.Status.PENDING,
-        run_after__gt=timezone.now(),
-        enqueued_at__isnull=False,
-    )
-    return bool(transition(early, enqueued_at=None))
+    early = Job.objects.filter(pk=job_id, run_after__gt=timezone.now(), enqueued_at__isnull=False)
+    return bool(transitions.apply_all(transitions.RELEASE, early))
 
 
 def jobs_reap_stale(*, limit: int = BATCH_SIZE) -> dict[str, int]:
@@ -82,7 +71,7 @@ def jobs_requeue_stuck(*, jobs: QuerySet[Job]) -> dict[str, int]:
 
 
 def _recover_stuck(jobs: QuerySet[Job], *, limit: int | None) -> dict[str, int]:
-    """Republish lost messages and take back lapsed leases among `jobs`; count what was done."""
+    """Republish lost messages and reap lapsed leases among `jobs`; count what was done."""
     now = timezone.now()
     lost_messages = jobs.filter(
         status=Job.Status.PENDING,
@@ -90,19 +79,19 @@ def _recover_stuck(jobs: QuerySet[Job], *, limit: int | None) -> dict[str, int]:
         enqueued_at__lt=now - settings.JOB_REDISPATCH_AFTER,
     )
     counts = {
-        "republished": _mark_enqueued_and_publish(lost_messages, now=now, limit=limit),
+        "republished": _admit_and_publish(lost_messages, now=now, limit=limit),
         "requeued": 0,
         "failed": 0,
     }
     expired = jobs.filter(status=Job.Status.IN_PROGRESS, lease_expires_at__lt=now)
     for job in expired.order_by("lease_expires_at")[:limit]:
-        outcome = _take_back(job, now=now)
+        outcome = _reap(job, now=now)
         if outcome:
             counts[outcome] += 1
     return counts
 
 
-def _take_back(job: Job, *, now: datetime) -> str | None:
+def _reap(job: Job, *, now: datetime) -> str | None:
     """Requeue or fail a job whose lease ran out; return which, or None if it was not ours."""
     timed_out = attempt_deadline(job) <= now
     if timed_out:
@@ -121,13 +110,10 @@ def _take_back(job: Job, *, now: datetime) -> str | None:
             "claim_token": None,
             "error_message": f"{reason} Retrying.",
         }
-    lapsed = Job.objects.filter(
-        pk=job.pk, status=Job.Status.IN_PROGRESS, claim_token=job.claim_token
-    )
-    with transaction.atomic():
-        if not transition(lapsed, lease_expires_at=None, **changes):
-            return None  # The worker renewed it, or another reaper got there first.
-        finish_attempt(job, outcome=outcome, error_message=reason)
+    record = {"outcome": outcome, "error_message": reason}
+    # Fenced by the claim whose lease lapsed.
+    if not transitions.apply(transitions.REAP, job, now=timezone.now(), record=record, **changes):
+        return None  # The worker renewed it, or another reaper got there first.
     if changes["status"] == Job.Status.FAILED:
         metrics.job_failed(job)
         return "failed"
@@ -147,7 +133,7 @@ def jobs_hand_back(*, worker: str, grace_seconds: float) -> int:
     while running.exists() and time.monotonic() < deadline:
         time.sleep(0.2)
     handed_back = 0
-    for job in running.only("claim_token", "attempts", "run", "worker", "started_at"):
+    for job in running.only("claim_token"):
         handed_back += _hand_back(job)
     if handed_back:
         logger.warning("worker %s handed back %d running job(s)", worker, handed_back)
@@ -156,23 +142,16 @@ def jobs_hand_back(*, worker: str, grace_seconds: float) -> int:
 
 def _hand_back(job: Job) -> int:
     now = timezone.now()
-    with transaction.atomic():
-        handed = transition(
-            held_by(job),
-            status=Job.Status.PENDING,
-            run_attempts=F("run_attempts") - 1,
-            run_after=now,
-            enqueued_at=None,
-            claim_token=None,
-            lease_expires_at=None,
-            error_message="Handed back by a worker that was shutting down; it will run again.",
-        )
-        if handed:
-            finish_attempt(job, outcome=JobAttempt.Outcome.HANDED_BACK)
-    return handed
+    return transitions.apply(
+        transitions.HAND_BACK,
+        job,
+        now=now,
+        run_after=now,
+        error_message="Handed back by a worker that was shutting down; it will run again.",
+    )
 
 
-def _mark_enqueued_and_publish(jobs: QuerySet[Job], *, now: datetime, limit: int | None) -> int:
+def _admit_and_publish(jobs: QuerySet[Job], *, now: datetime, limit: int | None) -> int:
     # Each caller stamps the rows it takes with its own token and publishes only those, so
     # two dispatchers (or a dispatcher and the reaper) never publish the same job together.
     candidates = list(jobs.order_by("run_after").values_list("pk", flat=True)[:limit])
@@ -180,7 +159,9 @@ def _mark_enqueued_and_publish(jobs: QuerySet[Job], *, now: datetime, limit: int
         return 0
     token = uuid.uuid4()
     with transaction.atomic():
-        transition(jobs.filter(pk__in=candidates), enqueued_at=now, dispatch_token=token)
+        transitions.apply_all(
+            transitions.ADMIT, jobs.filter(pk__in=candidates), enqueued_at=now, dispatch_token=token
+        )
         taken = Job.objects.filter(pk__in=candidates, dispatch_token=token)
         messages = [queue.message_for(job) for job in taken.only(*queue.MESSAGE_FIELDS)]
         queue.publish_on_commit(messages)

@@ -9,23 +9,20 @@ from typing import Any, Literal, NotRequired, TypedDict, Unpack
 from django.conf import settings
 from django.core.cache import cache
 from django.db import IntegrityError, connection, transaction
-from django.db.models import F
 from django.utils import timezone
 
 from job_system.cache import cache_redis
 from job_system.logging import bind_job, job_log_scope
 from jobs import handlers, metrics, queue
 from jobs.idempotency import request_fingerprint
-from jobs.models import Job, JobAttempt
+from jobs.models import Job
+from jobs.services import transitions
 from jobs.services.common import (
     IdempotencyConflict,
     JobStateError,
     TooManyActiveJobs,
-    finish_attempt,
     log_fields,
     raise_if_owner_deleted,
-    transition,
-    update_returning,
 )
 
 logger = logging.getLogger(__name__)
@@ -60,7 +57,7 @@ def job_create(
         # per submission, and publish_on_commit then publishes at once. Inside a caller's
         # transaction, a savepoint keeps a lost idempotency race from spoiling it.
         with transaction.atomic() if connection.in_atomic_block else nullcontext():
-            job.save(force_insert=True)
+            transitions.job_insert(job)
             if job.enqueued_at:
                 queue.publish_on_commit([queue.message_for(job)], from_request=True)
 
@@ -89,7 +86,7 @@ def jobs_create_bulk(
 
     def insert() -> None:
         with transaction.atomic():
-            Job.objects.bulk_create(jobs)
+            transitions.jobs_insert(jobs)
             queue.publish_on_commit(
                 [queue.message_for(job) for job in jobs if job.enqueued_at], from_request=True
             )
@@ -243,25 +240,14 @@ def _active_count_key(owner_id: int) -> str:
 def job_cancel(*, job: Job) -> Job:
     """Cancel a pending or running job; a running handler notices at its next report."""
     now = timezone.now()
-    with transaction.atomic():
-        cancelled = update_returning(
-            job.pk,
-            Job.objects.filter(status__in=Job.ACTIVE_STATUSES),
-            status=Job.Status.CANCELLED,
-            completed_at=now,
-            lease_expires_at=None,
-        )
-        if cancelled and cancelled.claim_token:
-            # It was running: the cancelled row still holds that attempt's claim.
-            finish_attempt(cancelled, outcome=JobAttempt.Outcome.CANCELLED, now=now)
+    # A running job's attempt is recorded as cancelled with it: the cancelled row still holds
+    # that attempt's claim.
+    cancelled = transitions.apply(transitions.CANCEL, job.pk, now=now, completed_at=now)
     job.refresh_from_db()
     if not cancelled:
         raise JobStateError(f"The job is already {job.status} and cannot be cancelled.", job=job)
     logger.info("job cancelled", extra=log_fields(job.pk, job))
     return job
-
-
-RETRYABLE_STATUSES = (Job.Status.FAILED, Job.Status.CANCELLED)
 
 
 @job_log_scope
@@ -273,28 +259,15 @@ def job_retry(*, job: Job) -> Job:
     """
     # Only a job that looks retryable is counted, so that retrying a finished one is answered
     # with the state conflict it is rather than a full cap; the UPDATE below decides.
-    counted = job.status in RETRYABLE_STATUSES
+    counted = job.status in transitions.RERUN.sources
     if counted:
         _check_active_job_cap(job.owner_id)
     now = timezone.now()
     run_after = _run_after(job.scheduled_time, now=now)
     enqueued_at = _enqueued_at(run_after, now=now)
     with transaction.atomic():
-        requeued = transition(
-            Job.objects.filter(pk=job.pk, status__in=RETRYABLE_STATUSES),
-            status=Job.Status.PENDING,
-            run=F("run") + 1,
-            run_attempts=0,
-            progress=0,
-            error_message="",
-            error_traceback="",
-            started_at=None,
-            completed_at=None,
-            run_after=run_after,
-            enqueued_at=enqueued_at,
-            claim_token=None,
-            lease_expires_at=None,
-            worker="",
+        requeued = transitions.apply(
+            transitions.RERUN, job.pk, now=now, run_after=run_after, enqueued_at=enqueued_at
         )
         if requeued and enqueued_at:
             queue.publish_on_commit(
