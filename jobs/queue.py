@@ -206,7 +206,7 @@ def _eta(message: JobMessage, *, now: datetime) -> datetime | None:
     if message.run_after is None or message.run_after <= now:
         return None
     # Callers publish only jobs within the look-ahead; should one slip through, it arrives early,
-    # which the claim refuses and hands back to the dispatcher, rather than sitting in a worker.
+    # which the claim refuses and releases to the dispatcher, rather than sitting in a worker.
     return min(message.run_after, publish_horizon(now))
 
 

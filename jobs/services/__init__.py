@@ -7,6 +7,7 @@ most one result. Broker messages only carry job ids and are hints; the database 
 - submission: what clients ask for (create, cancel, retry).
 - execution: what a worker does (claim, lease, run, complete, fail).
 - recovery: what Beat and shutting-down workers do (dispatch, reap, hand back).
+- transitions: the table of every write to a job, and the only code that makes them.
 """
 
 from jobs.services.common import (

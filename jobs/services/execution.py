@@ -70,7 +70,7 @@ def jobs_run_in_turn(*, job_ids: list[uuid.UUID], worker: str) -> None:
     Each job is claimed when its turn comes, so the others stay pending until then: a client
     can still cancel them, and a worker lost mid-message holds one claim, not all of them.
     When a job is taken from this worker while it runs (handed back by a worker told to
-    stop, or taken over after a lapsed lease), the rest go back to the dispatcher, which
+    stop, or reaped after a lapsed lease), the rest are released to the dispatcher, which
     spreads them over the workers within a second, instead of keeping this one busy.
     """
     for position, job_id in enumerate(job_ids):
@@ -86,7 +86,7 @@ def job_run(*, job_id: uuid.UUID, worker: str, behind: Sequence[uuid.UUID] = ())
 
     The watchdog (services.leases) stops the handler at the job's time limit or when the job
     is cancelled. `behind` are the jobs after this one in the same message: if the handler will
-    not stop and the process must end, they go back to the dispatcher first. Return False if
+    not stop and the process must end, they are released to the dispatcher first. Return False if
     the job was taken from this worker while it ran.
     """
     job = job_claim(job_id=job_id, worker=worker)
@@ -110,7 +110,7 @@ def job_run(*, job_id: uuid.UUID, worker: str, behind: Sequence[uuid.UUID] = ())
 
 
 def _run_handler(job: Job, handler: JobHandler, lease: LeaseKeeper) -> bool:
-    """Run the handler and record the attempt; False if the job was taken over meanwhile."""
+    """Run the handler and record the attempt; False if the job was taken from it meanwhile."""
     log = log_fields(job.pk, job)
     logger.info("job started", extra=log)
     started = monotonic()
@@ -125,7 +125,7 @@ def _run_handler(job: Job, handler: JobHandler, lease: LeaseKeeper) -> bool:
                     f"of {settings.JOB_MAX_RESULT_BYTES:,} bytes."
                 )
     except JobInterrupted:
-        logger.info("job interrupted: cancelled or taken over", extra=log)
+        logger.info("job interrupted: cancelled, handed back or reaped", extra=log)
         return _record_interruption(job) != JobAttempt.Outcome.SUPERSEDED
     except SoftTimeLimitExceeded:
         logger.warning("job ran past its %ss time limit", job.timeout_seconds, extra=log)
@@ -139,7 +139,9 @@ def _run_handler(job: Job, handler: JobHandler, lease: LeaseKeeper) -> bool:
         if outcome == JobAttempt.Outcome.SUCCEEDED:
             logger.info("job completed in %d ms", duration_ms, extra=log)
         else:
-            logger.info("job finished but was cancelled or taken over; result dropped", extra=log)
+            logger.info(
+                "job finished but was cancelled, handed back or reaped; result dropped", extra=log
+            )
             return outcome != JobAttempt.Outcome.SUPERSEDED
     finally:
         metrics.job_attempt_ran(job, seconds=monotonic() - started)
@@ -185,7 +187,7 @@ def job_complete(*, job: Job, output: dict[str, Any], duration_ms: int) -> bool:
 def _complete(job: Job, output: dict[str, Any], *, output_bytes: int, duration_ms: int) -> str:
     """job_complete(), returning the attempt's outcome: succeeded, else cancelled or superseded.
 
-    The worker running a shared message needs to know which, to go on or hand the rest back.
+    The worker running a shared message needs to know which, to go on or release the rest.
     """
     now = timezone.now()
     # With the result and the attempt's record: on PostgreSQL one statement, one round trip
@@ -254,7 +256,7 @@ def _abandon(job: Job, behind: Sequence[uuid.UUID], stop: Stop) -> None:
     """Record the end of an attempt whose handler would not stop, before its process ends.
 
     The watchdog thread runs this. Its writes are fenced like the worker's own, so whichever
-    records the attempt first wins. The jobs behind it in the same message go back to the
+    records the attempt first wins. The jobs behind it in the same message are released to the
     dispatcher, as this process will not run them.
     """
     if stop is SoftTimeLimitExceeded:

@@ -3,9 +3,9 @@ handlers that must stop, from outside them.
 
 For each job the process runs, the thread
 - renews its lease, never past the attempt's deadline plus JOB_HARD_TIMEOUT_GRACE, so that the
-  reaper takes back a job whose worker is stuck or gone;
+  reaper reaps a job whose worker is stuck or gone;
 - once the handler has run CHECK_INTERVAL_SECONDS, checks that often whether the job is still
-  this claim's (not cancelled, handed back or taken over), with one query per round for all
+  this claim's (not cancelled, handed back or reaped), with one query per round for all
   the process's jobs (a progress write that just confirmed the claim saves one), and watches
   the attempt's deadline;
 - tells a handler whose job must stop to stop: it sends the main thread a signal, which raises

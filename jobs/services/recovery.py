@@ -1,4 +1,4 @@
-"""What Beat and shutting-down workers do: publish due jobs and take back abandoned ones.
+"""What Beat and shutting-down workers do: admit and publish due jobs, reap and hand back.
 
 Each runs safely beside copies of itself: rows are taken by conditional updates, so two
 dispatchers or two reapers never publish or requeue the same job twice.
@@ -42,7 +42,7 @@ def jobs_dispatch_due(*, limit: int = BATCH_SIZE) -> int:
 
 
 def job_release_if_early(*, job_id: uuid.UUID) -> bool:
-    """Release a pending job whose message came before its time back to the dispatcher.
+    """Release a pending job whose message came before its time to the dispatcher.
 
     The claim refuses a job before its run_after, which happens when the clocks of the hosts
     disagree. Still marked as published, the job would wait minutes for the reaper; released,
@@ -121,7 +121,7 @@ def _reap(job: Job, *, now: datetime) -> str | None:
 
 
 def jobs_hand_back(*, worker: str, grace_seconds: float) -> int:
-    """Give back the jobs a shutting-down worker still runs after a grace period.
+    """Hand back the jobs a shutting-down worker still runs after a grace period.
 
     They go back to pending without counting the attempt against max_retries (it keeps its
     number in the job's history), and Beat's dispatcher publishes them within a second; the

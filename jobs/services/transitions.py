@@ -192,7 +192,7 @@ HAND_BACK = Transition(
     sets={**_BACK_TO_PENDING, "run_attempts": F("run_attempts") - 1},
     records=(attempt_row(outcome=JobAttempt.Outcome.HANDED_BACK),),
 )
-# The reaper takes back a job whose lease lapsed: requeued, or failed when it is out of
+# The reaper reaps a job whose lease lapsed: requeued, or failed when it is out of
 # retries or out of time. Fenced by the claim it found lapsed.
 REAP = Transition(
     "reap",
