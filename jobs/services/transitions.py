@@ -356,12 +356,12 @@ def _run(
     using = router.db_for_write(Job)
     shape = (transition, using, tuple(sorted(changes)))
     if not transition.records:
-        form = "returning" if returning else ""
-        return _execute(_compiled(*shape, form), slots, using, returning=returning)
+        return _execute(_compiled(*shape, "returning" if returning else ""), slots, using)
     if connections[using].vendor in ONE_STATEMENT_VENDORS:
-        return _execute(_compiled(*shape, "with"), slots, using, returning=returning)
+        return _execute(_compiled(*shape, "with" if returning else "with_count"), slots, using)
     with transaction.atomic(using=using):
-        count, updated = _execute(_compiled(*shape, "returning"), slots, using, returning=True)
+        form = "returning" if returning else "returning_read"
+        count, updated = _execute(_compiled(*shape, form), slots, using)
         if updated is not None:
             _insert_records(transition, updated, slots, using)
     return count, updated if returning else None
@@ -419,7 +419,8 @@ class _Statement:
     sql: str
     params: list[Any]
     slots: list[tuple[int, str, Field]]
-    returns_job: bool
+    # The job's columns its row carries; None if it answers with a count.
+    returns: tuple[str, ...] | None
 
     def params_for(self, values: Mapping[str, Any], connection) -> list[Any]:
         params = list(self.params)
@@ -432,8 +433,11 @@ class _Statement:
 def _compiled(transition: Transition, using: str, names: tuple[str, ...], form: str) -> _Statement:
     """The transition's SQL for a caller's values named `names`, compiled once by the ORM.
 
-    form: "" (the UPDATE), "returning" (UPDATE ... RETURNING the job), or "with" (the UPDATE
-    and the transition's INSERTs as one statement, returning the job).
+    form: "" (the UPDATE), "returning" (UPDATE ... RETURNING the job), "returning_read" (only
+    the columns its rows read), "with" (the UPDATE and the transition's INSERTs as one
+    statement, returning the job) or "with_count" (the same, returning how many it updated).
+    A completion needs no more than the count, and the whole row would carry the job's
+    parameters back for nothing.
     """
     meta = Job._meta
     fence: dict[str, Any] = {"pk": _Slot("id", meta.pk)}
@@ -449,22 +453,51 @@ def _compiled(transition: Transition, using: str, names: tuple[str, ...], form: 
     query.add_update_values(writes)
     sql, params = query.get_compiler(using).as_sql()
     params = list(params)
-    if form == "returning":
-        sql = f"{sql} RETURNING {JOB_COLUMNS}"
-    elif form == "with":
-        sql = _with_inserts(transition, sql, params, connections[using])
+    returns = {
+        "": None,
+        "returning": ALL_COLUMNS,
+        "returning_read": _read_columns(transition),
+        "with": ALL_COLUMNS,
+        "with_count": None,
+    }[form]
+    if form.startswith("returning"):
+        sql = f"{sql} RETURNING {_quoted(returns)}"
+    elif form.startswith("with"):
+        sql = _with_inserts(transition, sql, params, connections[using], returns=returns)
     slots = [
         (index, param.name, param.field)
         for index, param in enumerate(params)
         if isinstance(param, _SlotRef)
     ]
-    return _Statement(sql, params, slots, returns_job=bool(form))
+    return _Statement(sql, params, slots, returns)
 
 
-def _with_inserts(transition: Transition, update_sql: str, params: list[Any], connection) -> str:
-    """The UPDATE and its rows' INSERTs as one statement; adds the INSERTs' params."""
+def _read_columns(transition: Transition) -> tuple[str, ...]:
+    """The job's columns the transition's rows are made from, in the model's order."""
+    read = {"id", "claim_token"}
+    read.update(column for row in transition.records for column in row.from_job.values())
+    return tuple(column for column in ALL_COLUMNS if column in read)
+
+
+def _quoted(columns: tuple[str, ...]) -> str:
+    return ", ".join(f'"{column}"' for column in columns)
+
+
+def _with_inserts(
+    transition: Transition,
+    update_sql: str,
+    params: list[Any],
+    connection,
+    *,
+    returns: tuple[str, ...] | None,
+) -> str:
+    """The UPDATE and its rows' INSERTs as one statement; adds the INSERTs' params.
+
+    It answers with the job's `returns` columns, or if None with how many rows it updated.
+    """
     qn = connection.ops.quote_name
-    sql = f"WITH updated AS ({update_sql} RETURNING {JOB_COLUMNS})"
+    read = _quoted(_read_columns(transition) if returns is None else returns)
+    sql = f"WITH updated AS ({update_sql} RETURNING {read})"
     for position, row in enumerate(transition.records):
         meta = row.model._meta
         columns, selected = [], []
@@ -484,7 +517,8 @@ def _with_inserts(transition: Transition, update_sql: str, params: list[Any], co
             f", record_{position} AS (INSERT INTO {table} ({names}) "  # noqa: S608
             f"SELECT {', '.join(selected)} FROM updated{condition}{conflicts})"
         )
-    return f"{sql} SELECT {JOB_COLUMNS} FROM updated"  # noqa: S608 - the model's columns
+    answer = "count(*)" if returns is None else _quoted(returns)
+    return f"{sql} SELECT {answer} FROM updated"  # noqa: S608 - built from the models
 
 
 class _FromJob(NamedTuple):
@@ -539,46 +573,45 @@ def record_attempt(job: Job, *, outcome: str) -> None:
     _insert_row(attempt_row(), job, slots, using=router.db_for_write(JobAttempt), claimed=False)
 
 
-def _execute(
-    statement: _Statement, slots: Mapping[str, Any], using: str, *, returning: bool
-) -> tuple[int, Job | None]:
-    """Run a compiled statement; return its row count, and the job if `returning`."""
+def _execute(statement: _Statement, slots: Mapping[str, Any], using: str) -> tuple[int, Job | None]:
+    """Run a compiled statement; return its row count, and the job its row carries if any."""
     connection = connections[using]
     with connection.cursor() as cursor:
         cursor.execute(statement.sql, statement.params_for(slots, connection))
-        if not statement.returns_job:
-            return cursor.rowcount, None
+        if statement.returns is None:
+            counted = cursor.fetchone()[0] if cursor.description else cursor.rowcount
+            return counted, None
         row = cursor.fetchone()
     if row is None:
         return 0, None
-    return 1, _job_from_row(row, using) if returning else None
+    return 1, _job_from_row(row, statement.returns, using)
 
 
-# Every column of the jobs table, in the order Job.from_db() takes them as attribute names.
-JOB_COLUMNS = ", ".join(f'"{f.column}"' for f in Job._meta.concrete_fields)
-_JOB_ATTNAMES = [f.attname for f in Job._meta.concrete_fields]
+# Every column of the jobs table, in the order Job.from_db() takes them.
+ALL_COLUMNS = tuple(f.column for f in Job._meta.concrete_fields)
 _ATTNAMES_BY_COLUMN = {f.column: f.attname for f in Job._meta.concrete_fields}
 
 
-def _job_from_row(row: Sequence[Any], using: str) -> Job:
-    """A job from a row of JOB_COLUMNS, converted as the ORM would.
+def _job_from_row(row: Sequence[Any], columns: tuple[str, ...], using: str) -> Job:
+    """A job from a row of `columns` (the others deferred), converted as the ORM would.
 
     What Job.objects.raw() does, less its working out again for every statement which column
     is which field: a third of a claim's CPU.
     """
     connection = connections[using]
     values = list(row)
-    for index, column, converters in _job_converters(using):
+    for index, column, converters in _job_converters(using, columns):
         for convert in converters:
             values[index] = convert(values[index], column, connection)
-    return Job.from_db(using, _JOB_ATTNAMES, values)
+    return Job.from_db(using, [_ATTNAMES_BY_COLUMN[column] for column in columns], values)
 
 
 @cache
-def _job_converters(using: str) -> list[tuple[int, Any, list]]:
+def _job_converters(using: str, names: tuple[str, ...]) -> list[tuple[int, Any, list]]:
     """For each column that needs it, the backend's and the field's from-database converters."""
     connection = connections[using]
-    columns = [f.get_col(Job._meta.db_table) for f in Job._meta.concrete_fields]
+    by_column = {f.column: f for f in Job._meta.concrete_fields}
+    columns = [by_column[name].get_col(Job._meta.db_table) for name in names]
     converters = [
         (
             index,
