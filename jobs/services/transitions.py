@@ -24,7 +24,16 @@ from functools import cache, cached_property
 from typing import Any, NamedTuple
 
 from django.db import connections, router, transaction
-from django.db.models import Expression, F, Field, Model, Q, QuerySet
+from django.db.models import (
+    DateTimeField,
+    Expression,
+    F,
+    Field,
+    Model,
+    Q,
+    QuerySet,
+    UUIDField,
+)
 from django.db.models.sql import UpdateQuery
 from django.utils import timezone
 
@@ -37,6 +46,28 @@ IN_PROGRESS = Job.Status.IN_PROGRESS
 COMPLETED = Job.Status.COMPLETED
 FAILED = Job.Status.FAILED
 CANCELLED = Job.Status.CANCELLED
+
+
+class _Slot(Expression):
+    """A value the cached SQL keeps as a placeholder, filled by name on each call."""
+
+    def __init__(self, name: str, output_field: Field) -> None:
+        super().__init__(output_field=output_field)
+        self.name = name
+
+    def as_sql(self, compiler, connection) -> tuple[str, list[Any]]:
+        return "%s", [_SlotRef(self.name, self.output_field)]
+
+
+class _SlotRef(NamedTuple):
+    name: str
+    field: Field
+
+
+# What a fence compares with, filled on each call: the transition's time, and the claim token
+# of the caller's copy of the job.
+NOW = _Slot("now", DateTimeField())
+CLAIM_TOKEN = _Slot("fence_claim_token", UUIDField())
 
 
 class Row(NamedTuple):
@@ -103,8 +134,9 @@ class Transition:
     takes: frozenset[str] = frozenset()
     # Only while the claim the caller holds still holds the job (its claim token).
     claimed: bool = False
-    # Only once the job is due (run_after has come).
-    due: bool = False
+    # Its fence beyond the status and the claim: conditions on the job's columns, compared with
+    # NOW or CLAIM_TOKEN.
+    fence: Q = field(default_factory=Q)
     # Written every time, beside the caller's values.
     sets: Mapping[str, Any] = field(default_factory=dict)
     # Inserted in the same statement or transaction, when the UPDATE changes the job.
@@ -141,7 +173,7 @@ CLAIM = Transition(
     sources=(PENDING,),
     targets=(IN_PROGRESS,),
     takes=frozenset({"started_at", "claim_token", "lease_expires_at", "worker"}),
-    due=True,
+    fence=Q(run_after__lte=NOW),  # due
     sets={"attempts": F("attempts") + 1, "run_attempts": F("run_attempts") + 1, "progress": 0},
 )
 RENEW = Transition(
@@ -294,7 +326,7 @@ def apply_all(transition: Transition, jobs: QuerySet[Job], **changes: Any) -> in
     For the bulk transitions (admit, release), and for a single job with conditions of the
     caller's own; built through the ORM on each call.
     """
-    if transition.claimed or transition.due or transition.records:
+    if transition.claimed or transition.fence or transition.records:
         raise IllegalTransition(f"{transition} takes one job: use apply().")
     values = _writes(transition, changes)
     return jobs.filter(_from_status(transition)).update(**values, updated_at=timezone.now())
@@ -348,7 +380,7 @@ def _run(
     if record.keys() != given:
         raise IllegalTransition(f"{transition} records {sorted(given)}, not {sorted(record)}.")
     now = now or timezone.now()
-    slots = {"id": job.pk if isinstance(job, Job) else job, "now": now, **changes}
+    slots = {"id": job.pk if isinstance(job, Job) else job, NOW.name: now, **changes}
     slots.update({f"record_{name}": value for name, value in record.items()})
     if "error_message" in given:
         message = slots["record_error_message"]
@@ -356,7 +388,7 @@ def _run(
     if transition.claimed:
         if not isinstance(job, Job) or job.claim_token is None:
             raise IllegalTransition(f"{transition} is fenced by a claim: pass the claimed job.")
-        slots["fence_claim_token"] = job.claim_token
+        slots[CLAIM_TOKEN.name] = job.claim_token
     _check_values(transition, changes)
     using = router.db_for_write(Job)
     shape = (transition, using, tuple(sorted(changes)))
@@ -411,22 +443,6 @@ def _from_status(transition: Transition) -> Q:
     return Q(status__in=transition.sources)
 
 
-class _Slot(Expression):
-    """A value the cached SQL keeps as a placeholder, filled by name on each call."""
-
-    def __init__(self, name: str, output_field: Field) -> None:
-        super().__init__(output_field=output_field)
-        self.name = name
-
-    def as_sql(self, compiler, connection) -> tuple[str, list[Any]]:
-        return "%s", [_SlotRef(self.name, self.output_field)]
-
-
-class _SlotRef(NamedTuple):
-    name: str
-    field: Field
-
-
 @dataclass
 class _Statement:
     sql: str
@@ -464,15 +480,13 @@ def _compiled(transition: Transition, using: str, names: tuple[str, ...], form: 
     """
     _check_names(transition, names)
     meta = Job._meta
-    fence: dict[str, Any] = {"pk": _Slot("id", meta.pk)}
-    if transition.due:
-        fence["run_after__lte"] = _Slot("now", meta.get_field("run_after"))
+    fence = Q(pk=_Slot("id", meta.pk)) & transition.fence
     if transition.claimed:
-        fence["claim_token"] = _Slot("fence_claim_token", meta.get_field("claim_token"))
-    jobs = Job.objects.using(using).filter(_from_status(transition), **fence)
+        fence &= Q(claim_token=CLAIM_TOKEN)
+    jobs = Job.objects.using(using).filter(_from_status(transition), fence)
     writes = _fixed_writes(transition)
     writes.update({name: _Slot(name, meta.get_field(name)) for name in names})
-    writes["updated_at"] = _Slot("now", meta.get_field("updated_at"))
+    writes["updated_at"] = _Slot(NOW.name, meta.get_field("updated_at"))
     query = jobs.query.chain(UpdateQuery)
     query.add_update_values(writes)
     sql, params = query.get_compiler(using).as_sql()
@@ -596,11 +610,11 @@ def _row_sources(row: Row, *, claimed: bool) -> list[tuple[str, Any]]:
     for name, column in row.from_job.items():
         if name == "claim_token" and claimed:
             # The claim the transition ended, which the UPDATE may have cleared.
-            sources.append((name, _SlotRef("fence_claim_token", meta.get_field(name))))
+            sources.append((name, _SlotRef(CLAIM_TOKEN.name, meta.get_field(name))))
         else:
             sources.append((name, _FromJob(column)))
     sources += [(name, _SlotRef(f"record_{name}", meta.get_field(name))) for name in row.given]
-    sources += [(name, _SlotRef("now", meta.get_field(name))) for name in row.stamped]
+    sources += [(name, _SlotRef(NOW.name, meta.get_field(name))) for name in row.stamped]
     sources += list(row.fixed.items())
     return sources
 
@@ -630,7 +644,7 @@ def record_attempt(job: Job, *, outcome: str) -> None:
 
     No transition: the job's row has moved on already. `job` is the copy its claim loaded.
     """
-    slots = {"record_outcome": outcome, "record_error_message": "", "now": timezone.now()}
+    slots = {"record_outcome": outcome, "record_error_message": "", NOW.name: timezone.now()}
     _insert_row(attempt_row(), job, slots, using=router.db_for_write(JobAttempt), claimed=False)
 
 

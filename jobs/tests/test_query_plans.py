@@ -42,7 +42,11 @@ def plan(sql: str, params) -> str:
 def compiled(transition, job: Job, **changes) -> tuple[str, list]:
     """The UPDATE the transition runs on `job` with these changes, and its parameters."""
     statement = transitions._compiled(transition, "default", tuple(sorted(changes)), "")
-    slots = {"id": job.pk, "fence_claim_token": job.claim_token, "now": timezone.now()}
+    slots = {
+        "id": job.pk,
+        transitions.CLAIM_TOKEN.name: job.claim_token,
+        transitions.NOW.name: timezone.now(),
+    }
     return statement.sql, statement.params_for({**slots, **changes}, connection)
 
 
