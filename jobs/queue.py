@@ -114,8 +114,8 @@ def publish(messages: list[JobMessage], *, app: Celery = celery_app) -> None:
                         producer=producer,
                     )
     except Exception:
-        # The rows are committed, so the client must not see an error. Hand the jobs back to
-        # the dispatcher, which publishes them again within a second once the broker is back.
+        # The rows are committed, so the client must not see an error. Release the jobs to the
+        # dispatcher, which publishes them again within a second once the broker is back.
         logger.exception("publishing %d job(s) failed; the dispatcher will retry", len(messages))
         release([message.job_id for message in messages])
 
@@ -167,7 +167,7 @@ class Publisher:
             with self._condition:
                 self._condition.wait_for(lambda: self._pending)
                 messages, self._pending, self._sending = self._pending, [], True
-            publish(messages, app=self.app)  # Never raises: a failure hands the jobs back.
+            publish(messages, app=self.app)  # Never raises: a failure releases the jobs.
             try:
                 # publish() writes to the database only when the broker failed; this thread
                 # must not keep that connection open for ever.

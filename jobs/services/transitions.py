@@ -218,7 +218,7 @@ FAIL = Transition(
     sets={"lease_expires_at": None},
     records=(attempt_row(),),
 )
-# A worker that is shutting down gives a running job back; the attempt does not count
+# A worker that is shutting down hands a running job back; the attempt does not count
 # against max_retries.
 HAND_BACK = Transition(
     "hand_back",
