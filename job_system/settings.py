@@ -7,6 +7,7 @@ developer's machine; with DEBUG off, insecure values stop the process at start-u
 
 import ipaddress
 import os
+import sqlite3
 import tempfile
 from datetime import timedelta
 from pathlib import Path
@@ -158,6 +159,13 @@ DATABASES = {
     )
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # Every job transition reads back the row it wrote with UPDATE ... RETURNING, which came
+    # in SQLite 3.35; one path on every database beats a slower second one kept in step.
+    if sqlite3.sqlite_version_info < (3, 35):
+        raise ImproperlyConfigured(
+            f"SQLite {sqlite3.sqlite_version} is too old: jobs need 3.35 or newer "
+            "(UPDATE ... RETURNING). Use a newer Python build or PostgreSQL (DATABASE_URL)."
+        )
     # Web and worker processes write at once. WAL lets readers run beside the writer, and
     # IMMEDIATE makes a writer wait for the lock up front instead of failing half-way with
     # "database is locked".

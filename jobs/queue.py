@@ -135,10 +135,10 @@ def publish(messages: list[JobMessage], *, app: Celery = celery_app) -> None:
                         producer=producer,
                     )
     except Exception:
-        # The rows are committed, so the client must not see an error. Hand the jobs back to
-        # the dispatcher, which publishes them again within a second once the broker is back.
+        # The rows are committed, so the client must not see an error. Release the jobs to the
+        # dispatcher, which publishes them again within a second once the broker is back.
         logger.exception("publishing %d job(s) failed; the dispatcher will retry", len(messages))
-        forget_enqueued([message.job_id for message in messages])
+        release([message.job_id for message in messages])
 
 
 class Publisher:
@@ -192,7 +192,7 @@ class Publisher:
                 messages, self._pending, self._sending = self._pending, [], True
                 admit, self._admit = self._admit, set()
             if messages:
-                publish(messages, app=self.app)  # Never raises: a failure hands the jobs back.
+                publish(messages, app=self.app)  # Never raises: a failure releases the jobs.
             _publish_and_admit([], admit)  # Never raises either.
             try:
                 # This thread must not keep its database connection open for ever.
@@ -231,18 +231,17 @@ def _eta(message: JobMessage, *, now: datetime) -> datetime | None:
     if message.run_after is None or message.run_after <= now:
         return None
     # Callers publish only jobs within the look-ahead; should one slip through, it arrives early,
-    # which the claim refuses and hands back to the dispatcher, rather than sitting in a worker.
+    # which the claim refuses and releases to the dispatcher, rather than sitting in a worker.
     return min(message.run_after, publish_horizon(now))
 
 
-def forget_enqueued(job_ids: list[uuid.UUID]) -> None:
-    """Hand pending jobs back to the dispatcher, which publishes them within a second."""
+def release(job_ids: list[uuid.UUID]) -> None:
+    """Release pending jobs to the dispatcher, which publishes them again within a second."""
+    # Imported here: the services import this module.
+    from jobs.services import transitions
+
     try:
-        # Stamped like every other change of a job (services.common.transition, which this
-        # module cannot import: the services import it).
-        Job.objects.filter(pk__in=job_ids, status=Job.Status.PENDING).update(
-            enqueued_at=None, updated_at=timezone.now()
-        )
+        transitions.apply_all(transitions.RELEASE, Job.objects.filter(pk__in=job_ids))
     except Exception:
         # Even if this write fails the reaper republishes them after JOB_REDISPATCH_AFTER.
-        logger.exception("could not hand %d job(s) back to the dispatcher", len(job_ids))
+        logger.exception("could not release %d job(s) to the dispatcher", len(job_ids))

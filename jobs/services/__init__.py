@@ -8,6 +8,7 @@ most one result. Broker messages only carry job ids and are hints; the database 
 - admission: which waiting jobs get a message, in fair order and within the limits.
 - execution: what a worker does (claim, lease, run, complete, fail).
 - recovery: what Beat and shutting-down workers do (dispatch, reap, hand back).
+- transitions: the table of every write to a job, and the only code that makes them.
 """
 
 from jobs.services.admission import jobs_admit, jobs_admit_if_waiting
@@ -27,7 +28,7 @@ from jobs.services.execution import (
     jobs_run_in_turn,
 )
 from jobs.services.recovery import (
-    job_hand_back_if_early,
+    job_release_if_early,
     jobs_dispatch_due,
     jobs_hand_back,
     jobs_reap_stale,
@@ -52,8 +53,8 @@ __all__ = [
     "job_complete",
     "job_create",
     "job_fail_attempt",
-    "job_hand_back_if_early",
     "job_progress_reporter",
+    "job_release_if_early",
     "job_retry",
     "job_run",
     "jobs_admit",

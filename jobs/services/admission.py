@@ -41,7 +41,7 @@ from django.utils import timezone
 from job_system.heartbeats import heartbeat_redis, queue_processes
 from jobs import handlers, queue
 from jobs.models import FairShare, Job, QueueClock
-from jobs.services.common import transition
+from jobs.services import transitions
 
 logger = logging.getLogger(__name__)
 
@@ -440,7 +440,10 @@ def _admit(jobs: list[Job], *, now: datetime) -> int:
     waiting = Job.objects.filter(
         pk__in=[job.pk for job in jobs], status=Job.Status.PENDING, enqueued_at=None
     )
-    if transition(waiting, enqueued_at=now, dispatch_token=token) < len(jobs):
+    admitted = transitions.apply_all(
+        transitions.ADMIT, waiting, enqueued_at=now, dispatch_token=token
+    )
+    if admitted < len(jobs):
         taken = set(
             Job.objects.filter(dispatch_token=token, pk__in=[job.pk for job in jobs]).values_list(
                 "pk", flat=True
@@ -462,7 +465,9 @@ def mark_enqueued_and_publish(
         return 0
     token = uuid.uuid4()
     with transaction.atomic():
-        transition(jobs.filter(pk__in=candidates), enqueued_at=now, dispatch_token=token)
+        transitions.apply_all(
+            transitions.ADMIT, jobs.filter(pk__in=candidates), enqueued_at=now, dispatch_token=token
+        )
         taken = Job.objects.filter(pk__in=candidates, dispatch_token=token)
         messages = [queue.message_for(job) for job in taken.only(*queue.MESSAGE_FIELDS)]
         queue.publish_on_commit(messages)

@@ -9,24 +9,20 @@ from typing import Any, Literal, NotRequired, TypedDict, Unpack
 from django.conf import settings
 from django.core.cache import cache
 from django.db import IntegrityError, connection, transaction
-from django.db.models import F
 from django.utils import timezone
 
 from job_system.cache import cache_redis
 from job_system.logging import bind_job, job_log_scope
 from jobs import handlers, metrics, queue
 from jobs.idempotency import request_fingerprint
-from jobs.models import DEFAULT_PRIORITY, Job, JobAttempt
-from jobs.services import admission
+from jobs.models import DEFAULT_PRIORITY, Job
+from jobs.services import admission, transitions
 from jobs.services.common import (
     IdempotencyConflict,
     JobStateError,
     TooManyActiveJobs,
-    finish_attempt,
     log_fields,
     raise_if_owner_deleted,
-    transition,
-    update_returning,
 )
 
 logger = logging.getLogger(__name__)
@@ -63,7 +59,7 @@ def job_create(
         # per submission, and the job is then published at once. Inside a caller's
         # transaction, a savepoint keeps a lost idempotency race from spoiling it.
         with transaction.atomic() if connection.in_atomic_block else nullcontext():
-            job.save(force_insert=True)
+            transitions.job_insert(job)
             _publish_or_admit_on_commit([job], admit)
 
     [job], created = _insert_once(
@@ -92,7 +88,7 @@ def jobs_create_bulk(
     def insert() -> None:
         admit = _admit_at_once(owner=owner, jobs=jobs)
         with transaction.atomic():
-            Job.objects.bulk_create(jobs)
+            transitions.jobs_insert(jobs)
             _publish_or_admit_on_commit(jobs, admit)
 
     jobs, created = _insert_once(
@@ -265,25 +261,14 @@ def _active_count_key(owner_id: int) -> str:
 def job_cancel(*, job: Job) -> Job:
     """Cancel a pending or running job; a running handler notices at its next report."""
     now = timezone.now()
-    with transaction.atomic():
-        cancelled = update_returning(
-            job.pk,
-            Job.objects.filter(status__in=Job.ACTIVE_STATUSES),
-            status=Job.Status.CANCELLED,
-            completed_at=now,
-            lease_expires_at=None,
-        )
-        if cancelled and cancelled.claim_token:
-            # It was running: the cancelled row still holds that attempt's claim.
-            finish_attempt(cancelled, outcome=JobAttempt.Outcome.CANCELLED, now=now)
+    # A running job's attempt is recorded as cancelled with it: the cancelled row still holds
+    # that attempt's claim.
+    cancelled = transitions.apply(transitions.CANCEL, job.pk, now=now, completed_at=now)
     job.refresh_from_db()
     if not cancelled:
         raise JobStateError(f"The job is already {job.status} and cannot be cancelled.", job=job)
     logger.info("job cancelled", extra=log_fields(job.pk, job))
     return job
-
-
-RETRYABLE_STATUSES = (Job.Status.FAILED, Job.Status.CANCELLED)
 
 
 @job_log_scope
@@ -295,7 +280,7 @@ def job_retry(*, job: Job) -> Job:
     """
     # Only a job that looks retryable is counted, so that retrying a finished one is answered
     # with the state conflict it is rather than a full cap; the UPDATE below decides.
-    counted = job.status in RETRYABLE_STATUSES
+    counted = job.status in transitions.RERUN.sources
     if counted:
         _check_active_job_cap(job.owner_id)
     now = timezone.now()
@@ -303,21 +288,8 @@ def job_retry(*, job: Job) -> Job:
     job.enqueued_at = None
     admit = _admit_at_once(owner=job.owner, jobs=[job])
     with transaction.atomic():
-        requeued = transition(
-            Job.objects.filter(pk=job.pk, status__in=RETRYABLE_STATUSES),
-            status=Job.Status.PENDING,
-            run=F("run") + 1,
-            run_attempts=0,
-            progress=0,
-            error_message="",
-            error_traceback="",
-            started_at=None,
-            completed_at=None,
-            run_after=job.run_after,
-            enqueued_at=job.enqueued_at,
-            claim_token=None,
-            lease_expires_at=None,
-            worker="",
+        requeued = transitions.apply(
+            transitions.RERUN, job.pk, now=now, run_after=job.run_after, enqueued_at=job.enqueued_at
         )
         if requeued:
             _publish_or_admit_on_commit([job], admit)

@@ -12,9 +12,7 @@ from django.db import connection
 from django.utils import timezone
 
 from jobs.models import Job
-from jobs.services import admission
-from jobs.services.common import held_by
-from jobs.services.execution import _CLAIM_SQL
+from jobs.services import admission, transitions
 
 pytestmark = pytest.mark.skipif(
     connection.vendor != "postgresql", reason="PostgreSQL's planner; SQLite has its own"
@@ -44,23 +42,35 @@ def plan(sql: str, params) -> str:
         return "\n".join(row[0] for row in cursor.fetchall())
 
 
+def compiled(transition, job: Job, **changes) -> tuple[str, list]:
+    """The UPDATE the transition runs on `job` with these changes, and its parameters."""
+    statement = transitions._compiled(transition, "default", tuple(sorted(changes)), "")
+    slots = {
+        "id": job.pk,
+        transitions.CLAIM_TOKEN.name: job.claim_token,
+        transitions.NOW.name: timezone.now(),
+    }
+    return statement.sql, statement.params_for({**slots, **changes}, connection)
+
+
 def test_a_claim_uses_the_primary_key(backlog_after_quiet_statistics):
     job = backlog_after_quiet_statistics[0]
-    params = {
-        "job_id": job.pk,
-        "now": timezone.now(),
-        "claim_token": uuid.uuid4(),
-        "lease_expires_at": timezone.now(),
-        "worker": "w",
-    }
+    sql, params = compiled(
+        transitions.CLAIM,
+        job,
+        started_at=timezone.now(),
+        claim_token=uuid.uuid4(),
+        lease_expires_at=timezone.now(),
+        worker="w",
+    )
 
-    assert "jobs_job_pkey" in plan(_CLAIM_SQL, params)
+    assert "jobs_job_pkey" in plan(sql, params)
 
 
 def test_a_fenced_update_uses_the_primary_key(backlog_after_quiet_statistics):
     running = Job.objects.filter(status=Job.Status.IN_PROGRESS).first()
 
-    sql, params = held_by(running).query.sql_with_params()
+    sql, params = compiled(transitions.PROGRESS, running, progress=5)
 
     assert "jobs_job_pkey" in plan(sql, params)
 

@@ -146,17 +146,17 @@ def test_a_retried_job_scheduled_within_the_look_ahead_is_published_with_an_eta(
     assert eta_of(message) == scheduled_time
 
 
-def test_an_early_message_hands_its_job_back_to_the_dispatcher(job_factory, frozen_now):
+def test_an_early_message_releases_its_job_to_the_dispatcher(job_factory, frozen_now):
     job = job_factory(run_after=frozen_now + timedelta(seconds=1), enqueued_at=frozen_now)
 
-    assert services.job_hand_back_if_early(job_id=job.pk) is True
+    assert services.job_release_if_early(job_id=job.pk) is True
 
     job.refresh_from_db()
     assert job.status == Job.Status.PENDING
     assert job.enqueued_at is None
     assert services.jobs_dispatch_due() == 1  # published again, with its ETA
-    assert services.job_hand_back_if_early(job_id=job.pk) is True
-    assert services.job_hand_back_if_early(job_id=job.pk) is False  # already handed back
+    assert services.job_release_if_early(job_id=job.pk) is True
+    assert services.job_release_if_early(job_id=job.pk) is False  # already released
 
 
 @pytest.mark.parametrize(
@@ -168,7 +168,7 @@ def test_an_early_message_hands_its_job_back_to_the_dispatcher(job_factory, froz
         {"run_after_seconds": 1, "status": Job.Status.CANCELLED},
     ],
 )
-def test_only_an_early_pending_job_is_handed_back(job_factory, frozen_now, state):
+def test_only_an_early_pending_job_is_released(job_factory, frozen_now, state):
     run_after = frozen_now + timedelta(seconds=state["run_after_seconds"])
     job = job_factory(
         run_after=run_after,
@@ -176,7 +176,7 @@ def test_only_an_early_pending_job_is_handed_back(job_factory, frozen_now, state
         status=state.get("status", Job.Status.PENDING),
     )
 
-    assert services.job_hand_back_if_early(job_id=job.pk) is False
+    assert services.job_release_if_early(job_id=job.pk) is False
 
     job.refresh_from_db()
     assert job.enqueued_at == frozen_now
