@@ -2,9 +2,11 @@
 
 The promise under test: every accepted job reaches exactly one terminal state (completed,
 failed or cancelled) and has at most one result, whatever happens to workers and the broker.
-This submits a mix of jobs over HTTP to real processes on 127.0.0.1 (web, two workers, Beat,
-Redis) while it SIGKILLs workers, mostly while they run a job, and restarts Redis empty. Then
-it reads the database, the truth, and prints one `name: value unit` line per figure:
+This submits a mix of jobs over HTTP to real processes on 127.0.0.1 (web, the Procfile's job
+workers — one `worker` for quick jobs and one `worker-long` for `long` and `cpu` — Beat, Redis)
+while it SIGKILLs workers of both kinds, mostly while they run a job, and restarts Redis
+empty. Then it reads the database, the truth, and prints one `name: value unit` line per
+figure:
 
     python scripts/chaos.py                 # 1,000 jobs, 10 kills, 1 Redis wipe, SQLite
     python scripts/chaos.py --quick         # 200 jobs, 3 kills, 1 Redis wipe
@@ -49,7 +51,6 @@ CHAOS_ENV = {
     # The token must outlive the longest run, or late submissions would get 401.
     "JWT_ACCESS_MINUTES": "120",
 }
-WORKER_PROCESSES = 2
 TERMINAL_STATUSES = ("completed", "failed", "cancelled")
 
 # Mostly quick jobs, a few long ones to be killed in the middle of, some scheduled for later.
@@ -417,7 +418,6 @@ def main(argv: list[str] | None = None) -> int:
         with Stack(
             workdir,
             database_url=settings.database_url,
-            worker_processes=WORKER_PROCESSES,
             env=CHAOS_ENV,
         ) as stack:
             figures = run_chaos(stack, settings)
