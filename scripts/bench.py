@@ -430,10 +430,21 @@ def main() -> int:
     )
     parser.add_argument("--sqlite", action="store_true", help="use a fresh SQLite file instead")
     parser.add_argument("--json", type=Path, default=Path("bench-results.json"))
-    parser.add_argument("--quick", action="store_true", help="1,000 jobs, 100k rows for reads")
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="an earlier run's --json file: print each end-to-end rate as a share of its own",
+    )
+    parser.add_argument("--skip-fairness", action="store_true")
+    parser.add_argument("--race-claims", type=int, default=10_000)
+    parser.add_argument("--backlog-seconds", type=float, default=50.0)
+    parser.add_argument(
+        "--quick", action="store_true", help="1,000 jobs, 100k rows for reads, a smaller fairness"
+    )
     args = parser.parse_args()
     if args.quick:
         args.jobs, args.large_rows, args.scheduled, args.paced_seconds = 1000, 100_000, 50, 5
+        args.race_claims, args.backlog_seconds = 2000, 25.0
     if args.sqlite:
         args.database_url = None
     else:
@@ -446,10 +457,25 @@ def main() -> int:
                 "set BENCH_DATABASE_URL, or pass --sqlite.\n",
             )
 
+    # Imported here: it builds on this module's helpers.
+    from scripts import bench_fairness
+
     figures = Figures()
     started = time.monotonic()
     meta = run(args, figures)
+    if args.baseline:
+        bench_fairness.compare_with_baseline(figures, args.baseline)
+    if not args.skip_fairness:
+        # Its own database beside the bench's, recreated for each of its Stacks.
+        fairness_url = args.database_url and f"{args.database_url}_fairness"
+        bench_fairness.run_phase(
+            figures,
+            fairness_url,
+            race_claims=args.race_claims,
+            backlog_seconds=args.backlog_seconds,
+        )
     figures.add("bench_duration", time.monotonic() - started, "s")
+    bench_fairness.summarize(figures)
     report = {"machine": {"cores": os.cpu_count()}, "versions": meta, "figures": figures.values}
     args.json.write_text(json.dumps(report, indent=2))
     print(f"json: {args.json}")
