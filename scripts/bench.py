@@ -56,9 +56,14 @@ class Figures:
         self.values: dict[str, dict[str, Any]] = {}
 
     def add(self, name: str, value: float | int | str, unit: str = "") -> None:
-        shown = f"{value:.3f}".rstrip("0").rstrip(".") if isinstance(value, float) else value
-        print(f"{name}: {shown} {unit}".rstrip(), flush=True)
         self.values[name] = {"value": value, "unit": unit}
+        print(f"{name}: {self.text(name)}", flush=True)
+
+    def text(self, name: str) -> str:
+        """A figure as `value unit`, to three decimals at most."""
+        value, unit = self.values[name]["value"], self.values[name]["unit"]
+        shown = f"{value:.3f}".rstrip("0").rstrip(".") if isinstance(value, float) else value
+        return f"{shown} {unit}".rstrip()
 
     def percentiles(self, name: str, samples: Iterable[float], unit: str = "ms") -> None:
         ordered = sorted(samples)
