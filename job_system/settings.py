@@ -338,6 +338,18 @@ SPECTACULAR_SETTINGS = {
 # Jobs.
 # A user with this many pending or running jobs gets 429 until some finish.
 MAX_ACTIVE_JOBS_PER_USER = env_int("MAX_ACTIVE_JOBS_PER_USER", 10_000)
+# Sharing the workers (jobs.services.admission). At most this many of one user's jobs run,
+# or are about to, at once; 0 is no limit. Staff can set another limit per user in the admin.
+JOB_USER_CONCURRENCY = env_int("JOB_USER_CONCURRENCY", 0)
+if JOB_USER_CONCURRENCY < 0:
+    raise ImproperlyConfigured("JOB_USER_CONCURRENCY must be 0 (no limit) or more")
+# Messages kept in a queue beyond one per worker process that serves it (a quick jobs'
+# message holds up to JOB_MESSAGE_BATCH_SIZE jobs). The other waiting jobs stay in the
+# database, where admission picks them in fair order: a longer window keeps the workers fed
+# across a slow admission, a shorter one lets a newcomer's job overtake more of a backlog.
+JOB_QUEUE_WINDOW = env_int("JOB_QUEUE_WINDOW", 1)
+if JOB_QUEUE_WINDOW < 0:
+    raise ImproperlyConfigured("JOB_QUEUE_WINDOW must be 0 or more")
 JOB_DISPATCH_INTERVAL_SECONDS = env_float("JOB_DISPATCH_INTERVAL_SECONDS", 1.0)
 # Jobs due within this many seconds are published ahead with an ETA, so the worker starts them
 # on time instead of up to a dispatch interval late. Longer than the interval, so every job is

@@ -5,10 +5,12 @@ processes, workers and Beat can race freely: a job is claimed once, finishes onc
 most one result. Broker messages only carry job ids and are hints; the database is the truth.
 
 - submission: what clients ask for (create, cancel, retry).
+- admission: which waiting jobs get a message, in fair order and within the limits.
 - execution: what a worker does (claim, lease, run, complete, fail).
 - recovery: what Beat and shutting-down workers do (dispatch, reap, hand back).
 """
 
+from jobs.services.admission import jobs_admit, jobs_admit_if_waiting
 from jobs.services.common import (
     IdempotencyConflict,
     JobStateError,
@@ -54,6 +56,8 @@ __all__ = [
     "job_progress_reporter",
     "job_retry",
     "job_run",
+    "jobs_admit",
+    "jobs_admit_if_waiting",
     "jobs_create_bulk",
     "jobs_dispatch_due",
     "jobs_hand_back",

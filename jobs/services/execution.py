@@ -59,7 +59,11 @@ class JobTimedOut(RetryableJobError):
 
 
 def job_claim(*, job_id: uuid.UUID, worker: str) -> Job | None:
-    """Mark a due pending job as in progress; return None if it is not ours to run."""
+    """Mark a due, admitted job as in progress; return None if it is not ours to run.
+
+    Only an admitted job (one given a message: enqueued_at) may be claimed: admission
+    decided it breaks no limit. A stale message for a job released since claims nothing.
+    """
     now = timezone.now()
     claim = {
         "claim_token": uuid.uuid4(),
@@ -72,7 +76,9 @@ def job_claim(*, job_id: uuid.UUID, worker: str) -> Job | None:
     else:
         job = update_returning(
             job_id,
-            Job.objects.filter(status=Job.Status.PENDING, run_after__lte=now),
+            Job.objects.filter(
+                status=Job.Status.PENDING, run_after__lte=now, enqueued_at__isnull=False
+            ),
             status=Job.Status.IN_PROGRESS,
             started_at=now,
             attempts=F("attempts") + 1,
@@ -92,7 +98,7 @@ UPDATE jobs_job
 SET status = 'in_progress', claim_token = %(claim_token)s, lease_expires_at = %(lease_expires_at)s,
     started_at = %(now)s, attempts = attempts + 1, run_attempts = run_attempts + 1, progress = 0,
     worker = %(worker)s, updated_at = %(now)s
-WHERE id = %(job_id)s AND status = 'pending' AND run_after <= %(now)s
+WHERE id = %(job_id)s AND status = 'pending' AND run_after <= %(now)s AND enqueued_at IS NOT NULL
 RETURNING {JOB_COLUMNS}
 """  # noqa: S608 - the columns are the model's own
 

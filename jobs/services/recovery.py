@@ -14,8 +14,9 @@ from django.db import transaction
 from django.db.models import F, QuerySet
 from django.utils import timezone
 
-from jobs import metrics, queue
+from jobs import metrics
 from jobs.models import Job, JobAttempt
+from jobs.services.admission import jobs_admit, mark_enqueued_and_publish
 from jobs.services.common import (
     attempt_deadline,
     finish_attempt,
@@ -30,21 +31,18 @@ logger = logging.getLogger(__name__)
 BATCH_SIZE = 500
 
 
-def jobs_dispatch_due(*, limit: int = BATCH_SIZE) -> int:
-    """Publish pending jobs that have no message yet and are due within the look-ahead.
+def jobs_dispatch_due() -> int:
+    """Admit waiting jobs in fair order, and those due within the look-ahead; count them.
 
-    A job not yet due goes out with an ETA, so the worker starts it on time rather than up
-    to a dispatch interval late. Logged only when something was published: this runs every
-    second.
+    The safety net under the admissions that requests and workers run: jobs whose backoff
+    or scheduled time came, jobs handed back, jobs whose admission found a broker down. A
+    job not yet due goes out with an ETA, so the worker starts it on time rather than up to
+    a dispatch interval late. Logged only when something was admitted: this runs every second.
     """
-    now = timezone.now()
-    due = Job.objects.filter(
-        status=Job.Status.PENDING, enqueued_at=None, run_after__lte=queue.publish_horizon(now)
-    )
-    published = _mark_enqueued_and_publish(due, now=now, limit=limit)
-    if published:
-        logger.info("dispatcher published %d due job(s)", published)
-    return published
+    admitted = jobs_admit(ahead=True)
+    if admitted:
+        logger.info("dispatcher admitted %d job(s)", admitted)
+    return admitted
 
 
 def job_hand_back_if_early(*, job_id: uuid.UUID) -> bool:
@@ -88,9 +86,10 @@ def _recover_stuck(jobs: QuerySet[Job], *, limit: int | None) -> dict[str, int]:
         status=Job.Status.PENDING,
         run_after__lte=now,
         enqueued_at__lt=now - settings.JOB_REDISPATCH_AFTER,
+        claim_token=None,  # Always, for a pending job; it makes job_admitted's rows the scan.
     )
     counts = {
-        "republished": _mark_enqueued_and_publish(lost_messages, now=now, limit=limit),
+        "republished": mark_enqueued_and_publish(lost_messages, now=now, limit=limit),
         "requeued": 0,
         "failed": 0,
     }
@@ -170,18 +169,3 @@ def _hand_back(job: Job) -> int:
         if handed:
             finish_attempt(job, outcome=JobAttempt.Outcome.HANDED_BACK)
     return handed
-
-
-def _mark_enqueued_and_publish(jobs: QuerySet[Job], *, now: datetime, limit: int | None) -> int:
-    # Each caller stamps the rows it takes with its own token and publishes only those, so
-    # two dispatchers (or a dispatcher and the reaper) never publish the same job together.
-    candidates = list(jobs.order_by("run_after").values_list("pk", flat=True)[:limit])
-    if not candidates:
-        return 0
-    token = uuid.uuid4()
-    with transaction.atomic():
-        transition(jobs.filter(pk__in=candidates), enqueued_at=now, dispatch_token=token)
-        taken = Job.objects.filter(pk__in=candidates, dispatch_token=token)
-        messages = [queue.message_for(job) for job in taken.only(*queue.MESSAGE_FIELDS)]
-        queue.publish_on_commit(messages)
-    return len(messages)

@@ -28,13 +28,13 @@ def test_the_dispatcher_publishes_only_due_jobs_without_a_message(job_factory):
     assert due.enqueued_at is not None
 
 
-def test_the_dispatcher_logs_only_when_it_published_something(job_factory, caplog):
+def test_the_dispatcher_logs_only_when_it_admitted_something(job_factory, caplog):
     caplog.set_level(logging.INFO, logger="jobs.services.recovery")
     services.jobs_dispatch_due()
     job_factory.create_batch(2, run_after=timezone.now(), enqueued_at=None)
     services.jobs_dispatch_due()
 
-    assert [r.getMessage() for r in caplog.records] == ["dispatcher published 2 due job(s)"]
+    assert [r.getMessage() for r in caplog.records] == ["dispatcher admitted 2 job(s)"]
     assert caplog.records[0].levelname == "INFO"
 
 

@@ -196,9 +196,13 @@ def queues_served_by(process_type: str) -> set[str]:
     return set(procfile_command(process_type).split("--queues=")[1].split()[0].split(","))
 
 
-def test_the_procfile_worker_serves_every_job_queue_and_housekeeping_its_own():
-    assert {handler.queue for handler in handlers.all_handlers()} <= queues_served_by("worker")
-    assert "housekeeping" not in queues_served_by("worker")
+def test_the_procfile_workers_serve_every_job_queue_and_housekeeping_its_own():
+    quick, long = queues_served_by("worker"), queues_served_by("worker-long")
+    assert {handler.queue for handler in handlers.all_handlers()} <= quick | long
+    assert not quick & long  # Long jobs never hold the processes quick ones need.
+    assert handlers.get("sleep").queue in long
+    assert handlers.get("echo").queue in quick
+    assert "housekeeping" not in quick | long
     assert queues_served_by("housekeeping") == {"housekeeping"}
 
 
