@@ -7,10 +7,13 @@ is the witness: each row of jobs_jobattempt is one claim, with the time it start
 time it finished, and a sweep over those intervals finds the most that ever ran at once per
 user and per limited type.
 
-Why the attempts' own timestamps can be trusted for this: a claim stamps `started_at` before
-its UPDATE commits and a completion stamps `finished_at` before its UPDATE commits, so each
-interval covers the time the claim held its slot. A slot freed by a completion is given out
-again only once that completion has committed; see `overlap_sweep` for how ties count.
+Why the attempts' own timestamps can be trusted for this: a completion stamps `finished_at`
+before the UPDATE that frees its slot; admission counts the occupied slots under its lock only
+after that UPDATE commits, and publishes the job it admits after that; the claim of that job
+stamps `started_at` when its message arrives, later still. So on one machine's clock the next
+interval on a freed slot starts after the last one ended, and any overlap beyond a limit is a
+real one. (A cancelled running job frees its slot at the cancel, while its handler may run on
+for up to half a second: the race cancels nothing.) `overlap_sweep` says how ties count.
 
     python scripts/bench_race.py --claims 2000            # SQLite, about a minute
     python scripts/bench_race.py --database-url postgres://postgres@127.0.0.1:5432/race
@@ -45,9 +48,10 @@ from scripts.stack import (
 
 RACE_WORKERS = 4
 USER_LIMIT = 2
-# Three users, two at the default limit and one at a lower one of its own: together they may
-# run 5 jobs, one more than the 4 worker slots, so the limits are reached and contested.
-RACE_USERS = 3
+# Four users, three at the default limit and one at a lower one of its own: together they may
+# run 7 jobs on the 4 worker slots, so the limits are reached and contested, with enough jobs
+# admitted at a time to keep the workers busy (each admission waits for a completion).
+RACE_USERS = 4
 LOW_LIMIT_USER_MAX_RUNNING = 1
 # Quick jobs, so that claims and completions (and the admissions between them) come thick and
 # fast; primes is the type with a limit of its own.
