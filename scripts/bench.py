@@ -3,13 +3,15 @@
 One run measures, in this order: raw Celery's no-op rate (the limit), single submissions,
 bulk submissions, raw Celery's rate again (the ratios divide by the mean of the two),
 submit→start latency at half the single end-to-end rate, scheduling accuracy, list reads at
-1k and 1M rows, and peak memory of a web and a worker process. Every figure is printed as
-`name: value unit` and written to a JSON file with the machine's core count and the versions
-used.
+1k and 1M rows, and peak memory of a web and a worker process; then the fairness phase
+(scripts/bench_fairness.py) on Stacks of its own. Every figure is printed as `name: value unit`
+and written to a JSON file with the machine's core count and the versions used; the fairness
+summary at the end repeats issue 14's figures beside their targets.
 
     python scripts/bench.py              # `make bench`: PostgreSQL, N=5,000, C=16, 1M rows
     python scripts/bench.py --quick      # a smaller, faster run
     python scripts/bench.py --sqlite     # the embedded database instead
+    python scripts/bench.py --baseline old.json   # rates as a share of an earlier run's
 
 PostgreSQL is BENCH_DATABASE_URL (default: the local server's `jobsystem_bench` database,
 dropped and created afresh by every run).

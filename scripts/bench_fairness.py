@@ -15,7 +15,7 @@ Figures are printed as `name: value unit (target ...)` as they are measured; `su
 prints them again by the issue's names once the whole bench has run, with A's end-to-end
 rates alone (the bench's single and bulk phases) and, given a baseline, how they compare.
 
-    python scripts/bench_fairness.py --sqlite     # the phase on its own
+    python scripts/bench_fairness.py     # the phase on its own, on SQLite (--database-url)
 """
 
 from __future__ import annotations
