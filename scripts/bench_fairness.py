@@ -171,9 +171,8 @@ def parse_time(value: str | datetime) -> datetime:
 def measure_long_jobs(figures: Figures, stack: Stack) -> None:
     """B's quick jobs while A's long ones fill the workers that run them."""
     a, b = sign_in_users(stack, 2)
-    long_jobs = [
-        submit(a, body) for body in sleep_jobs(LONG_JOBS, LONG_SECONDS, "A long")
-    ]  # One request each, as a user submits them.
+    # One request each, as a user would submit them.
+    long_jobs = [submit(a, body) for body in sleep_jobs(LONG_JOBS, LONG_SECONDS, "A long")]
     long_slots = sum(
         spec.concurrency for spec in stack.workers.values() if "long" in spec.queues.split(",")
     )
@@ -296,14 +295,10 @@ def measure_backlog(figures: Figures, stack: Stack, window_seconds: float) -> No
     read = [wait_for_starts(user, [job], deadline)[0] for user, job in jobs]
     now = datetime.now(UTC)
     # A job that has not started by now has waited at least this long: a lower bound.
-    waits = sorted(seconds_between(job["started_at"] or now, job["created_at"]) for job in read)
+    waits = [seconds_between(job["started_at"] or now, job["created_at"]) for job in read]
     figures.add("fair_backlog_samples", len(waits), "jobs")
     figures.add("fair_backlog_not_started", sum(not job["started_at"] for job in read), "jobs")
-    for label, q in (("p50", 0.50), ("p99", 0.99)):
-        figures.add(
-            f"fair_backlog_wait_{label}", waits[min(len(waits) - 1, int(q * len(waits)))], "s"
-        )
-    figures.add("fair_backlog_wait_max", waits[-1], "s")
+    figures.percentiles("fair_backlog_wait", waits, "s")
     figures.add("fair_backlog_a_left", BACKLOG_JOBS - a_started(stack, a), "jobs")
 
 
