@@ -233,9 +233,8 @@ def jobs_admit(*, queues: Iterable[str] | None = None, ahead: bool = False) -> i
 
 
 def _admit_due(queue_name: str) -> int:
-    now = timezone.now()
     with transaction.atomic():
-        _lock()
+        now = _lock()
         owner_ids = _waiting_owners(queue_name, now=now)
         if not owner_ids:
             _flag_waiting(queue_name, False)
@@ -255,9 +254,8 @@ def _admit_due(queue_name: str) -> int:
 
 def _admit_ahead() -> int:
     """Admit the jobs that fall due within the look-ahead and break no limit."""
-    now = timezone.now()
     with transaction.atomic():
-        _lock()
+        now = _lock()
         soon = Job.objects.filter(
             status=Job.Status.PENDING,
             enqueued_at=None,
@@ -474,15 +472,18 @@ def mark_enqueued_and_publish(
     return len(messages)
 
 
-def _lock() -> None:
-    """Take the admission lock until the transaction ends: admissions take turns.
+def _lock() -> datetime:
+    """Take the admission lock until the transaction ends, and return the time it was taken.
 
-    SQLite's transactions begin IMMEDIATE here (settings), which takes the database's write
-    lock already.
+    Admissions take turns. SQLite's transactions begin IMMEDIATE here (settings), which takes
+    the database's write lock already. An admission reads the clock only once it holds the
+    lock: with a time from before a wait behind bulk inserts, the jobs they inserted would
+    look due later, within the look-ahead, and be admitted ahead with no room counted.
     """
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_ADMISSION_LOCK_ID])
+    return timezone.now()
 
 
 def _waiting_key(queue_name: str) -> str:
