@@ -21,6 +21,7 @@ runs every job. The others are admitted by the request's process right after it,
 whenever it finishes a message and its queue runs low, and by Beat's dispatcher every second.
 """
 
+import contextlib
 import heapq
 import logging
 import math
@@ -200,14 +201,23 @@ def jobs_admit_if_waiting() -> int:
 
     A worker calls this after each message, so a queue is refilled as it drains. One Redis
     round trip when nothing is to be done.
+
+    Only one worker admits to a queue at a time; the others go on to their next message
+    rather than wait for the admission lock. When a queue ran low, every process that served
+    it used to finish a message at about the same moment and admit, one after another, each
+    holding its process: bulk jobs drained a fifth slower than before admission. A job that
+    ends while another worker admits may wait for the next admission for its place, at most
+    the dispatcher's second.
     """
     try:
         states = _queue_states(queue_names())
+        low = [
+            name
+            for name, (waiting, length) in states.items()
+            if waiting and length < _processes(name) and _start_admitting(name)
+        ]
     except redis.RedisError:
         return 0  # The dispatcher admits once the broker is back.
-    low = [
-        name for name, (waiting, length) in states.items() if waiting and length < _processes(name)
-    ]
     if not low:
         return 0
     try:
@@ -216,6 +226,19 @@ def jobs_admit_if_waiting() -> int:
         # The worker's own job is recorded; the dispatcher admits within a second.
         logger.exception("admission after a message failed; the dispatcher will retry")
         return 0
+    finally:
+        with contextlib.suppress(redis.RedisError):
+            heartbeat_redis().delete(*[_admitting_key(name) for name in low])
+
+
+def _start_admitting(queue_name: str) -> bool:
+    """Whether this worker may admit to the queue now: no other worker does."""
+    # Expires on its own if the worker dies admitting.
+    return bool(heartbeat_redis().set(_admitting_key(queue_name), 1, nx=True, px=5000))
+
+
+def _admitting_key(queue_name: str) -> str:
+    return f"jobsys:admitting:{queue_name}"
 
 
 def jobs_admit(*, queues: Iterable[str] | None = None, ahead: bool = False) -> int:

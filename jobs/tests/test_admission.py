@@ -288,3 +288,16 @@ def test_every_queue_is_admitted_by_the_dispatcher(queue_name, user_factory, job
 
     job.refresh_from_db()
     assert job.enqueued_at is not None
+
+
+def test_only_one_worker_at_a_time_refills_a_queue(user_factory, waiting):
+    waiting(user_factory(), 5)
+    services.jobs_admit(queues=["long"])
+    run_admitted()
+    heartbeat_redis().delete("long")
+    heartbeat_redis().set("jobsys:admitting:long", 1)  # Another worker admits right now.
+
+    assert services.jobs_admit_if_waiting() == 0  # It goes on to its next message instead.
+    heartbeat_redis().delete("jobsys:admitting:long")
+    assert services.jobs_admit_if_waiting() == 2
+    assert not heartbeat_redis().exists("jobsys:admitting:long")  # Free for the next one.
