@@ -9,7 +9,9 @@ from rest_framework.test import APIClient
 
 from job_system.cache import cache_redis
 from job_system.health import recent_readiness
+from job_system.heartbeats import heartbeat_redis
 from jobs import queue
+from jobs.services import admission
 from jobs.tests.factories import JobFactory, JobResultFactory
 from jobs.tests.live import celery_process, start_worker, subprocess_env, wait_for
 from scripts.stack import procfile_process
@@ -44,6 +46,19 @@ def _forget_active_job_counts():
             client.delete(key)
     except redis.RedisError:
         pass  # A test that stopped Redis left no count behind either.
+
+
+@pytest.fixture(autouse=True)
+def _forget_admission_state():
+    """Drop the queues' "jobs wait" flags and the count of worker processes a test left."""
+    yield
+    admission.forget_processes()
+    try:
+        client = heartbeat_redis()
+        for key in client.scan_iter(match="jobsys:jobs-waiting:*"):
+            client.delete(key)
+    except redis.RedisError:
+        pass
 
 
 @pytest.fixture(autouse=True)

@@ -13,8 +13,11 @@ beat: the Procfile's `housekeeping`, which serves Beat's queue alone, runs none.
 """
 
 import contextlib
+import json
 import logging
 import time
+from collections import Counter
+from collections.abc import Iterable
 from functools import lru_cache
 
 import redis
@@ -64,11 +67,16 @@ def heartbeat_redis() -> redis.Redis:
     return _client_for(settings.CELERY_BROKER_URL)
 
 
-def worker_beat(*, hostname: str) -> None:
-    """Say that the worker `hostname` is alive, for the next HEARTBEAT_TTL_SECONDS."""
+def worker_beat(*, hostname: str, queues: Iterable[str] = (), processes: int = 1) -> None:
+    """Say that the worker `hostname` is alive, for the next HEARTBEAT_TTL_SECONDS.
+
+    The beat says which queues it serves with how many processes: admission sizes each
+    queue's window by them.
+    """
     key = HEARTBEAT_KEY_PREFIX + hostname
+    beat = {"at": int(time.time()), "queues": sorted(queues), "processes": processes}
     pipe = heartbeat_redis().pipeline(transaction=False)
-    pipe.set(key, int(time.time()), ex=HEARTBEAT_TTL_SECONDS)
+    pipe.set(key, json.dumps(beat), ex=HEARTBEAT_TTL_SECONDS)
     pipe.sadd(HEARTBEAT_SET_KEY, key)
     pipe.execute()
 
@@ -85,6 +93,24 @@ def worker_gone(*, hostname: str) -> None:
 def workers_alive() -> int:
     """Count the workers whose heartbeat has not expired; raises redis.RedisError."""
     return int(heartbeat_redis().eval(_COUNT_LIVE, 1, HEARTBEAT_SET_KEY))
+
+
+def queue_processes() -> dict[str, int]:
+    """Count the worker processes that serve each queue, by the live heartbeats.
+
+    Raises redis.RedisError.
+    """
+    client = heartbeat_redis()
+    keys = sorted(client.smembers(HEARTBEAT_SET_KEY))
+    processes: Counter[str] = Counter()
+    for raw in client.mget(keys) if keys else ():
+        try:
+            beat = json.loads(raw)
+            for queue in beat["queues"]:
+                processes[queue] += int(beat["processes"])
+        except (TypeError, ValueError, KeyError):
+            continue  # Expired meanwhile (None), or written by an older release.
+    return dict(processes)
 
 
 def serves_jobs(app: Celery) -> bool:
@@ -109,8 +135,12 @@ class WorkerHeartbeat(bootsteps.StartStopStep):
         super().__init__(consumer, **kwargs)
         self.timer_entry = None
         self.failing = False
+        self.queues: list[str] = []
+        self.processes = 1
 
     def start(self, consumer) -> None:
+        self.queues = sorted(consumer.app.amqp.queues.consume_from)
+        self.processes = consumer.controller.concurrency
         self.beat(consumer.hostname)  # At once, so that readiness need not wait a beat.
         self.timer_entry = consumer.timer.call_repeatedly(
             HEARTBEAT_SECONDS, self.beat, (consumer.hostname,)
@@ -128,7 +158,7 @@ class WorkerHeartbeat(bootsteps.StartStopStep):
 
     def beat(self, hostname: str) -> None:
         try:
-            worker_beat(hostname=hostname)
+            worker_beat(hostname=hostname, queues=self.queues, processes=self.processes)
         except redis.RedisError as error:
             # Once per outage, not every beat.
             if not self.failing:

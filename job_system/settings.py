@@ -7,6 +7,7 @@ developer's machine; with DEBUG off, insecure values stop the process at start-u
 
 import ipaddress
 import os
+import sqlite3
 import tempfile
 from datetime import timedelta
 from pathlib import Path
@@ -158,6 +159,13 @@ DATABASES = {
     )
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # Every job transition reads back the row it wrote with UPDATE ... RETURNING, which came
+    # in SQLite 3.35; one path on every database beats a slower second one kept in step.
+    if sqlite3.sqlite_version_info < (3, 35):
+        raise ImproperlyConfigured(
+            f"SQLite {sqlite3.sqlite_version} is too old: jobs need 3.35 or newer "
+            "(UPDATE ... RETURNING). Use a newer Python build or PostgreSQL (DATABASE_URL)."
+        )
     # Web and worker processes write at once. WAL lets readers run beside the writer, and
     # IMMEDIATE makes a writer wait for the lock up front instead of failing half-way with
     # "database is locked".
@@ -338,6 +346,20 @@ SPECTACULAR_SETTINGS = {
 # Jobs.
 # A user with this many pending or running jobs gets 429 until some finish.
 MAX_ACTIVE_JOBS_PER_USER = env_int("MAX_ACTIVE_JOBS_PER_USER", 10_000)
+# Sharing the workers (jobs.services.admission). At most this many of one user's jobs run,
+# or are about to, at once; 0 is no limit. Staff can set another limit per user in the admin.
+JOB_USER_CONCURRENCY = env_int("JOB_USER_CONCURRENCY", 0)
+if JOB_USER_CONCURRENCY < 0:
+    raise ImproperlyConfigured("JOB_USER_CONCURRENCY must be 0 (no limit) or more")
+# Messages kept in a queue for each worker process that serves it, beyond the one it runs (a
+# quick jobs' message holds up to JOB_MESSAGE_BATCH_SIZE jobs). The other waiting jobs stay
+# in the database, where admission picks them in fair order. A worker refills its queue when
+# fewer messages than processes are left, so each admission adds about processes x (window -
+# 1) + 1 messages: a longer window admits less often, a shorter one lets a newcomer's job
+# overtake more of a backlog. With 1, a worker admits after every message of quick jobs.
+JOB_QUEUE_WINDOW = env_int("JOB_QUEUE_WINDOW", 2)
+if JOB_QUEUE_WINDOW < 0:
+    raise ImproperlyConfigured("JOB_QUEUE_WINDOW must be 0 or more")
 JOB_DISPATCH_INTERVAL_SECONDS = env_float("JOB_DISPATCH_INTERVAL_SECONDS", 1.0)
 # Jobs due within this many seconds are published ahead with an ETA, so the worker starts them
 # on time instead of up to a dispatch interval late. Longer than the interval, so every job is

@@ -13,6 +13,7 @@ from job_system.json_depth import stored_json_for_display
 from jobs import handlers, services
 from jobs.admin_pagination import EstimatedCountPaginator
 from jobs.models import Job, JobResult
+from jobs.services import transitions
 
 
 class OutputAsStored:
@@ -159,7 +160,7 @@ class JobAdmin(admin.ModelAdmin):
             None,
             {"fields": ["id", "owner", "name", "description", "job_type", "parameters_as_stored"]},
         ),
-        ("Schedule", {"fields": ["scheduled_time", "max_retries"]}),
+        ("Schedule", {"fields": ["scheduled_time", "priority", "max_retries"]}),
         (
             "State",
             {
@@ -182,6 +183,7 @@ class JobAdmin(admin.ModelAdmin):
             {
                 "classes": ["collapse"],
                 "fields": [
+                    "queue",
                     "run_after",
                     "enqueued_at",
                     "dispatch_token",
@@ -208,6 +210,12 @@ class JobAdmin(admin.ModelAdmin):
     def has_add_permission(self, request: HttpRequest) -> bool:
         # Jobs come in through the API, which validates parameters and publishes them.
         return False
+
+    def save_model(self, request: HttpRequest, obj: Job, form, change: bool) -> None:
+        # Only the labels: saving the whole row would write back the status and lease the
+        # form loaded, over whatever a worker wrote since.
+        labels = {name: getattr(obj, name) for name in self.editable_fields}
+        transitions.apply(transitions.RELABEL, obj.pk, **labels)
 
     def changelist_view(self, request: HttpRequest, extra_context: dict | None = None):
         # The columns need the screen's width, of which the admin's menu would take a fifth;

@@ -1,9 +1,12 @@
 import uuid
 
 from django.conf import settings
+from django.core.validators import MaxValueValidator
 from django.db import models
 from django.db.models import Count, Q
 from django.utils import timezone
+
+DEFAULT_PRIORITY = 5
 
 
 class JobQuerySet(models.QuerySet["Job"]):
@@ -37,6 +40,14 @@ class Job(models.Model):
     name = models.CharField(max_length=200)
     description = models.TextField(blank=True, default="")
     job_type = models.CharField(max_length=64, default="echo")
+    # The broker queue of the job's type when it was submitted: admission fills each queue's
+    # window from its own waiting jobs.
+    queue = models.CharField(max_length=64, default="default", editable=False)
+    priority = models.PositiveSmallIntegerField(
+        default=DEFAULT_PRIORITY,
+        validators=[MaxValueValidator(9)],
+        help_text="0-9: among one owner's waiting jobs, higher ones start first.",
+    )
     parameters = models.JSONField(default=dict, blank=True)
     scheduled_time = models.DateTimeField(
         null=True, blank=True, help_text="Do not start before this time; empty means now."
@@ -101,12 +112,20 @@ class Job(models.Model):
             models.Index(fields=["owner", "-created_at"], name="job_owner_newest"),
             models.Index(fields=["owner", "status", "-created_at"], name="job_owner_status"),
             models.Index(fields=["owner", "job_type", "-created_at"], name="job_owner_type"),
-            # Pending jobs in two partial indexes, by whether they were published. Beat's
-            # dispatcher scans the unpublished ones by due time and the reaper the published
-            # ones by age. Neither condition follows from a claim's `id = … AND status =
-            # 'pending' AND run_after <= now`, so a claim always finds its row by primary key:
-            # one index on all pending jobs matched that WHERE clause, and with statistics
-            # from a quiet hour the planner chose it and scanned the whole backlog per claim.
+            # Pending jobs in two partial indexes, by whether they were admitted (given a
+            # message). Admission walks the waiting ones queue by queue, owner by owner, each
+            # owner's by priority; the reaper and admission's window count scan the admitted
+            # ones. Neither condition follows from a claim's `id = … AND status = 'pending'
+            # AND run_after <= now AND enqueued_at IS NOT NULL` (hence `claim_token IS NULL`,
+            # true of every pending job), so a claim always finds its row by primary key: one
+            # index on all pending jobs matched that WHERE clause, and with statistics from a
+            # quiet hour the planner chose it and scanned the whole backlog per claim.
+            models.Index(
+                fields=["queue", "owner", "-priority", "run_after"],
+                name="job_awaiting_admission",
+                condition=Q(status="pending", enqueued_at=None),
+            ),
+            # Beat's dispatcher admits the jobs that fall due within the look-ahead by this.
             models.Index(
                 fields=["run_after"],
                 name="job_awaiting_dispatch",
@@ -114,8 +133,8 @@ class Job(models.Model):
             ),
             models.Index(
                 fields=["enqueued_at"],
-                name="job_pending_published",
-                condition=Q(status="pending", enqueued_at__isnull=False),
+                name="job_admitted",
+                condition=Q(status="pending", enqueued_at__isnull=False, claim_token=None),
             ),
             # Running jobs by lease, for the reaper. The lease condition, like the two above,
             # keeps fenced updates (`id = … AND status = 'in_progress' AND claim_token = …`)
@@ -234,3 +253,31 @@ class JobResult(models.Model):
 
     def __str__(self) -> str:
         return f"Result of {self.job_id}"
+
+
+class FairShare(models.Model):
+    """An owner's place in the fair order of one queue (jobs.services.admission)."""
+
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, db_index=False)
+    queue = models.CharField(max_length=64)
+    # The virtual finish time of the owner's latest admitted job: each job admitted adds
+    # 1/fair_share_weight.
+    finish = models.FloatField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["owner", "queue"], name="fair_share_unique_owner_queue")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.owner_id} in {self.queue}: {self.finish}"
+
+
+class QueueClock(models.Model):
+    """A queue's virtual time: the start time of the last job admitted to it."""
+
+    queue = models.CharField(max_length=64, primary_key=True)
+    virtual_time = models.FloatField(default=0)
+
+    def __str__(self) -> str:
+        return f"{self.queue}: {self.virtual_time}"

@@ -18,7 +18,7 @@ import threading
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import datetime, timedelta
 from functools import partial
 from typing import NamedTuple
@@ -62,18 +62,39 @@ def queue_for(job_type: str) -> str:
 
 
 def publish_on_commit(messages: list[JobMessage], *, from_request: bool = False) -> None:
-    """Publish once the surrounding transaction commits.
+    """Publish once the surrounding transaction commits."""
+    after_commit(messages=messages, from_request=from_request)
 
-    A request's messages go through this process's Publisher (unless JOB_PUBLISH_INTERVAL_SECONDS
-    is 0). Celery's processes publish at once: billiard ends its children with os._exit, which
-    would drop whatever a Publisher still held.
+
+def after_commit(
+    *, messages: list[JobMessage] = (), admit: list[str] = (), from_request: bool = False
+) -> None:
+    """Once the surrounding transaction commits, publish `messages`, then admit to `admit`.
+
+    A request's work goes to this process's Publisher (unless JOB_PUBLISH_INTERVAL_SECONDS is
+    0), so that the request does not wait for it. Celery's processes do it at once: billiard
+    ends its children with os._exit, which would drop whatever a Publisher still held.
     """
-    if not messages:
+    if not messages and not admit:
         return
     if from_request and settings.JOB_PUBLISH_INTERVAL_SECONDS > 0:
-        transaction.on_commit(partial(publisher.hand_over, messages))
+        transaction.on_commit(partial(publisher.hand_over, list(messages), admit))
     else:
-        transaction.on_commit(partial(publish, messages))
+        transaction.on_commit(partial(_publish_and_admit, list(messages), admit))
+
+
+def _publish_and_admit(messages: list[JobMessage], admit: Iterable[str]) -> None:
+    if messages:
+        publish(messages)
+    if admit:
+        # Imported here: admission publishes through this module.
+        from jobs.services.admission import jobs_admit
+
+        try:
+            jobs_admit(queues=sorted(admit))
+        except Exception:
+            # The jobs are committed and wait; Beat's dispatcher admits them within a second.
+            logger.exception("admission after a submission failed; the dispatcher will retry")
 
 
 def publish(messages: list[JobMessage], *, app: Celery = celery_app) -> None:
@@ -114,10 +135,10 @@ def publish(messages: list[JobMessage], *, app: Celery = celery_app) -> None:
                         producer=producer,
                     )
     except Exception:
-        # The rows are committed, so the client must not see an error. Hand the jobs back to
-        # the dispatcher, which publishes them again within a second once the broker is back.
+        # The rows are committed, so the client must not see an error. Release the jobs to the
+        # dispatcher, which publishes them again within a second once the broker is back.
         logger.exception("publishing %d job(s) failed; the dispatcher will retry", len(messages))
-        forget_enqueued([message.job_id for message in messages])
+        release([message.job_id for message in messages])
 
 
 class Publisher:
@@ -143,34 +164,38 @@ class Publisher:
         """Start afresh: no thread, nothing held. A forked child must, as it has neither."""
         self._condition = threading.Condition()
         self._pending: list[JobMessage] = []
+        self._admit: set[str] = set()
         self._sending = False
         self._thread: threading.Thread | None = None
 
-    def hand_over(self, messages: list[JobMessage]) -> None:
+    def hand_over(self, messages: list[JobMessage], admit: Iterable[str] = ()) -> None:
         with self._condition:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="job-publisher", daemon=True)
                 self._thread.start()
                 atexit.register(self.flush, timeout=10)
             self._pending.extend(messages)
+            self._admit.update(admit)
             self._condition.notify_all()
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until everything handed over so far is published; False on timeout."""
         with self._condition:
             return self._condition.wait_for(
-                lambda: not self._pending and not self._sending, timeout
+                lambda: not self._pending and not self._admit and not self._sending, timeout
             )
 
     def _run(self) -> None:
         while True:
             with self._condition:
-                self._condition.wait_for(lambda: self._pending)
+                self._condition.wait_for(lambda: self._pending or self._admit)
                 messages, self._pending, self._sending = self._pending, [], True
-            publish(messages, app=self.app)  # Never raises: a failure hands the jobs back.
+                admit, self._admit = self._admit, set()
+            if messages:
+                publish(messages, app=self.app)  # Never raises: a failure releases the jobs.
+            _publish_and_admit([], admit)  # Never raises either.
             try:
-                # publish() writes to the database only when the broker failed; this thread
-                # must not keep that connection open for ever.
+                # This thread must not keep its database connection open for ever.
                 connection.close()
             except Exception:
                 logger.exception("the publisher could not close its database connection")
@@ -206,18 +231,17 @@ def _eta(message: JobMessage, *, now: datetime) -> datetime | None:
     if message.run_after is None or message.run_after <= now:
         return None
     # Callers publish only jobs within the look-ahead; should one slip through, it arrives early,
-    # which the claim refuses and hands back to the dispatcher, rather than sitting in a worker.
+    # which the claim refuses and releases to the dispatcher, rather than sitting in a worker.
     return min(message.run_after, publish_horizon(now))
 
 
-def forget_enqueued(job_ids: list[uuid.UUID]) -> None:
-    """Hand pending jobs back to the dispatcher, which publishes them within a second."""
+def release(job_ids: list[uuid.UUID]) -> None:
+    """Release pending jobs to the dispatcher, which publishes them again within a second."""
+    # Imported here: the services import this module.
+    from jobs.services import transitions
+
     try:
-        # Stamped like every other change of a job (services.common.transition, which this
-        # module cannot import: the services import it).
-        Job.objects.filter(pk__in=job_ids, status=Job.Status.PENDING).update(
-            enqueued_at=None, updated_at=timezone.now()
-        )
+        transitions.apply_all(transitions.RELEASE, Job.objects.filter(pk__in=job_ids))
     except Exception:
         # Even if this write fails the reaper republishes them after JOB_REDISPATCH_AFTER.
-        logger.exception("could not hand %d job(s) back to the dispatcher", len(job_ids))
+        logger.exception("could not release %d job(s) to the dispatcher", len(job_ids))

@@ -19,11 +19,18 @@ from job_system.serializers import (
 )
 from jobs import handlers
 from jobs.handlers.base import JobHandler
-from jobs.models import Job, JobAttempt, JobResult
+from jobs.models import DEFAULT_PRIORITY, Job, JobAttempt, JobResult
 from jobs.schema import serializer_json_schema
+from jobs.selectors import WaitingFor, WaitingReasons
 
 MAX_RETRIES_LIMIT = 10
 PARAMETERS_HELP = "The job type's parameters; GET /api/job-types/ shows each type's schema."
+WAITING_FOR_HELP = (
+    "Why a pending job has not started (null unless pending): `scheduled_time`, "
+    "`retry_backoff`, `user_concurrency_limit` (you have as many jobs running as your limit "
+    "allows), `type_concurrency_limit` (as many jobs of its type run as the type allows), or "
+    "`worker` (it waits for a free worker process, taking turns with other users' jobs)."
+)
 TIMEOUT_HELP = (
     "Stop an attempt that runs longer than this. Omit for the job type's limit, which is also "
     "the most you may ask for (see GET /api/job-types/)."
@@ -65,6 +72,14 @@ class JobCreateSerializer(FieldsBuiltOnceMixin, StrictTypesMixin, serializers.Se
         default=None,
         min_value=1,
         help_text=TIMEOUT_HELP,
+    )
+    priority = serializers.IntegerField(
+        required=False,
+        default=DEFAULT_PRIORITY,
+        min_value=0,
+        max_value=9,
+        help_text="0-9, default 5: among your own waiting jobs, higher ones start first. It "
+        "orders only your jobs; other users' jobs take turns with yours either way.",
     )
 
     def validate_scheduled_time(self, value):
@@ -191,6 +206,8 @@ class JobBulkCreateSerializer(serializers.Serializer):
 
 
 class JobSerializer(FieldsBuiltOnceMixin, serializers.ModelSerializer):
+    waiting_for = serializers.SerializerMethodField(help_text=WAITING_FOR_HELP)
+
     class Meta:
         model = Job
         fields = [
@@ -200,7 +217,9 @@ class JobSerializer(FieldsBuiltOnceMixin, serializers.ModelSerializer):
             "job_type",
             "parameters",
             "scheduled_time",
+            "priority",
             "status",
+            "waiting_for",
             "progress",
             "attempts",
             "run",
@@ -214,6 +233,14 @@ class JobSerializer(FieldsBuiltOnceMixin, serializers.ModelSerializer):
             "completed_at",
         ]
         read_only_fields = fields
+
+    @extend_schema_field(serializers.ChoiceField(choices=WaitingFor.choices, allow_null=True))
+    def get_waiting_for(self, job: Job) -> str | None:
+        # Shared by the jobs of one response (a list's items share their parent's context).
+        reasons = self.context.setdefault("waiting_reasons", WaitingReasons())
+        request = self.context.get("request")
+        owner = request.user if request and request.user.pk == job.owner_id else job.owner
+        return reasons.reason(job, owner=owner)
 
 
 class JobBulkCreatedSerializer(serializers.Serializer):

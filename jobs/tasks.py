@@ -13,6 +13,8 @@ from jobs.services import leases
 @shared_task(name="jobs.tasks.run_job", bind=True)
 def run_job(self, job_id: str) -> None:
     services.job_run(job_id=uuid.UUID(job_id), worker=self.request.hostname or "")
+    # The queues hold only a window of messages: refill them as they drain.
+    services.jobs_admit_if_waiting()
 
 
 @shared_task(name="jobs.tasks.run_jobs", bind=True)
@@ -20,6 +22,7 @@ def run_jobs(self, job_ids: list[str]) -> None:
     services.jobs_run_in_turn(
         job_ids=[uuid.UUID(job_id) for job_id in job_ids], worker=self.request.hostname or ""
     )
+    services.jobs_admit_if_waiting()
 
 
 @shared_task(name="jobs.tasks.dispatch_due_jobs")

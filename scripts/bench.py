@@ -3,13 +3,15 @@
 One run measures, in this order: raw Celery's no-op rate (the limit), single submissions,
 bulk submissions, raw Celery's rate again (the ratios divide by the mean of the two),
 submit→start latency at half the single end-to-end rate, scheduling accuracy, list reads at
-1k and 1M rows, and peak memory of a web and a worker process. Every figure is printed as
-`name: value unit` and written to a JSON file with the machine's core count and the versions
-used.
+1k and 1M rows, and peak memory of a web and a worker process; then the fairness phase
+(scripts/bench_fairness.py) on Stacks of its own. Every figure is printed as `name: value unit`
+and written to a JSON file with the machine's core count and the versions used; the fairness
+summary at the end repeats issue 14's figures beside their targets.
 
     python scripts/bench.py              # `make bench`: PostgreSQL, N=5,000, C=16, 1M rows
     python scripts/bench.py --quick      # a smaller, faster run
     python scripts/bench.py --sqlite     # the embedded database instead
+    python scripts/bench.py --baseline old.json   # rates as a share of an earlier run's
 
 PostgreSQL is BENCH_DATABASE_URL (default: the local server's `jobsystem_bench` database,
 dropped and created afresh by every run).
@@ -56,9 +58,14 @@ class Figures:
         self.values: dict[str, dict[str, Any]] = {}
 
     def add(self, name: str, value: float | int | str, unit: str = "") -> None:
-        shown = f"{value:.3f}".rstrip("0").rstrip(".") if isinstance(value, float) else value
-        print(f"{name}: {shown} {unit}".rstrip(), flush=True)
         self.values[name] = {"value": value, "unit": unit}
+        print(f"{name}: {self.text(name)}", flush=True)
+
+    def text(self, name: str) -> str:
+        """A figure as `value unit`, to three decimals at most."""
+        value, unit = self.values[name]["value"], self.values[name]["unit"]
+        shown = f"{value:.3f}".rstrip("0").rstrip(".") if isinstance(value, float) else value
+        return f"{shown} {unit}".rstrip()
 
     def percentiles(self, name: str, samples: Iterable[float], unit: str = "ms") -> None:
         ordered = sorted(samples)
@@ -430,10 +437,21 @@ def main() -> int:
     )
     parser.add_argument("--sqlite", action="store_true", help="use a fresh SQLite file instead")
     parser.add_argument("--json", type=Path, default=Path("bench-results.json"))
-    parser.add_argument("--quick", action="store_true", help="1,000 jobs, 100k rows for reads")
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="an earlier run's --json file: print each end-to-end rate as a share of its own",
+    )
+    parser.add_argument("--skip-fairness", action="store_true")
+    parser.add_argument("--race-claims", type=int, default=10_000)
+    parser.add_argument("--backlog-seconds", type=float, default=50.0)
+    parser.add_argument(
+        "--quick", action="store_true", help="1,000 jobs, 100k rows for reads, a smaller fairness"
+    )
     args = parser.parse_args()
     if args.quick:
         args.jobs, args.large_rows, args.scheduled, args.paced_seconds = 1000, 100_000, 50, 5
+        args.race_claims, args.backlog_seconds = 2000, 25.0
     if args.sqlite:
         args.database_url = None
     else:
@@ -446,10 +464,25 @@ def main() -> int:
                 "set BENCH_DATABASE_URL, or pass --sqlite.\n",
             )
 
+    # Imported here: it builds on this module's helpers.
+    from scripts import bench_fairness
+
     figures = Figures()
     started = time.monotonic()
     meta = run(args, figures)
+    if args.baseline:
+        bench_fairness.compare_with_baseline(figures, args.baseline)
+    if not args.skip_fairness:
+        # Its own database beside the bench's, recreated for each of its Stacks.
+        fairness_url = args.database_url and f"{args.database_url}_fairness"
+        bench_fairness.run_phase(
+            figures,
+            fairness_url,
+            race_claims=args.race_claims,
+            backlog_seconds=args.backlog_seconds,
+        )
     figures.add("bench_duration", time.monotonic() - started, "s")
+    bench_fairness.summarize(figures)
     report = {"machine": {"cores": os.cpu_count()}, "versions": meta, "figures": figures.values}
     args.json.write_text(json.dumps(report, indent=2))
     print(f"json: {args.json}")

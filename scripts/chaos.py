@@ -2,9 +2,11 @@
 
 The promise under test: every accepted job reaches exactly one terminal state (completed,
 failed or cancelled) and has at most one result, whatever happens to workers and the broker.
-This submits a mix of jobs over HTTP to real processes on 127.0.0.1 (web, two workers, Beat,
-Redis) while it SIGKILLs workers, mostly while they run a job, and restarts Redis empty. Then
-it reads the database, the truth, and prints one `name: value unit` line per figure:
+This submits a mix of jobs over HTTP to real processes on 127.0.0.1 (web, the Procfile's job
+workers — one `worker` for quick jobs and one `worker-long` for `long` and `cpu` — Beat, Redis)
+while it SIGKILLs workers of both kinds, mostly while they run a job, and restarts Redis
+empty. Then it reads the database, the truth, and prints one `name: value unit` line per
+figure:
 
     python scripts/chaos.py                 # 1,000 jobs, 10 kills, 1 Redis wipe, SQLite
     python scripts/chaos.py --quick         # 200 jobs, 3 kills, 1 Redis wipe
@@ -49,7 +51,6 @@ CHAOS_ENV = {
     # The token must outlive the longest run, or late submissions would get 401.
     "JWT_ACCESS_MINUTES": "120",
 }
-WORKER_PROCESSES = 2
 TERMINAL_STATUSES = ("completed", "failed", "cancelled")
 
 # Mostly quick jobs, a few long ones to be killed in the middle of, some scheduled for later.
@@ -203,6 +204,7 @@ class Chaos:
         self.kills = 0
         self.kills_while_running = 0
         self.redis_wipes = 0
+        self.worker_exits = 0
         # Claims held by worker processes we killed. The restarted worker has the same name,
         # so only the claim token tells its jobs from those of the process that died.
         self.dead_claims: set[str] = set()
@@ -218,6 +220,7 @@ class Chaos:
                 else:
                     self.wipe_redis()
                 time.sleep(self.rng.uniform(*AFTER_EVENT_SECONDS))
+                self.restart_exited_workers()
         finally:
             connection.close()
 
@@ -255,6 +258,19 @@ class Chaos:
                 claims.setdefault(name, set()).add(str(token))
         return claims
 
+    def restart_exited_workers(self) -> None:
+        """Start again a worker that stopped by itself, as a process supervisor would.
+
+        A Celery worker can stop when Redis goes away under it (kombu's restore of its
+        unacknowledged messages fails on the dead connection: "Unrecoverable error:
+        AttributeError"). Each worker kind alone serves its queues, so without a restart that
+        kind's jobs would wait for ever; the count is printed, so a run says when it happened.
+        """
+        for name in self.stack.worker_names:
+            if not self.stack.processes[name].alive:
+                self.stack.start_worker(name)
+                self.worker_exits += 1
+
     def wipe_redis(self) -> None:
         """Restart Redis empty: every queued and unacknowledged message is gone."""
         self.stack.restart_redis()
@@ -264,7 +280,9 @@ class Chaos:
 # Draining and counting
 
 
-def wait_until_terminal(database_url: str, job_ids: set[uuid.UUID], deadline: float) -> None:
+def wait_until_terminal(
+    database_url: str, job_ids: set[uuid.UUID], deadline: float, chaos: Chaos
+) -> None:
     connection = connect_database(database_url)
     try:
         while time.monotonic() < deadline:
@@ -272,6 +290,7 @@ def wait_until_terminal(database_url: str, job_ids: set[uuid.UUID], deadline: fl
             if all(statuses.get(pk) in TERMINAL_STATUSES for pk in job_ids):
                 return
             time.sleep(DRAIN_POLL_SECONDS)
+            chaos.restart_exited_workers()
     finally:
         connection.close()
 
@@ -337,7 +356,7 @@ def run_chaos(stack: Stack, settings: RunSettings) -> dict[str, Any]:
         # from a short-lived thread.
         chaos.run(chaos_plan(settings.kills, settings.redis_wipes), deadline)
         submissions = submitting.result()  # Bounded by the deadline too.
-    wait_until_terminal(stack.database_url, submissions.accepted, deadline)
+    wait_until_terminal(stack.database_url, submissions.accepted, deadline, chaos)
     drain_time = time.monotonic() - started
     figures = count_outcomes(stack.database_url, submissions.accepted)
     submitted = submissions.statuses.total()  # Fewer than asked if the deadline struck.
@@ -350,6 +369,7 @@ def run_chaos(stack: Stack, settings: RunSettings) -> dict[str, Any]:
         "kills": chaos.kills,
         "kills_while_running": chaos.kills_while_running,
         "redis_wipes": chaos.redis_wipes,
+        "worker_exits": chaos.worker_exits,
         "drain_time": drain_time,
     }
 
@@ -380,6 +400,7 @@ def print_figures(figures: dict[str, Any], database: str) -> None:
     print(f"kills: {figures['kills']} kills")
     print(f"kills_while_running: {figures['kills_while_running']} kills")
     print(f"redis_wipes: {figures['redis_wipes']} wipes")
+    print(f"worker_exits: {figures['worker_exits']} workers restarted after stopping by themselves")
     print(f"drain_time: {figures['drain_time']:.1f} s")
     print(f"attempts_total: {sum(figures['attempts'].values())} attempts")
     for outcome, count in sorted(figures["attempts"].items()):
@@ -417,7 +438,6 @@ def main(argv: list[str] | None = None) -> int:
         with Stack(
             workdir,
             database_url=settings.database_url,
-            worker_processes=WORKER_PROCESSES,
             env=CHAOS_ENV,
         ) as stack:
             figures = run_chaos(stack, settings)

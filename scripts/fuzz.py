@@ -62,7 +62,7 @@ def main() -> int:
     )
     # The one access token must outlive the run, or the end of it would only see 401s.
     env["JWT_ACCESS_MINUTES"] = str(args.max_time // 60 + TOKEN_MARGIN_MINUTES)
-    with Stack(workdir, worker_processes=1, beat=False, env=env) as stack:
+    with Stack(workdir, beat=False, env=env) as stack:
         token = stack.login(*stack.create_verified_user())
         command = [
             str(Path(sys.executable).with_name("schemathesis")),

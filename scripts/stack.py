@@ -8,6 +8,10 @@ it on purpose. Nothing here talks to anything but loopback.
         token = stack.login(*stack.create_verified_user())
         Api(stack.base_url, token).request("POST", "/api/jobs/", {"name": "x"})
 
+The job workers follow the Procfile's process types: one `worker1` for `worker` and, where the
+Procfile has it, one `long1` for `worker-long`, each serving the queues its Procfile line names.
+A caller that wants other workers (four consuming every queue, say) passes `workers`.
+
 Start and restart processes (start_worker, restart_redis) from a thread that lives as long as
 the Stack, such as the main thread: each child asks the kernel for a SIGTERM when its parent
 dies (localredis.die_with_parent), and for the kernel the parent is the *thread* that started
@@ -19,6 +23,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import re
 import secrets
 import signal
 import sqlite3
@@ -89,6 +94,37 @@ class ManagedProcess:
         return self.log_path.read_text(errors="replace")[-characters:]
 
 
+@dataclass(frozen=True)
+class WorkerSpec:
+    """One job-worker process: the queues it consumes and its pool's size."""
+
+    queues: str
+    concurrency: int
+
+
+# The Procfile's job-worker process types, and the prefix of the names the Stack gives them.
+WORKER_PROCESS_TYPES = {"worker": "worker", "worker-long": "long"}
+
+
+def procfile_workers(concurrency: dict[str, int]) -> dict[str, WorkerSpec]:
+    """One worker per job-worker process type of the Procfile, on the queues that line names.
+
+    `concurrency` maps a process type to its pool size. Reading the queues from the Procfile
+    keeps the Stack running what `make run` runs, on this commit and on an older one.
+    """
+    workers = {}
+    for process_type, prefix in WORKER_PROCESS_TYPES.items():
+        try:
+            command = procfile_command(process_type)
+        except KeyError:
+            continue
+        queues = re.search(r"--queues[= ](\S+)", command)
+        if queues is None:
+            raise RuntimeError(f"the Procfile's {process_type!r} line names no --queues")
+        workers[f"{prefix}1"] = WorkerSpec(queues.group(1), concurrency[process_type])
+    return workers
+
+
 class Stack:
     def __init__(
         self,
@@ -97,8 +133,9 @@ class Stack:
         database_url: str | None = None,
         web_workers: int = 2,
         web_threads: int = 4,
-        worker_processes: int = 1,
         worker_concurrency: int = 2,
+        long_worker_concurrency: int = 2,
+        workers: dict[str, WorkerSpec] | None = None,
         beat: bool = True,
         env: dict[str, str] | None = None,
     ) -> None:
@@ -109,8 +146,9 @@ class Stack:
         self.database_url = database_url or f"sqlite:///{workdir / 'db.sqlite3'}"
         self.web_workers = web_workers
         self.web_threads = web_threads
-        self.worker_concurrency = worker_concurrency
-        self.worker_names = [f"worker{n}" for n in range(1, worker_processes + 1)]
+        self.workers = workers or procfile_workers(
+            {"worker": worker_concurrency, "worker-long": long_worker_concurrency}
+        )
         self.with_beat = beat
         self.extra_env = env or {}
         self.redis: subprocess.Popen[bytes] | None = None
@@ -160,12 +198,19 @@ class Stack:
         localredis.stop_redis(self.redis)
         self.start_redis()
 
+    @property
+    def worker_names(self) -> list[str]:
+        return list(self.workers)
+
     def start_worker(self, name: str) -> ManagedProcess:
+        """Start (or start again) the job worker `name`, one of `worker_names`."""
+        spec = self.workers[name]
         argv = self._celery(
             "worker",
+            # Each process its own name: chaos tells a killed worker's claims by it.
             f"--hostname={name}@%h",
-            "--queues=default,long,cpu",
-            f"--concurrency={self.worker_concurrency}",
+            f"--queues={spec.queues}",
+            f"--concurrency={spec.concurrency}",
             "--loglevel=INFO",
         )
         self.processes[name] = self._process(name, argv).start()
@@ -202,16 +247,26 @@ class Stack:
         return completed.stdout
 
     def create_verified_user(self) -> tuple[str, str]:
-        email = f"load-{secrets.token_hex(4)}@example.com"
-        password = secrets.token_urlsafe(16)
+        return self.create_verified_users(1)[0]
+
+    def create_verified_users(self, count: int) -> list[tuple[str, str]]:
+        """Create `count` verified users; return each one's (email, password).
+
+        One `manage.py shell` for them all: each start-up costs about a second.
+        """
+        users = [
+            (f"load-{secrets.token_hex(4)}@example.com", secrets.token_urlsafe(16))
+            for _ in range(count)
+        ]
         self.manage(
             "shell",
             input_text=(
                 "from users.models import CustomUser\n"
-                f"CustomUser.objects.create_user({email!r}, {password!r}, is_verified=True)\n"
+                f"for email, password in {users!r}:\n"
+                "    CustomUser.objects.create_user(email, password, is_verified=True)\n"
             ),
         )
-        return email, password
+        return users
 
     def login(self, email: str, password: str) -> str:
         status, body = Api(self.base_url).request(
@@ -303,10 +358,17 @@ def connect_database(database_url: str):
 
 def recreate_postgres_database(url: str) -> None:
     """Start from an empty PostgreSQL database, so figures count only this run's jobs."""
-    name = url.rsplit("/", 1)[1]
+    drop_postgres_database(url)
+    _on_postgres_server(url, f'CREATE DATABASE "{url.rsplit("/", 1)[1]}"')
+
+
+def drop_postgres_database(url: str) -> None:
+    _on_postgres_server(url, f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}"')
+
+
+def _on_postgres_server(url: str, statement: str) -> None:
     server = url.rsplit("/", 1)[0] + "/postgres"
-    for statement in (f'DROP DATABASE IF EXISTS "{name}"', f'CREATE DATABASE "{name}"'):
-        subprocess.run(["psql", server, "-q", "-c", statement], check=True)  # noqa: S603,S607
+    subprocess.run(["psql", server, "-q", "-c", statement], check=True)  # noqa: S603,S607
 
 
 class Api:

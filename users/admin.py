@@ -75,6 +75,7 @@ class CustomUserAdmin(UserAdmin):
         (None, {"fields": ("email", "password")}),
         ("Status", {"fields": ("is_active", "is_verified", "is_staff", "is_superuser")}),
         ("Logging in", {"fields": ("failed_logins", "login_locked_at")}),
+        ("Sharing the workers", {"fields": ("max_running_jobs", "fair_share_weight")}),
         ("Permissions", {"fields": ("groups", "user_permissions")}),
         ("Dates", {"fields": ("last_login", "date_joined")}),
     )

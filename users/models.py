@@ -1,6 +1,7 @@
 from django.contrib.auth.base_user import AbstractBaseUser, BaseUserManager
 from django.contrib.auth.models import PermissionsMixin
 from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models.functions import Lower
 from django.utils import timezone
@@ -54,6 +55,19 @@ class CustomUser(AbstractBaseUser, PermissionsMixin):
         help_text="Set after too many wrong passwords in a row: from then on the password "
         "logs in only with the unlock code emailed to the owner, or after a password reset. "
         "Clear it (and the count) to unlock the account.",
+    )
+    # Sharing the workers with other users (jobs.services.admission).
+    max_running_jobs = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="At most this many of the user's jobs run (or are about to) at once; 0 is no "
+        "limit. Empty uses the JOB_USER_CONCURRENCY setting.",
+    )
+    fair_share_weight = models.PositiveSmallIntegerField(
+        default=1,
+        validators=[MinValueValidator(1), MaxValueValidator(100)],
+        help_text="The user's share of a busy queue relative to other users': a user of "
+        "weight 3 gets three jobs started for every one of a user of weight 1 (1-100).",
     )
 
     objects = CustomUserManager()

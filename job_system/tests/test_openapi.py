@@ -253,3 +253,27 @@ def test_whitespace_is_what_str_strip_removes():
     assert [c for c in characters if spelled_out.fullmatch(c)] == [
         c for c in map(chr, range(sys.maxunicode + 1)) if c.isspace()
     ]
+
+
+def test_a_job_documents_why_it_waits_and_every_submission_takes_a_priority(schema):
+    components = schema["components"]["schemas"]
+    waiting_for = components["Job"]["properties"]["waiting_for"]
+
+    assert waiting_for["nullable"] is True
+    assert components["WaitingForEnum"]["enum"] == [
+        "scheduled_time",
+        "retry_backoff",
+        "user_concurrency_limit",
+        "type_concurrency_limit",
+        "worker",
+    ]
+    # One request body per job type (the polymorphic JobCreateRequest is their union).
+    requests = [
+        name
+        for name, component in components.items()
+        if name.endswith("JobCreateRequest") and "properties" in component
+    ]
+    assert len(requests) == len(handlers.names())
+    for name in requests:
+        priority = components[name]["properties"]["priority"]
+        assert (priority["minimum"], priority["maximum"], priority["default"]) == (0, 9, 5), name

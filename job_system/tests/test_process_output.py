@@ -46,11 +46,11 @@ def test_beat_prints_no_line_per_dispatch_and_the_dispatcher_what_it_published(
     wait_for(
         lambda: Job.objects.filter(pk=probe.pk, status=Job.Status.COMPLETED).exists(),
         timeout=30,
-        message="the dispatcher did not publish the job",
+        message="the dispatcher did not admit the job",
     )
 
     beat_log = live_beat.log_path.read_text()
     assert "beat: Starting..." in beat_log
     assert "Sending due task dispatch-due-jobs" not in beat_log
     dispatcher_log = live_housekeeping.log_path.read_text()
-    assert re.search(r"INFO \S+ dispatcher published \d+ due job", dispatcher_log)
+    assert re.search(r"INFO \S+ dispatcher admitted \d+ job", dispatcher_log)

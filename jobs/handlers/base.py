@@ -50,6 +50,9 @@ class JobHandler:
     # for such jobs the broker's cost per message is most of the work. Long jobs must not, or
     # a bulk request's jobs would run one after another instead of side by side.
     quick: ClassVar[bool] = False
+    # At most this many jobs of the type run (or are about to) at once, across all users;
+    # None for no limit. For a type that strains something shared: the CPU, a remote service.
+    concurrency_limit: ClassVar[int | None] = None
 
     def run(self, params: dict[str, Any], progress: Progress) -> dict[str, Any]:
         raise NotImplementedError

@@ -31,6 +31,8 @@ class Primes(JobHandler):
     Parameters = PrimesParameters
     queue = "cpu"
     timeout_seconds = 120
+    # A large limit holds a core for tens of seconds, and the machines have few.
+    concurrency_limit = 2
 
     def run(self, params: dict[str, Any], progress: Progress) -> dict[str, Any]:
         limit: int = params["limit"]

@@ -5,10 +5,13 @@ processes, workers and Beat can race freely: a job is claimed once, finishes onc
 most one result. Broker messages only carry job ids and are hints; the database is the truth.
 
 - submission: what clients ask for (create, cancel, retry).
+- admission: which waiting jobs get a message, in fair order and within the limits.
 - execution: what a worker does (claim, lease, run, complete, fail).
 - recovery: what Beat and shutting-down workers do (dispatch, reap, hand back).
+- transitions: the table of every write to a job, and the only code that makes them.
 """
 
+from jobs.services.admission import jobs_admit, jobs_admit_if_waiting
 from jobs.services.common import (
     IdempotencyConflict,
     JobStateError,
@@ -25,7 +28,7 @@ from jobs.services.execution import (
     jobs_run_in_turn,
 )
 from jobs.services.recovery import (
-    job_hand_back_if_early,
+    job_release_if_early,
     jobs_dispatch_due,
     jobs_hand_back,
     jobs_reap_stale,
@@ -50,10 +53,12 @@ __all__ = [
     "job_complete",
     "job_create",
     "job_fail_attempt",
-    "job_hand_back_if_early",
     "job_progress_reporter",
+    "job_release_if_early",
     "job_retry",
     "job_run",
+    "jobs_admit",
+    "jobs_admit_if_waiting",
     "jobs_create_bulk",
     "jobs_dispatch_due",
     "jobs_hand_back",

@@ -3,9 +3,9 @@ handlers that must stop, from outside them.
 
 For each job the process runs, the thread
 - renews its lease, never past the attempt's deadline plus JOB_HARD_TIMEOUT_GRACE, so that the
-  reaper takes back a job whose worker is stuck or gone;
+  reaper reaps a job whose worker is stuck or gone;
 - once the handler has run CHECK_INTERVAL_SECONDS, checks that often whether the job is still
-  this claim's (not cancelled, handed back or taken over), with one query per round for all
+  this claim's (not cancelled, handed back or reaped), with one query per round for all
   the process's jobs (a progress write that just confirmed the claim saves one), and watches
   the attempt's deadline;
 - tells a handler whose job must stop to stop: it sends the main thread a signal, which raises
@@ -41,7 +41,8 @@ from django.utils import timezone
 
 from jobs.handlers.base import JobInterrupted
 from jobs.models import Job
-from jobs.services.common import attempt_deadline, held_by, log_fields, transition
+from jobs.services import transitions
+from jobs.services.common import attempt_deadline, log_fields
 
 logger = logging.getLogger(__name__)
 
@@ -101,7 +102,7 @@ class LeaseKeeper:
         now = timezone.now()
         grace = settings.JOB_HARD_TIMEOUT_GRACE
         expires = min(now + settings.JOB_LEASE, attempt_deadline(self.job) + grace)
-        return bool(transition(held_by(self.job), lease_expires_at=expires))
+        return bool(transitions.apply(transitions.RENEW, self.job, lease_expires_at=expires))
 
     @contextlib.contextmanager
     def handler_running(self) -> Iterator[None]:

@@ -1,4 +1,4 @@
-"""What Beat and shutting-down workers do: publish due jobs and take back abandoned ones.
+"""What Beat and shutting-down workers do: admit and publish due jobs, reap and hand back.
 
 Each runs safely beside copies of itself: rows are taken by conditional updates, so two
 dispatchers or two reapers never publish or requeue the same job twice.
@@ -10,57 +10,43 @@ import uuid
 from datetime import datetime
 
 from django.conf import settings
-from django.db import transaction
-from django.db.models import F, QuerySet
+from django.db.models import QuerySet
 from django.utils import timezone
 
-from jobs import metrics, queue
+from jobs import metrics
 from jobs.models import Job, JobAttempt
-from jobs.services.common import (
-    attempt_deadline,
-    finish_attempt,
-    held_by,
-    retry_delay,
-    timeout_is_final,
-    transition,
-)
+from jobs.services import transitions
+from jobs.services.admission import jobs_admit, mark_enqueued_and_publish
+from jobs.services.common import attempt_deadline, retry_delay, timeout_is_final
 
 logger = logging.getLogger(__name__)
 
 BATCH_SIZE = 500
 
 
-def jobs_dispatch_due(*, limit: int = BATCH_SIZE) -> int:
-    """Publish pending jobs that have no message yet and are due within the look-ahead.
+def jobs_dispatch_due() -> int:
+    """Admit waiting jobs in fair order, and those due within the look-ahead; count them.
 
-    A job not yet due goes out with an ETA, so the worker starts it on time rather than up
-    to a dispatch interval late. Logged only when something was published: this runs every
-    second.
+    The safety net under the admissions that requests and workers run: jobs whose backoff
+    or scheduled time came, jobs handed back, jobs whose admission found a broker down. A
+    job not yet due goes out with an ETA, so the worker starts it on time rather than up to
+    a dispatch interval late. Logged only when something was admitted: this runs every second.
     """
-    now = timezone.now()
-    due = Job.objects.filter(
-        status=Job.Status.PENDING, enqueued_at=None, run_after__lte=queue.publish_horizon(now)
-    )
-    published = _mark_enqueued_and_publish(due, now=now, limit=limit)
-    if published:
-        logger.info("dispatcher published %d due job(s)", published)
-    return published
+    admitted = jobs_admit(ahead=True)
+    if admitted:
+        logger.info("dispatcher admitted %d job(s)", admitted)
+    return admitted
 
 
-def job_hand_back_if_early(*, job_id: uuid.UUID) -> bool:
-    """Give a pending job whose message came before its time back to the dispatcher.
+def job_release_if_early(*, job_id: uuid.UUID) -> bool:
+    """Release a pending job whose message came before its time to the dispatcher.
 
     The claim refuses a job before its run_after, which happens when the clocks of the hosts
-    disagree. Still marked as published, the job would wait minutes for the reaper; unmarked,
-    the dispatcher publishes it again at its time. Return whether the job was handed back.
+    disagree. Still marked as published, the job would wait minutes for the reaper; released,
+    the dispatcher publishes it again at its time. Return whether the job was released.
     """
-    early = Job.objects.filter(
-        pk=job_id,
-        status=Job.Status.PENDING,
-        run_after__gt=timezone.now(),
-        enqueued_at__isnull=False,
-    )
-    return bool(transition(early, enqueued_at=None))
+    early = Job.objects.filter(pk=job_id, run_after__gt=timezone.now(), enqueued_at__isnull=False)
+    return bool(transitions.apply_all(transitions.RELEASE, early))
 
 
 def jobs_reap_stale(*, limit: int = BATCH_SIZE) -> dict[str, int]:
@@ -82,27 +68,28 @@ def jobs_requeue_stuck(*, jobs: QuerySet[Job]) -> dict[str, int]:
 
 
 def _recover_stuck(jobs: QuerySet[Job], *, limit: int | None) -> dict[str, int]:
-    """Republish lost messages and take back lapsed leases among `jobs`; count what was done."""
+    """Republish lost messages and reap lapsed leases among `jobs`; count what was done."""
     now = timezone.now()
     lost_messages = jobs.filter(
         status=Job.Status.PENDING,
         run_after__lte=now,
         enqueued_at__lt=now - settings.JOB_REDISPATCH_AFTER,
+        claim_token=None,  # Always, for a pending job; it makes job_admitted's rows the scan.
     )
     counts = {
-        "republished": _mark_enqueued_and_publish(lost_messages, now=now, limit=limit),
+        "republished": mark_enqueued_and_publish(lost_messages, now=now, limit=limit),
         "requeued": 0,
         "failed": 0,
     }
     expired = jobs.filter(status=Job.Status.IN_PROGRESS, lease_expires_at__lt=now)
     for job in expired.order_by("lease_expires_at")[:limit]:
-        outcome = _take_back(job, now=now)
+        outcome = _reap(job, now=now)
         if outcome:
             counts[outcome] += 1
     return counts
 
 
-def _take_back(job: Job, *, now: datetime) -> str | None:
+def _reap(job: Job, *, now: datetime) -> str | None:
     """Requeue or fail a job whose lease ran out; return which, or None if it was not ours."""
     timed_out = attempt_deadline(job) <= now
     if timed_out:
@@ -121,13 +108,10 @@ def _take_back(job: Job, *, now: datetime) -> str | None:
             "claim_token": None,
             "error_message": f"{reason} Retrying.",
         }
-    lapsed = Job.objects.filter(
-        pk=job.pk, status=Job.Status.IN_PROGRESS, claim_token=job.claim_token
-    )
-    with transaction.atomic():
-        if not transition(lapsed, lease_expires_at=None, **changes):
-            return None  # The worker renewed it, or another reaper got there first.
-        finish_attempt(job, outcome=outcome, error_message=reason)
+    record = {"outcome": outcome, "error_message": reason}
+    # Fenced by the claim whose lease lapsed.
+    if not transitions.apply(transitions.REAP, job, now=timezone.now(), record=record, **changes):
+        return None  # The worker renewed it, or another reaper got there first.
     if changes["status"] == Job.Status.FAILED:
         metrics.job_failed(job)
         return "failed"
@@ -135,7 +119,7 @@ def _take_back(job: Job, *, now: datetime) -> str | None:
 
 
 def jobs_hand_back(*, worker: str, grace_seconds: float) -> int:
-    """Give back the jobs a shutting-down worker still runs after a grace period.
+    """Hand back the jobs a shutting-down worker still runs after a grace period.
 
     They go back to pending without counting the attempt against max_retries (it keeps its
     number in the job's history), and Beat's dispatcher publishes them within a second; the
@@ -147,7 +131,7 @@ def jobs_hand_back(*, worker: str, grace_seconds: float) -> int:
     while running.exists() and time.monotonic() < deadline:
         time.sleep(0.2)
     handed_back = 0
-    for job in running.only("claim_token", "attempts", "run", "worker", "started_at"):
+    for job in running.only("claim_token"):
         handed_back += _hand_back(job)
     if handed_back:
         logger.warning("worker %s handed back %d running job(s)", worker, handed_back)
@@ -156,32 +140,10 @@ def jobs_hand_back(*, worker: str, grace_seconds: float) -> int:
 
 def _hand_back(job: Job) -> int:
     now = timezone.now()
-    with transaction.atomic():
-        handed = transition(
-            held_by(job),
-            status=Job.Status.PENDING,
-            run_attempts=F("run_attempts") - 1,
-            run_after=now,
-            enqueued_at=None,
-            claim_token=None,
-            lease_expires_at=None,
-            error_message="Handed back by a worker that was shutting down; it will run again.",
-        )
-        if handed:
-            finish_attempt(job, outcome=JobAttempt.Outcome.HANDED_BACK)
-    return handed
-
-
-def _mark_enqueued_and_publish(jobs: QuerySet[Job], *, now: datetime, limit: int | None) -> int:
-    # Each caller stamps the rows it takes with its own token and publishes only those, so
-    # two dispatchers (or a dispatcher and the reaper) never publish the same job together.
-    candidates = list(jobs.order_by("run_after").values_list("pk", flat=True)[:limit])
-    if not candidates:
-        return 0
-    token = uuid.uuid4()
-    with transaction.atomic():
-        transition(jobs.filter(pk__in=candidates), enqueued_at=now, dispatch_token=token)
-        taken = Job.objects.filter(pk__in=candidates, dispatch_token=token)
-        messages = [queue.message_for(job) for job in taken.only(*queue.MESSAGE_FIELDS)]
-        queue.publish_on_commit(messages)
-    return len(messages)
+    return transitions.apply(
+        transitions.HAND_BACK,
+        job,
+        now=now,
+        run_after=now,
+        error_message="Handed back by a worker that was shutting down; it will run again.",
+    )

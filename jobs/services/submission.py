@@ -9,23 +9,20 @@ from typing import Any, Literal, NotRequired, TypedDict, Unpack
 from django.conf import settings
 from django.core.cache import cache
 from django.db import IntegrityError, connection, transaction
-from django.db.models import F
 from django.utils import timezone
 
 from job_system.cache import cache_redis
 from job_system.logging import bind_job, job_log_scope
 from jobs import handlers, metrics, queue
 from jobs.idempotency import request_fingerprint
-from jobs.models import Job, JobAttempt
+from jobs.models import DEFAULT_PRIORITY, Job
+from jobs.services import admission, transitions
 from jobs.services.common import (
     IdempotencyConflict,
     JobStateError,
     TooManyActiveJobs,
-    finish_attempt,
     log_fields,
     raise_if_owner_deleted,
-    transition,
-    update_returning,
 )
 
 logger = logging.getLogger(__name__)
@@ -41,6 +38,7 @@ class JobFields(TypedDict):
     scheduled_time: NotRequired[datetime | None]
     max_retries: NotRequired[int | None]
     timeout_seconds: NotRequired[int | None]
+    priority: NotRequired[int]
 
 
 @job_log_scope
@@ -56,13 +54,13 @@ def job_create(
 
     def insert() -> None:
         bind_job(job)
+        admit = _admit_at_once(owner=owner, jobs=[job])
         # One INSERT commits on its own: BEGIN and COMMIT around it were two more round trips
-        # per submission, and publish_on_commit then publishes at once. Inside a caller's
+        # per submission, and the job is then published at once. Inside a caller's
         # transaction, a savepoint keeps a lost idempotency race from spoiling it.
         with transaction.atomic() if connection.in_atomic_block else nullcontext():
-            job.save(force_insert=True)
-            if job.enqueued_at:
-                queue.publish_on_commit([queue.message_for(job)], from_request=True)
+            transitions.job_insert(job)
+            _publish_or_admit_on_commit([job], admit)
 
     [job], created = _insert_once(
         owner=owner, jobs=[job], idempotency_key=idempotency_key, endpoint="job", insert=insert
@@ -88,11 +86,10 @@ def jobs_create_bulk(
         job.batch_position = position
 
     def insert() -> None:
+        admit = _admit_at_once(owner=owner, jobs=jobs)
         with transaction.atomic():
-            Job.objects.bulk_create(jobs)
-            queue.publish_on_commit(
-                [queue.message_for(job) for job in jobs if job.enqueued_at], from_request=True
-            )
+            transitions.jobs_insert(jobs)
+            _publish_or_admit_on_commit(jobs, admit)
 
     jobs, created = _insert_once(
         owner=owner, jobs=jobs, idempotency_key=idempotency_key, endpoint="bulk", insert=insert
@@ -165,9 +162,9 @@ def _new_job(
     scheduled_time: datetime | None = None,
     max_retries: int | None = None,
     timeout_seconds: int | None = None,
+    priority: int = DEFAULT_PRIORITY,
 ) -> Job:
     handler = handlers.get(job_type)
-    run_after = _run_after(scheduled_time, now=now)
     return Job(
         owner=owner,
         name=name,
@@ -177,9 +174,10 @@ def _new_job(
         scheduled_time=scheduled_time,
         max_retries=handler.max_retries if max_retries is None else max_retries,
         timeout_seconds=timeout_seconds or handler.timeout_seconds,
+        queue=handler.queue,
+        priority=priority,
         created_at=now,
-        run_after=run_after,
-        enqueued_at=_enqueued_at(run_after, now=now),
+        run_after=_run_after(scheduled_time, now=now),
     )
 
 
@@ -188,11 +186,31 @@ def _run_after(scheduled_time: datetime | None, *, now: datetime) -> datetime:
     return max(scheduled_time or now, now)
 
 
-def _enqueued_at(run_after: datetime, *, now: datetime) -> datetime | None:
-    # A job due within the look-ahead is published at once, with an ETA if it is not due yet,
-    # so it is not late by a dispatch interval; later ones wait in the database for Beat's
-    # dispatcher, which publishes them when they come within the look-ahead.
-    return now if run_after <= queue.publish_horizon(now) else None
+def _admit_at_once(*, owner, jobs: list[Job]) -> list[str]:
+    """Admit the jobs in their request if nothing stops them; else return their queues.
+
+    Jobs due within the look-ahead are admitted at once, with an ETA if they are not due yet,
+    when no limit applies and nobody waits (admission.may_admit_at_once): that is every job
+    on a lightly loaded system. Otherwise an admission picks them in their turn, right after
+    the request; later ones wait in the database for Beat's dispatcher.
+    """
+    now = timezone.now()
+    soon = [job for job in jobs if job.run_after <= queue.publish_horizon(now)]
+    if not soon:
+        return []
+    if admission.may_admit_at_once(owner=owner, jobs=soon):
+        for job in soon:
+            job.enqueued_at = now
+        return []
+    return sorted({job.queue for job in soon})
+
+
+def _publish_or_admit_on_commit(jobs: list[Job], admit: list[str]) -> None:
+    queue.after_commit(
+        messages=[queue.message_for(job) for job in jobs if job.enqueued_at],
+        admit=admit,
+        from_request=True,
+    )
 
 
 # Counting a user's active jobs reads an index entry per job, up to the cap (10,000 by default),
@@ -243,25 +261,14 @@ def _active_count_key(owner_id: int) -> str:
 def job_cancel(*, job: Job) -> Job:
     """Cancel a pending or running job; a running handler notices at its next report."""
     now = timezone.now()
-    with transaction.atomic():
-        cancelled = update_returning(
-            job.pk,
-            Job.objects.filter(status__in=Job.ACTIVE_STATUSES),
-            status=Job.Status.CANCELLED,
-            completed_at=now,
-            lease_expires_at=None,
-        )
-        if cancelled and cancelled.claim_token:
-            # It was running: the cancelled row still holds that attempt's claim.
-            finish_attempt(cancelled, outcome=JobAttempt.Outcome.CANCELLED, now=now)
+    # A running job's attempt is recorded as cancelled with it: the cancelled row still holds
+    # that attempt's claim.
+    cancelled = transitions.apply(transitions.CANCEL, job.pk, now=now, completed_at=now)
     job.refresh_from_db()
     if not cancelled:
         raise JobStateError(f"The job is already {job.status} and cannot be cancelled.", job=job)
     logger.info("job cancelled", extra=log_fields(job.pk, job))
     return job
-
-
-RETRYABLE_STATUSES = (Job.Status.FAILED, Job.Status.CANCELLED)
 
 
 @job_log_scope
@@ -273,33 +280,19 @@ def job_retry(*, job: Job) -> Job:
     """
     # Only a job that looks retryable is counted, so that retrying a finished one is answered
     # with the state conflict it is rather than a full cap; the UPDATE below decides.
-    counted = job.status in RETRYABLE_STATUSES
+    counted = job.status in transitions.RERUN.sources
     if counted:
         _check_active_job_cap(job.owner_id)
     now = timezone.now()
-    run_after = _run_after(job.scheduled_time, now=now)
-    enqueued_at = _enqueued_at(run_after, now=now)
+    job.run_after = _run_after(job.scheduled_time, now=now)
+    job.enqueued_at = None
+    admit = _admit_at_once(owner=job.owner, jobs=[job])
     with transaction.atomic():
-        requeued = transition(
-            Job.objects.filter(pk=job.pk, status__in=RETRYABLE_STATUSES),
-            status=Job.Status.PENDING,
-            run=F("run") + 1,
-            run_attempts=0,
-            progress=0,
-            error_message="",
-            error_traceback="",
-            started_at=None,
-            completed_at=None,
-            run_after=run_after,
-            enqueued_at=enqueued_at,
-            claim_token=None,
-            lease_expires_at=None,
-            worker="",
+        requeued = transitions.apply(
+            transitions.RERUN, job.pk, now=now, run_after=job.run_after, enqueued_at=job.enqueued_at
         )
-        if requeued and enqueued_at:
-            queue.publish_on_commit(
-                [queue.message_for(job)._replace(run_after=run_after)], from_request=True
-            )
+        if requeued:
+            _publish_or_admit_on_commit([job], admit)
     job.refresh_from_db()
     if not requeued:
         if counted:

@@ -21,6 +21,8 @@ pytestmark = pytest.mark.django_db
 
 
 def run(job: Job) -> Job:
+    """Admit the job, if it waits, and run it as its message would."""
+    services.jobs_admit()
     services.job_run(job_id=job.pk, worker="test-worker")
     job.refresh_from_db()
     return job
@@ -165,6 +167,7 @@ def test_a_worker_whose_claim_was_taken_over_writes_nothing(job_factory):
     job.refresh_from_db()
     job.run_after = timezone.now()
     job.save()
+    services.jobs_admit()
     fresh = services.job_claim(job_id=job.pk, worker="fresh")
 
     assert not services.job_complete(job=stale, output={"from": "stale"}, duration_ms=1)

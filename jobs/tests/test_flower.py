@@ -227,7 +227,7 @@ def test_flower_sees_the_jobs_but_none_of_the_housekeeping(
     assert not any(name.startswith("housekeeping@") for reply in replies for name in reply)
 
     def dispatch():
-        job = job_factory(job_type="echo")  # due, and waiting for the dispatcher
+        job = job_factory(job_type="echo", enqueued_at=None)  # due, waiting for the dispatcher
         celery_app.send_task("jobs.tasks.dispatch_due_jobs")  # to the housekeeping worker
         return job.pk
 

@@ -23,6 +23,7 @@ def metrics_on(settings):
 
 
 def run(job: Job) -> None:
+    services.jobs_admit()
     services.job_run(job_id=job.pk, worker="test-worker")
 
 

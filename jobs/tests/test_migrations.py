@@ -25,6 +25,9 @@ def migrate():
     executor.migrate(executor.loader.graph.leaf_nodes())
 
 
+LATEST = "0010_fair_sharing"
+
+
 def test_attempts_numbered_per_run_are_renumbered_for_life(migrate, user_factory):
     old = migrate("0006_attempt_job_no_single_index")
     Job, JobAttempt = old.get_model("jobs", "Job"), old.get_model("jobs", "JobAttempt")
@@ -87,8 +90,28 @@ def test_a_key_used_before_fingerprints_changed_still_returns_its_job(
     )
 
     migrate("0008_idempotency_keys_for_batches")
+    migrate(LATEST)  # The API's code needs today's columns.
     api_client.force_authenticate(verified_user)
     again = api_client.post("/api/jobs/", body, format="json", HTTP_IDEMPOTENCY_KEY="key")
 
     assert again.status_code == 200
     assert again.json()["id"] == str(earlier.pk)
+
+
+def test_existing_jobs_get_their_types_queue_and_published_ones_stay_admitted(
+    migrate, user_factory
+):
+    old = migrate("0009_jobresult_output_bytes")
+    Job = old.get_model("jobs", "Job")
+    owner = user_factory()
+    now = timezone.now()
+    published = Job.objects.create(owner_id=owner.pk, name="s", job_type="sleep", enqueued_at=now)
+    waiting = Job.objects.create(owner_id=owner.pk, name="p", job_type="primes")
+    echo = Job.objects.create(owner_id=owner.pk, name="e", job_type="echo")
+
+    new = migrate(LATEST).get_model("jobs", "Job")
+
+    assert new.objects.get(pk=published.pk).queue == "long"
+    assert new.objects.get(pk=published.pk).enqueued_at == now
+    assert new.objects.get(pk=waiting.pk).queue == "cpu"
+    assert new.objects.get(pk=echo.pk).queue == "default"

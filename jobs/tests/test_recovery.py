@@ -11,6 +11,7 @@ from django.utils import timezone
 from jobs import handlers, services
 from jobs.handlers.base import JobInterrupted
 from jobs.models import Job, JobAttempt
+from jobs.services import recovery
 from jobs.services.leases import LeaseKeeper
 from jobs.tests.concurrency import run_together
 
@@ -28,13 +29,13 @@ def test_the_dispatcher_publishes_only_due_jobs_without_a_message(job_factory):
     assert due.enqueued_at is not None
 
 
-def test_the_dispatcher_logs_only_when_it_published_something(job_factory, caplog):
+def test_the_dispatcher_logs_only_when_it_admitted_something(job_factory, caplog):
     caplog.set_level(logging.INFO, logger="jobs.services.recovery")
     services.jobs_dispatch_due()
     job_factory.create_batch(2, run_after=timezone.now(), enqueued_at=None)
     services.jobs_dispatch_due()
 
-    assert [r.getMessage() for r in caplog.records] == ["dispatcher published 2 due job(s)"]
+    assert [r.getMessage() for r in caplog.records] == ["dispatcher admitted 2 job(s)"]
     assert caplog.records[0].levelname == "INFO"
 
 
@@ -163,3 +164,19 @@ def test_a_handed_back_job_interrupts_the_handler_still_running_it(job_factory):
     with pytest.raises(JobInterrupted):
         services.job_progress_reporter(job=job, lease=LeaseKeeper(job))(50)
     assert not services.job_complete(job=job, output={}, duration_ms=1)
+
+
+def test_a_lease_renewed_after_the_reaper_read_it_keeps_the_job(job_factory):
+    job = job_factory()
+    claimed = services.job_claim(job_id=job.pk, worker="slow@host")
+    later = timezone.now() + settings.JOB_LEASE + timedelta(seconds=1)
+    lapsed = Job.objects.get(pk=job.pk)  # What the reaper read, lapsed by `later`.
+    with time_machine.travel(later, tick=False):
+        assert LeaseKeeper(claimed).renew()  # The worker's watchdog, just in time.
+
+        assert recovery._reap(lapsed, now=timezone.now()) is None
+
+    job.refresh_from_db()
+    assert job.status == Job.Status.IN_PROGRESS
+    assert job.claim_token == claimed.claim_token
+    assert not job.attempt_log.exists()

@@ -18,6 +18,7 @@ FAILS_FOR_NOW = {"message": "not yet", "retryable": True}
 
 
 def run(job: Job) -> Job:
+    services.jobs_admit()
     services.job_run(job_id=job.pk, worker="w@host")
     job.refresh_from_db()
     return job
@@ -60,11 +61,13 @@ def test_every_way_an_attempt_ends_keeps_the_numbering(auth_client, verified_use
     with time_machine.travel(timezone.now(), tick=False) as clock:
         services.job_claim(job_id=job.pk, worker="leaving@host")
         services.jobs_hand_back(worker="leaving@host", grace_seconds=0)
+        services.jobs_admit()
         services.job_claim(job_id=job.pk, worker="dead@host")
         clock.shift(settings.JOB_LEASE + timedelta(seconds=1))
         # Lost, and retried: the handed-back attempt did not use up the run's one retry.
         assert services.jobs_reap_stale()["requeued"] == 1
         clock.shift(timedelta(minutes=10))
+        services.jobs_admit()
         services.job_claim(job_id=job.pk, worker="w@host")
         services.job_cancel(job=job)
         auth_client.post(f"{JOBS}{job.pk}/retry/")

@@ -146,17 +146,17 @@ def test_a_retried_job_scheduled_within_the_look_ahead_is_published_with_an_eta(
     assert eta_of(message) == scheduled_time
 
 
-def test_an_early_message_hands_its_job_back_to_the_dispatcher(job_factory, frozen_now):
+def test_an_early_message_releases_its_job_to_the_dispatcher(job_factory, frozen_now):
     job = job_factory(run_after=frozen_now + timedelta(seconds=1), enqueued_at=frozen_now)
 
-    assert services.job_hand_back_if_early(job_id=job.pk) is True
+    assert services.job_release_if_early(job_id=job.pk) is True
 
     job.refresh_from_db()
     assert job.status == Job.Status.PENDING
     assert job.enqueued_at is None
     assert services.jobs_dispatch_due() == 1  # published again, with its ETA
-    assert services.job_hand_back_if_early(job_id=job.pk) is True
-    assert services.job_hand_back_if_early(job_id=job.pk) is False  # already handed back
+    assert services.job_release_if_early(job_id=job.pk) is True
+    assert services.job_release_if_early(job_id=job.pk) is False  # already released
 
 
 @pytest.mark.parametrize(
@@ -168,7 +168,7 @@ def test_an_early_message_hands_its_job_back_to_the_dispatcher(job_factory, froz
         {"run_after_seconds": 1, "status": Job.Status.CANCELLED},
     ],
 )
-def test_only_an_early_pending_job_is_handed_back(job_factory, frozen_now, state):
+def test_only_an_early_pending_job_is_released(job_factory, frozen_now, state):
     run_after = frozen_now + timedelta(seconds=state["run_after_seconds"])
     job = job_factory(
         run_after=run_after,
@@ -176,7 +176,7 @@ def test_only_an_early_pending_job_is_handed_back(job_factory, frozen_now, state
         status=state.get("status", Job.Status.PENDING),
     )
 
-    assert services.job_hand_back_if_early(job_id=job.pk) is False
+    assert services.job_release_if_early(job_id=job.pk) is False
 
     job.refresh_from_db()
     assert job.enqueued_at == frozen_now
@@ -196,9 +196,13 @@ def queues_served_by(process_type: str) -> set[str]:
     return set(procfile_command(process_type).split("--queues=")[1].split()[0].split(","))
 
 
-def test_the_procfile_worker_serves_every_job_queue_and_housekeeping_its_own():
-    assert {handler.queue for handler in handlers.all_handlers()} <= queues_served_by("worker")
-    assert "housekeeping" not in queues_served_by("worker")
+def test_the_procfile_workers_serve_every_job_queue_and_housekeeping_its_own():
+    quick, long = queues_served_by("worker"), queues_served_by("worker-long")
+    assert {handler.queue for handler in handlers.all_handlers()} <= quick | long
+    assert not quick & long  # Long jobs never hold the processes quick ones need.
+    assert handlers.get("sleep").queue in long
+    assert handlers.get("echo").queue in quick
+    assert "housekeeping" not in quick | long
     assert queues_served_by("housekeeping") == {"housekeeping"}
 
 

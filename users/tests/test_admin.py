@@ -59,3 +59,32 @@ def test_admin_opens_a_users_change_page(admin_client, verified_user):
     page = admin_client.get(reverse("admin:users_customuser_change", args=[verified_user.pk]))
 
     assert page.status_code == 200
+
+
+def change_user(admin_client, user, **changes):
+    """Post the user's change form as the admin shows it, with `changes`."""
+    url = reverse("admin:users_customuser_change", args=[user.pk])
+    form = admin_client.get(url).context["adminform"].form
+    data = {
+        name: value
+        for name, value in form.initial.items()
+        if value is not None and name not in ("password", "groups", "user_permissions")
+    }
+    data.update(changes)
+    return admin_client.post(url, {k: v for k, v in data.items() if v is not False})
+
+
+def test_staff_set_a_users_job_limit_and_share_in_the_admin(admin_client, verified_user):
+    response = change_user(admin_client, verified_user, max_running_jobs=3, fair_share_weight=2)
+
+    assert response.status_code == 302, response.context["adminform"].form.errors
+    verified_user.refresh_from_db()
+    assert (verified_user.max_running_jobs, verified_user.fair_share_weight) == (3, 2)
+
+
+@pytest.mark.parametrize("weight", [0, 101])
+def test_the_admin_refuses_a_share_outside_1_to_100(admin_client, verified_user, weight):
+    response = change_user(admin_client, verified_user, fair_share_weight=weight)
+
+    assert response.status_code == 200
+    assert "fair_share_weight" in response.context["adminform"].form.errors
