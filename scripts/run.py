@@ -42,6 +42,8 @@ RUN_DIR = BASE_DIR / ".run"
 VENV_BIN = Path(sys.executable).parent
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+# The Procfile's job workers: make run is ready once each of them beats.
+JOB_WORKERS = ("worker", "worker-long")
 READY_TIMEOUT_SECONDS = 60.0
 # honcho kills whatever has not stopped 5 s after it sent SIGTERM; this is a last resort.
 STOP_TIMEOUT_SECONDS = 30.0
@@ -281,12 +283,16 @@ def stop_honcho(honcho: subprocess.Popen[bytes]) -> None:
 def wait_until_healthy(
     url: str, honcho: subprocess.Popen[bytes], stop_requests: list[int]
 ) -> tuple[bool, str]:
-    """Poll the health endpoint until it says ok; return (healthy, its last answer)."""
+    """Poll the health endpoint until it says ok; return (healthy, its last answer).
+
+    Ok once both of the Procfile's job workers beat (`worker` and `worker-long`): health
+    is ok with one, and jobs of the other's queues would wait.
+    """
     deadline = time.monotonic() + READY_TIMEOUT_SECONDS
     last_answer = "no answer yet"
     while time.monotonic() < deadline and honcho.poll() is None and not stop_requests:
         status, last_answer = fetch(url)
-        if status == 200:
+        if status == 200 and workers_in(last_answer) >= len(JOB_WORKERS):
             return True, last_answer
         time.sleep(1)
     return False, last_answer
@@ -303,16 +309,20 @@ def fetch(url: str) -> tuple[int | None, str]:
         return None, str(getattr(error, "reason", error))
 
 
+def workers_in(health_body: str) -> int:
+    """The job workers a health answer counts; 0 if it does not say."""
+    try:
+        return int(json.loads(health_body).get("workers", 0))
+    except (ValueError, TypeError, AttributeError):
+        return 0
+
+
 def print_ready(env: dict[str, str], redis_note: str, health_body: str) -> None:
     web = web_address(env)
-    try:
-        workers = json.loads(health_body).get("workers", "?")
-    except (ValueError, AttributeError):
-        workers = "?"
     lines = [
         "",
         "=" * 72,
-        f"Ready: web, {workers} worker(s), housekeeping, beat and flower are running. "
+        f"Ready: web, {' and '.join(JOB_WORKERS)}, housekeeping, beat and flower are running. "
         "Ctrl-C stops them all.",
         f"  API         {web}/api/",
         f"  Swagger UI  {web}/api/schema/swagger-ui/",

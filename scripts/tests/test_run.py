@@ -70,3 +70,16 @@ def test_set_dotenv_value_appends_a_missing_key_on_its_own_line():
 def test_printed_urls_hide_passwords():
     assert run.redact("postgres://app:s3cret@db:5432/jobs") == "postgres://app:***@db:5432/jobs"
     assert run.redact("redis://127.0.0.1:6379/0") == "redis://127.0.0.1:6379/0"
+
+
+def test_ready_waits_for_every_job_worker_in_the_procfile():
+    procfile = (run.BASE_DIR / "Procfile").read_text()
+    job_workers = {
+        line.split(":", 1)[0]
+        for line in procfile.splitlines()
+        if " worker " in line and "--queues=housekeeping" not in line
+    }
+
+    assert set(run.JOB_WORKERS) == job_workers
+    assert run.workers_in('{"status": "ok", "workers": 2}') == 2
+    assert run.workers_in("not json") == 0
