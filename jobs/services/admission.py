@@ -126,12 +126,10 @@ class Occupancy:
     messages: Counter[str] = field(default_factory=Counter)
 
     @classmethod
-    def load(cls, *, now: datetime, owners: Iterable[int] | None = None) -> "Occupancy":
-        jobs = Job.objects.filter(OCCUPYING)
-        if owners is not None:
-            jobs = jobs.filter(owner_id__in=list(owners))
+    def load(cls, *, now: datetime) -> "Occupancy":
         rows = (
-            jobs.order_by()
+            Job.objects.filter(OCCUPYING)
+            .order_by()
             .values_list("owner_id", "job_type", "queue")
             .annotate(
                 count=Count("pk"),
