@@ -100,6 +100,8 @@ INSTALLED_APPS = [
     "django_celery_beat",
     "users",
     "jobs",
+    "events",
+    "webhooks",
 ]
 
 MIDDLEWARE = [
@@ -396,6 +398,46 @@ JOB_RETRY_BACKOFF_MAX_SECONDS = env_float("JOB_RETRY_BACKOFF_MAX_SECONDS", 300.0
 JOB_MAX_RESULT_BYTES = env_int("JOB_MAX_RESULT_BYTES", 1024 * 1024)
 if JOB_MAX_RESULT_BYTES < 1:
     raise ImproperlyConfigured("JOB_MAX_RESULT_BYTES must be at least 1")
+
+# Where clients reach the API, for the links in events and webhook payloads (no request to
+# take it from there).
+PUBLIC_URL = env_str("PUBLIC_URL", "http://127.0.0.1:8000").rstrip("/")
+if urlsplit(PUBLIC_URL).scheme not in {"http", "https"} or not urlsplit(PUBLIC_URL).hostname:
+    raise ImproperlyConfigured(f"PUBLIC_URL must be http(s)://host[:port], not {PUBLIC_URL!r}")
+# Events and webhooks (events/, webhooks/). Every change of a job is an event, kept this many
+# days: a stream resumed from an older one is told that it missed some, and a redelivery
+# reaches back this far.
+EVENT_RETENTION_DAYS = env_int("EVENT_RETENTION_DAYS", 7)
+if EVENT_RETENTION_DAYS < 2:
+    raise ImproperlyConfigured("EVENT_RETENTION_DAYS must be at least 2: webhooks retry a day")
+# The event stream (GET /api/events/, the Procfile's `events` process): a comment this often
+# keeps proxies from closing an idle stream, and each stream reads the table again then, which
+# catches an announcement lost to a Redis failure.
+EVENT_STREAM_KEEPALIVE_SECONDS = env_float("EVENT_STREAM_KEEPALIVE_SECONDS", 15.0)
+# Open streams per user and per process: each one holds a connection and a little memory.
+EVENT_STREAMS_PER_USER = env_int("EVENT_STREAMS_PER_USER", 10)
+EVENT_STREAMS_PER_PROCESS = env_int("EVENT_STREAMS_PER_PROCESS", 2_000)
+# Webhook endpoints a user may have (per-job callback URLs are not counted).
+WEBHOOK_MAX_ENDPOINTS_PER_USER = env_int("WEBHOOK_MAX_ENDPOINTS_PER_USER", 20)
+# A delivery that has no 2xx answer within this many seconds failed.
+WEBHOOK_TIMEOUT_SECONDS = env_float("WEBHOOK_TIMEOUT_SECONDS", 10.0)
+# The waits between a failed delivery's attempts, in seconds; after the last, it gives up.
+# The default (Standard Webhooks' and Svix's) spans about 27 hours.
+try:
+    WEBHOOK_RETRY_SCHEDULE = [
+        float(item)
+        for item in env_list("WEBHOOK_RETRY_SCHEDULE", "5,300,1800,7200,18000,36000,36000")
+    ]
+except ValueError:
+    raise ImproperlyConfigured("WEBHOOK_RETRY_SCHEDULE must list seconds: 5,300,1800") from None
+if not WEBHOOK_RETRY_SCHEDULE or min(WEBHOOK_RETRY_SCHEDULE) < 0:
+    raise ImproperlyConfigured("WEBHOOK_RETRY_SCHEDULE must list at least one wait, none below 0")
+# An endpoint that has failed every delivery for this long is disabled; its owner sees why.
+WEBHOOK_DISABLE_AFTER_SECONDS = env_int("WEBHOOK_DISABLE_AFTER_SECONDS", 24 * 60 * 60)
+# After a secret's rotation, deliveries are signed with the old secret too, for this long.
+WEBHOOK_SECRET_ROTATION_GRACE_SECONDS = env_int(
+    "WEBHOOK_SECRET_ROTATION_GRACE_SECONDS", 24 * 60 * 60
+)
 
 # Celery. The database is the truth about jobs; broker messages only carry job ids.
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", REDIS_URL)

@@ -9,6 +9,22 @@ from django.utils import timezone
 DEFAULT_PRIORITY = 5
 
 
+class WaitingFor(models.TextChoices):
+    """Why a pending job has not started (jobs.selectors works it out for the API)."""
+
+    SCHEDULED_TIME = "scheduled_time", "Its scheduled time has not come"
+    RETRY_BACKOFF = "retry_backoff", "It waits out the backoff before its next attempt"
+    USER_CONCURRENCY_LIMIT = (
+        "user_concurrency_limit",
+        "Its owner has as many jobs running as the owner's limit allows",
+    )
+    TYPE_CONCURRENCY_LIMIT = (
+        "type_concurrency_limit",
+        "As many jobs of its type run as the type's limit allows",
+    )
+    WORKER = "worker", "It waits for a free worker process, in its turn"
+
+
 class JobQuerySet(models.QuerySet["Job"]):
     def owned_by(self, user) -> "JobQuerySet":
         return self.filter(owner=user)

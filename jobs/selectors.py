@@ -1,24 +1,9 @@
 """Reads about jobs that take more than a queryset: why a pending job waits."""
 
-from django.db import models
 from django.utils import timezone
 
-from jobs.models import Job
+from jobs.models import Job, WaitingFor
 from jobs.services.admission import Occupancy, user_limit
-
-
-class WaitingFor(models.TextChoices):
-    SCHEDULED_TIME = "scheduled_time", "Its scheduled time has not come"
-    RETRY_BACKOFF = "retry_backoff", "It waits out the backoff before its next attempt"
-    USER_CONCURRENCY_LIMIT = (
-        "user_concurrency_limit",
-        "Its owner has as many jobs running as the owner's limit allows",
-    )
-    TYPE_CONCURRENCY_LIMIT = (
-        "type_concurrency_limit",
-        "As many jobs of its type run as the type's limit allows",
-    )
-    WORKER = "worker", "It waits for a free worker process, in its turn"
 
 
 class WaitingReasons:

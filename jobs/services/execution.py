@@ -37,9 +37,9 @@ from jobs.services.transitions import MAX_ERROR_MESSAGE_LENGTH
 
 logger = logging.getLogger(__name__)
 
-# How often a running job may write progress. Each write also confirms the claim, saving the
-# watchdog a check.
-PROGRESS_WRITE_INTERVAL_SECONDS = 0.5
+# How often a running job may write progress: each write tells the owner a job.progress event,
+# at most one a second, and also confirms the claim, saving the watchdog a check.
+PROGRESS_WRITE_INTERVAL_SECONDS = 1.0
 
 
 class JobTimedOut(RetryableJobError):

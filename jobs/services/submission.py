@@ -2,13 +2,12 @@
 
 import logging
 from collections.abc import Callable
-from contextlib import nullcontext
 from datetime import datetime
 from typing import Any, Literal, NotRequired, TypedDict, Unpack
 
 from django.conf import settings
 from django.core.cache import cache
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from job_system.cache import cache_redis
@@ -55,10 +54,9 @@ def job_create(
     def insert() -> None:
         bind_job(job)
         admit = _admit_at_once(owner=owner, jobs=[job])
-        # One INSERT commits on its own: BEGIN and COMMIT around it were two more round trips
-        # per submission, and the job is then published at once. Inside a caller's
-        # transaction, a savepoint keeps a lost idempotency race from spoiling it.
-        with transaction.atomic() if connection.in_atomic_block else nullcontext():
+        # The job and its event commit together (a savepoint inside a caller's transaction,
+        # which a lost idempotency race then does not spoil), and it is published after.
+        with transaction.atomic():
             transitions.job_insert(job)
             _publish_or_admit_on_commit([job], admit)
 
@@ -263,7 +261,7 @@ def job_cancel(*, job: Job) -> Job:
     now = timezone.now()
     # A running job's attempt is recorded as cancelled with it: the cancelled row still holds
     # that attempt's claim.
-    cancelled = transitions.apply(transitions.CANCEL, job.pk, now=now, completed_at=now)
+    cancelled = transitions.apply(transitions.CANCEL, job, now=now, completed_at=now)
     job.refresh_from_db()
     if not cancelled:
         raise JobStateError(f"The job is already {job.status} and cannot be cancelled.", job=job)
@@ -289,7 +287,7 @@ def job_retry(*, job: Job) -> Job:
     admit = _admit_at_once(owner=job.owner, jobs=[job])
     with transaction.atomic():
         requeued = transitions.apply(
-            transitions.RERUN, job.pk, now=now, run_after=job.run_after, enqueued_at=job.enqueued_at
+            transitions.RERUN, job, now=now, run_after=job.run_after, enqueued_at=job.enqueued_at
         )
         if requeued:
             _publish_or_admit_on_commit([job], admit)

@@ -37,6 +37,8 @@ from django.db.models import (
 from django.db.models.sql import UpdateQuery
 from django.utils import timezone
 
+from events import recording as events
+from events.models import Event, EventType
 from jobs.models import Job, JobAttempt, JobResult
 
 MAX_ERROR_MESSAGE_LENGTH = 2000
@@ -86,6 +88,10 @@ class Row(NamedTuple):
     # Only when the updated job holds a claim: a cancelled job that was running, not one that
     # was pending.
     if_claimed: bool = False
+    # Columns this module works out on each call (an event's type and what its job waits for).
+    computed: tuple[str, ...] = ()
+    # Numbered in its owner's sequence of events (events.recording): its `seq`.
+    numbered: bool = False
 
 
 def attempt_row(*, outcome: str | None = None, if_claimed: bool = False) -> Row:
@@ -121,6 +127,22 @@ RESULT = Row(
 )
 
 
+# The event that tells the job's owner of the change (events.models).
+EVENT = Row(
+    Event,
+    from_job={
+        "owner_id": "owner_id",
+        "job_id": "id",
+        "status": "status",
+        "attempt": "attempts",
+        "progress": "progress",
+    },
+    computed=("type", "waiting_for"),
+    stamped=("created_at",),
+    numbered=True,
+)
+
+
 @dataclass(frozen=True, eq=False)
 class Transition:
     """One kind of write to a job: from which statuses, to which, under which fence."""
@@ -150,6 +172,11 @@ class Transition:
         return self.targets != self.sources
 
     @cached_property
+    def told(self) -> bool:
+        """Whether it records an event."""
+        return any(row.numbered for row in self.records)
+
+    @cached_property
     def given(self) -> frozenset[str]:
         """The values the caller gives for the rows it records."""
         return frozenset(name for row in self.records for name in row.given)
@@ -176,6 +203,7 @@ CLAIM = Transition(
     # Due, and admitted: admission gave it a message within the limits (services.admission).
     fence=Q(run_after__lte=NOW, enqueued_at__isnull=False),
     sets={"attempts": F("attempts") + 1, "run_attempts": F("run_attempts") + 1, "progress": 0},
+    records=(EVENT,),
 )
 RENEW = Transition(
     "renew",
@@ -190,6 +218,7 @@ PROGRESS = Transition(
     targets=(IN_PROGRESS,),
     takes=frozenset({"progress"}),
     claimed=True,
+    records=(EVENT,),
 )
 COMPLETE = Transition(
     "complete",
@@ -198,7 +227,7 @@ COMPLETE = Transition(
     takes=frozenset({"completed_at"}),
     claimed=True,
     sets={"progress": 100, "lease_expires_at": None, "error_message": ""},
-    records=(RESULT, attempt_row(outcome=JobAttempt.Outcome.SUCCEEDED)),
+    records=(RESULT, attempt_row(outcome=JobAttempt.Outcome.SUCCEEDED), EVENT),
 )
 # A failed attempt with retries left: pending again once its backoff is over.
 RETRY_LATER = Transition(
@@ -208,7 +237,7 @@ RETRY_LATER = Transition(
     takes=frozenset({"run_after", "error_message", "error_traceback"}),
     claimed=True,
     sets=_BACK_TO_PENDING,
-    records=(attempt_row(),),
+    records=(attempt_row(), EVENT),
 )
 FAIL = Transition(
     "fail",
@@ -217,7 +246,7 @@ FAIL = Transition(
     takes=frozenset({"completed_at", "error_message", "error_traceback"}),
     claimed=True,
     sets={"lease_expires_at": None},
-    records=(attempt_row(),),
+    records=(attempt_row(), EVENT),
 )
 # A worker that is shutting down hands a running job back; the attempt does not count
 # against max_retries.
@@ -228,7 +257,7 @@ HAND_BACK = Transition(
     takes=frozenset({"run_after", "error_message"}),
     claimed=True,
     sets={**_BACK_TO_PENDING, "run_attempts": F("run_attempts") - 1},
-    records=(attempt_row(outcome=JobAttempt.Outcome.HANDED_BACK),),
+    records=(attempt_row(outcome=JobAttempt.Outcome.HANDED_BACK), EVENT),
 )
 # The reaper reaps a job whose lease lapsed: requeued, or failed when it is out of
 # retries or out of time. Fenced by the claim it found lapsed.
@@ -243,7 +272,7 @@ REAP = Transition(
     # Still lapsed: a worker that renewed after the reaper read the job keeps it.
     fence=Q(lease_expires_at__lt=NOW),
     sets={"lease_expires_at": None},
-    records=(attempt_row(),),
+    records=(attempt_row(), EVENT),
 )
 CANCEL = Transition(
     "cancel",
@@ -251,7 +280,7 @@ CANCEL = Transition(
     targets=(CANCELLED,),
     takes=frozenset({"completed_at"}),
     sets={"lease_expires_at": None},
-    records=(attempt_row(outcome=JobAttempt.Outcome.CANCELLED, if_claimed=True),),
+    records=(attempt_row(outcome=JobAttempt.Outcome.CANCELLED, if_claimed=True), EVENT),
 )
 # The owner's manual retry of a failed or cancelled job: a new run, with its own retries.
 RERUN = Transition(
@@ -271,6 +300,7 @@ RERUN = Transition(
         "lease_expires_at": None,
         "worker": "",
     },
+    records=(EVENT,),
 )
 # Staff edit a job's labels in the admin, whatever its status.
 RELABEL = Transition(
@@ -306,18 +336,46 @@ class IllegalTransition(Exception):
 
 
 def job_insert(job: Job) -> None:
-    """Create: store a new pending job (one INSERT, which commits on its own)."""
-    _check_new([job])
-    job.save(force_insert=True)
+    """Create: store a new pending job, with its job.pending event."""
+    jobs_insert([job])
 
 
 def jobs_insert(jobs: list[Job]) -> None:
-    """Create: store new pending jobs with one bulk INSERT."""
+    """Create: store new pending jobs of one owner with one bulk INSERT, and their events."""
     _check_new(jobs)
-    Job.objects.bulk_create(jobs)
+    using = router.db_for_write(Job)
+    now = timezone.now()
+    with transaction.atomic(using=using):
+        Job.objects.using(using).bulk_create(jobs)
+        _tell_created(jobs, now=now, using=using)
 
 
-def _check_new(jobs: Iterable[Job]) -> None:
+def _tell_created(jobs: list[Job], *, now: datetime, using: str) -> None:
+    owner_id = jobs[0].owner_id
+    last = events.take_numbers(owner_id, len(jobs), using=using)
+    first = last - len(jobs) + 1
+    Event.objects.using(using).bulk_create(
+        Event(
+            owner_id=owner_id,
+            seq=seq,
+            type=EventType.PENDING,
+            job_id=job.pk,
+            status=job.status,
+            attempt=job.attempts,
+            progress=job.progress,
+            waiting_for=events.waiting_for(
+                job.status, run_after=job.run_after, now=now, retrying=False
+            ),
+            created_at=now,
+        )
+        for seq, job in enumerate(jobs, start=first)
+    )
+    events.announce_on_commit(owner_id, using=using)
+
+
+def _check_new(jobs: Sequence[Job]) -> None:
+    if len({job.owner_id for job in jobs}) != 1:
+        raise IllegalTransition("Jobs are created one owner at a time.")
     for job in jobs:
         if job.status not in CREATE.targets or job.claim_token is not None:
             raise IllegalTransition(f"A new job starts pending and unclaimed, not {job.status}.")
@@ -393,18 +451,40 @@ def _run(
             raise IllegalTransition(f"{transition} is fenced by a claim: pass the claimed job.")
         slots[CLAIM_TOKEN.name] = job.claim_token
     _check_values(transition, changes)
+    if transition.told:
+        slots.update(_event_slots(transition, changes, now=now))
     using = router.db_for_write(Job)
     shape = (transition, using, tuple(sorted(changes)))
     if not transition.records:
         return _execute(_compiled(*shape, "returning" if returning else ""), slots, using)
     if connections[using].vendor in ONE_STATEMENT_VENDORS:
-        return _execute(_compiled(*shape, "with" if returning else "with_count"), slots, using)
-    with transaction.atomic(using=using):
-        form = "returning" if returning else "returning_read"
+        form = "with" if returning else "with_count"
         count, updated = _execute(_compiled(*shape, form), slots, using)
-        if updated is not None:
-            _insert_records(transition, updated, slots, using)
+    else:
+        with transaction.atomic(using=using):
+            form = "returning" if returning else "returning_read"
+            count, updated = _execute(_compiled(*shape, form), slots, using)
+            if updated is not None:
+                _insert_records(transition, updated, slots, using)
+    if count and transition.told:
+        events.announce_on_commit(updated.owner_id, using=using)
     return count, updated if returning else None
+
+
+def _event_slots(
+    transition: Transition, changes: Mapping[str, Any], *, now: datetime
+) -> dict[str, str]:
+    """The event's type, and what the job waits for, as `transition` leaves it."""
+    if transition is PROGRESS:
+        return {"event_type": EventType.PROGRESS, "event_waiting_for": ""}
+    status = changes.get("status") or transition.targets[0]
+    waiting = events.waiting_for(
+        status,
+        run_after=changes.get("run_after"),
+        now=now,
+        retrying=IN_PROGRESS in transition.sources,
+    )
+    return {"event_type": events.EVENT_FOR_STATUS[status], "event_waiting_for": waiting}
 
 
 def _writes(transition: Transition, changes: Mapping[str, Any]) -> dict[str, Any]:
@@ -499,7 +579,8 @@ def _compiled(transition: Transition, using: str, names: tuple[str, ...], form: 
         "returning": ALL_COLUMNS,
         "returning_read": _read_columns(transition),
         "with": ALL_COLUMNS,
-        "with_count": None,
+        # A transition that tells its owner needs to know who that is.
+        "with_count": ("id", "owner_id") if transition.told else None,
     }[form]
     if form.startswith("returning"):
         sql = f"{sql} RETURNING {_quoted(returns)}"
@@ -512,7 +593,8 @@ def _compiled(transition: Transition, using: str, names: tuple[str, ...], form: 
         for index, param in enumerate(params)
         if isinstance(param, _SlotRef)
     ]
-    return _Statement(sql, params, slots, returns, counts_in_row=form == "with_count")
+    counts_in_row = form == "with_count" and returns is None
+    return _Statement(sql, params, slots, returns, counts_in_row=counts_in_row)
 
 
 def _read_columns(transition: Transition) -> tuple[str, ...]:
@@ -574,7 +656,8 @@ def _with_inserts(
     It answers with the job's `returns` columns, or if None with how many rows it updated.
     """
     qn = connection.ops.quote_name
-    read = _quoted(_read_columns(transition) if returns is None else returns)
+    read = set(_read_columns(transition)).union(returns or ())
+    read = _quoted(tuple(column for column in ALL_COLUMNS if column in read))
     sql = f"WITH updated AS ({update_sql} RETURNING {read})"
     for position, row in enumerate(transition.records):
         meta = row.model._meta
@@ -584,16 +667,23 @@ def _with_inserts(
             columns.append(qn(model_field.column))
             if isinstance(value, _FromJob):
                 selected.append(f"updated.{qn(value.column)}")
+            elif value is _NUMBER:
+                selected.append(f"numbers_{position}.last_seq")
             else:
                 selected.append("%s")
                 params.append(value)
+        sources = "updated"
+        if row.numbered:
+            taking = "SELECT updated.owner_id AS owner_id, 1 AS taken FROM updated"
+            sql += f", numbers_{position} AS ({events.take_numbers_sql(taking)})"
+            sources += f", numbers_{position}"
         condition = " WHERE updated.claim_token IS NOT NULL" if row.if_claimed else ""
         conflicts = " ON CONFLICT DO NOTHING" if row.ignore_conflicts else ""
         # Names and placeholders from the models only; every value is a parameter.
         table, names = qn(meta.db_table), ", ".join(columns)
         sql += (
             f", record_{position} AS (INSERT INTO {table} ({names}) "  # noqa: S608
-            f"SELECT {', '.join(selected)} FROM updated{condition}{conflicts})"
+            f"SELECT {', '.join(selected)} FROM {sources}{condition}{conflicts})"
         )
     answer = "count(*)" if returns is None else _quoted(returns)
     return f"{sql} SELECT {answer} FROM updated"  # noqa: S608 - built from the models
@@ -601,6 +691,10 @@ def _with_inserts(
 
 class _FromJob(NamedTuple):
     column: str
+
+
+# The number the owner's event sequence gives the row (events.recording.take_numbers).
+_NUMBER = object()
 
 
 def _row_sources(row: Row, *, claimed: bool) -> list[tuple[str, Any]]:
@@ -617,8 +711,11 @@ def _row_sources(row: Row, *, claimed: bool) -> list[tuple[str, Any]]:
         else:
             sources.append((name, _FromJob(column)))
     sources += [(name, _SlotRef(f"record_{name}", meta.get_field(name))) for name in row.given]
+    sources += [(name, _SlotRef(f"event_{name}", meta.get_field(name))) for name in row.computed]
     sources += [(name, _SlotRef(NOW.name, meta.get_field(name))) for name in row.stamped]
     sources += list(row.fixed.items())
+    if row.numbered:
+        sources.append(("seq", _NUMBER))
     return sources
 
 
@@ -636,6 +733,8 @@ def _insert_row(row: Row, job: Job, slots: Mapping[str, Any], *, using: str, cla
             value = getattr(job, _ATTNAMES_BY_COLUMN[value.column])
         elif isinstance(value, _SlotRef):
             value = slots[value.name]
+        elif value is _NUMBER:
+            value = events.take_numbers(job.owner_id, 1, using=using)
         values[name] = value
     row.model._default_manager.using(using).bulk_create(
         [row.model(**values)], ignore_conflicts=row.ignore_conflicts
