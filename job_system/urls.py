@@ -21,6 +21,7 @@ urlpatterns = [
     # Jobs before accounts: Django tries patterns in order, and job submissions are the
     # requests that come by the thousand.
     path("api/", include("jobs.urls")),
+    path("api/", include("webhooks.urls")),
     path("api/", include("users.urls")),
     path("", include("job_system.docs")),
 ]

@@ -22,6 +22,7 @@ from jobs.handlers.base import JobHandler
 from jobs.models import DEFAULT_PRIORITY, Job, JobAttempt, JobResult
 from jobs.schema import serializer_json_schema
 from jobs.selectors import WaitingFor, WaitingReasons
+from webhooks.serializers import WebhookUrlField
 
 MAX_RETRIES_LIMIT = 10
 PARAMETERS_HELP = "The job type's parameters; GET /api/job-types/ shows each type's schema."
@@ -80,6 +81,11 @@ class JobCreateSerializer(FieldsBuiltOnceMixin, StrictTypesMixin, serializers.Se
         max_value=9,
         help_text="0-9, default 5: among your own waiting jobs, higher ones start first. It "
         "orders only your jobs; other users' jobs take turns with yours either way.",
+    )
+    callback_url = WebhookUrlField(
+        required=False,
+        help_text="A URL to POST the job's terminal event to (job.completed, job.failed or "
+        "job.cancelled), signed like any webhook with the `callback_secret` of the answer.",
     )
 
     def validate_scheduled_time(self, value):
@@ -243,9 +249,22 @@ class JobSerializer(FieldsBuiltOnceMixin, serializers.ModelSerializer):
         return reasons.reason(job, owner=owner)
 
 
+class JobCreatedSerializer(JobSerializer):
+    callback_secret = serializers.SerializerMethodField(
+        help_text="The secret that signs the deliveries to the job's callback_url; null "
+        "without one. Shown only in the answer to the submission."
+    )
+
+    class Meta(JobSerializer.Meta):
+        fields = [*JobSerializer.Meta.fields, "callback_secret"]
+
+    def get_callback_secret(self, job: Job) -> str | None:
+        return self.context.get("callback_secrets", {}).get(job.pk)
+
+
 class JobBulkCreatedSerializer(serializers.Serializer):
     count = serializers.IntegerField()
-    jobs = JobSerializer(many=True)
+    jobs = JobCreatedSerializer(many=True)
 
 
 class JobAttemptSerializer(serializers.ModelSerializer):

@@ -27,6 +27,7 @@ from jobs.serializers import (
     JOB_CREATE_REQUEST,
     JobBulkCreatedSerializer,
     JobBulkCreateSerializer,
+    JobCreatedSerializer,
     JobCreateSerializer,
     JobDetailSerializer,
     JobResultSerializer,
@@ -34,6 +35,7 @@ from jobs.serializers import (
     JobSummarySerializer,
     JobTypeSerializer,
 )
+from webhooks.selectors import callback_secrets
 
 
 class Conflict(APIException):
@@ -92,6 +94,11 @@ def submission_errors() -> Iterator[None]:
         raise Conflict(str(exc), code="idempotency_key_reused") from exc
     except services.TooManyActiveJobs as exc:
         raise TooManyActiveJobsError(str(exc)) from exc
+
+
+def _callback_secrets(jobs: list[Job], *, asked: bool) -> dict[str, Any]:
+    """The serializer context that shows each job's callback secret, if the request set any."""
+    return {"callback_secrets": callback_secrets([job.pk for job in jobs]) if asked else {}}
 
 
 def _state_change(change, job: Job) -> Response:
@@ -163,8 +170,10 @@ class JobViewSet(
         examples=JOB_EXAMPLES,
         parameters=[IDEMPOTENCY_KEY],
         responses={
-            201: JobSerializer,
-            200: OpenApiResponse(JobSerializer, "The job an earlier identical request made."),
+            201: JobCreatedSerializer,
+            200: OpenApiResponse(
+                JobCreatedSerializer, "The job an earlier identical request made."
+            ),
             409: _key_reused,
             429: _too_many,
         },
@@ -174,8 +183,9 @@ class JobViewSet(
         fields = validated_submission(request, JobCreateSerializer, key)
         with submission_errors():
             job, created = services.job_create(owner=request.user, idempotency_key=key, **fields)
+        context = _callback_secrets([job], asked=bool(fields.get("callback_url")))
         return Response(
-            JobSerializer(job).data,
+            JobCreatedSerializer(job, context=context).data,
             status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
         )
 
@@ -263,7 +273,11 @@ class JobViewSet(
             jobs, created = services.jobs_create_bulk(
                 owner=request.user, specs=specs, idempotency_key=key
             )
-        body = {"count": len(jobs), "jobs": JobSerializer(jobs, many=True).data}
+        context = _callback_secrets(jobs, asked=any(spec.get("callback_url") for spec in specs))
+        body = {
+            "count": len(jobs),
+            "jobs": JobCreatedSerializer(jobs, many=True, context=context).data,
+        }
         return Response(body, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
 
     @extend_schema(summary="Count your jobs by status", responses=JobSummarySerializer)

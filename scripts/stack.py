@@ -137,6 +137,7 @@ class Stack:
         long_worker_concurrency: int = 2,
         workers: dict[str, WorkerSpec] | None = None,
         beat: bool = True,
+        webhooks: bool = False,
         env: dict[str, str] | None = None,
     ) -> None:
         self.workdir = workdir
@@ -150,6 +151,7 @@ class Stack:
             {"worker": worker_concurrency, "worker-long": long_worker_concurrency}
         )
         self.with_beat = beat
+        self.with_webhooks = webhooks
         self.extra_env = env or {}
         self.redis: subprocess.Popen[bytes] | None = None
         self.redis_port = localredis.free_port()
@@ -181,6 +183,10 @@ class Stack:
             ).start()
             self.processes["beat"] = self._process(
                 "beat", self._celery("beat", "--loglevel=INFO")
+            ).start()
+        if self.with_webhooks:
+            self.processes["webhooks"] = procfile_process(
+                "webhooks", self.env(), self.workdir
             ).start()
         self.wait_until_healthy()
 

@@ -23,6 +23,7 @@ from jobs.services.common import (
     log_fields,
     raise_if_owner_deleted,
 )
+from webhooks.endpoints import callbacks_create
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +39,8 @@ class JobFields(TypedDict):
     max_retries: NotRequired[int | None]
     timeout_seconds: NotRequired[int | None]
     priority: NotRequired[int]
+    # A one-off webhook endpoint for the job's terminal event.
+    callback_url: NotRequired[str]
 
 
 @job_log_scope
@@ -49,15 +52,19 @@ def job_create(
     With an idempotency key that this owner used before, nothing is created: the earlier job
     comes back if the request asked for the same job, and IdempotencyConflict is raised if not.
     """
+    callback_url = fields.pop("callback_url", "")
     job = _new_job(owner=owner, now=timezone.now(), **fields)
 
     def insert() -> None:
         bind_job(job)
         admit = _admit_at_once(owner=owner, jobs=[job])
-        # The job and its event commit together (a savepoint inside a caller's transaction,
-        # which a lost idempotency race then does not spoil), and it is published after.
+        # The job, its event and its callback commit together (a savepoint inside a caller's
+        # transaction, which a lost idempotency race then does not spoil); it is published
+        # after.
         with transaction.atomic():
             transitions.job_insert(job)
+            if callback_url:
+                callbacks_create(jobs=[job], urls=[callback_url])
             _publish_or_admit_on_commit([job], admit)
 
     [job], created = _insert_once(
@@ -79,6 +86,8 @@ def jobs_create_bulk(
     job_create(), for the whole batch.
     """
     now = timezone.now()
+    specs = [dict(spec) for spec in specs]
+    callback_urls = [spec.pop("callback_url", "") for spec in specs]
     jobs = [_new_job(owner=owner, now=now, **spec) for spec in specs]
     for position, job in enumerate(jobs):
         job.batch_position = position
@@ -87,6 +96,8 @@ def jobs_create_bulk(
         admit = _admit_at_once(owner=owner, jobs=jobs)
         with transaction.atomic():
             transitions.jobs_insert(jobs)
+            if any(callback_urls):
+                callbacks_create(jobs=jobs, urls=callback_urls)
             _publish_or_admit_on_commit(jobs, admit)
 
     jobs, created = _insert_once(

@@ -1,0 +1,41 @@
+"""Deleting events past EVENT_RETENTION_DAYS, with their webhook deliveries."""
+
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Max
+from django.utils import timezone
+
+from events.models import Event, EventStream
+
+# Events deleted per transaction: short ones, which never hold a user's stream for long.
+PURGE_BATCH = 5_000
+
+
+def events_purge_expired() -> int:
+    """Delete the events older than the retention period, oldest first; return how many.
+
+    Each owner's stream remembers the last number deleted, so that a client resuming from
+    before it is told that it missed events.
+    """
+    cutoff = timezone.now() - timedelta(days=settings.EVENT_RETENTION_DAYS)
+    total = 0
+    while True:
+        with transaction.atomic():
+            batch = list(
+                Event.objects.filter(created_at__lt=cutoff)
+                .order_by("created_at")
+                .values_list("pk", flat=True)[:PURGE_BATCH]
+            )
+            if not batch:
+                return total
+            expired = Event.objects.filter(pk__in=batch)
+            for owner_id, last in (
+                expired.values("owner_id").annotate(last=Max("seq")).values_list("owner_id", "last")
+            ):
+                EventStream.objects.filter(owner_id=owner_id, pruned_through__lt=last).update(
+                    pruned_through=last
+                )
+            expired.delete()
+        total += len(batch)

@@ -1,0 +1,155 @@
+"""Every change of a job's status is an event, numbered per user, told only once committed."""
+
+import threading
+from datetime import timedelta
+
+import pytest
+from django.db import connection, transaction
+from django.utils import timezone
+
+from events import recording
+from events.models import Event, EventStream, EventType
+from job_system.cache import cache_redis
+from jobs import services
+from jobs.models import Job
+from jobs.services import transitions
+from jobs.tests.concurrency import run_together
+
+pytestmark = pytest.mark.django_db
+
+
+def _told(owner) -> list[tuple[int, str, str]]:
+    return list(
+        Event.objects.filter(owner=owner).order_by("seq").values_list("seq", "type", "status")
+    )
+
+
+def test_a_job_s_life_is_told_in_order(verified_user):
+    job, _ = services.job_create(owner=verified_user, name="a", job_type="echo", parameters={})
+    claimed = services.job_claim(job_id=job.pk, worker="w")
+    services.job_complete(job=claimed, output={"ok": True}, duration_ms=1)
+
+    assert _told(verified_user) == [
+        (1, EventType.PENDING, Job.Status.PENDING),
+        (2, EventType.STARTED, Job.Status.IN_PROGRESS),
+        (3, EventType.COMPLETED, Job.Status.COMPLETED),
+    ]
+    completed = Event.objects.get(owner=verified_user, seq=3)
+    assert (completed.job_id, completed.attempt, completed.progress) == (job.pk, 1, 100)
+    assert EventStream.objects.get(owner=verified_user).last_seq == 3
+
+
+def test_a_retry_is_told_as_pending_again_with_its_backoff(job_factory):
+    job = job_factory(max_retries=2)
+    claimed = services.job_claim(job_id=job.pk, worker="w")
+
+    services.job_fail_attempt(job=claimed, exc=RuntimeError("boom"), trace="")
+
+    retry = Event.objects.get(job=job, type=EventType.PENDING)
+    assert (retry.status, retry.attempt, retry.waiting_for) == ("pending", 1, "retry_backoff")
+
+
+def test_the_final_failure_and_a_cancel_are_told(job_factory):
+    failing = job_factory(max_retries=0)
+    claimed = services.job_claim(job_id=failing.pk, worker="w")
+    services.job_fail_attempt(job=claimed, exc=RuntimeError("boom"), trace="")
+    cancelled = job_factory(owner=failing.owner)
+    services.job_cancel(job=cancelled)
+
+    assert [event.type for event in Event.objects.filter(owner=failing.owner)] == [
+        EventType.STARTED,
+        EventType.FAILED,
+        EventType.CANCELLED,
+    ]
+
+
+def test_a_scheduled_job_is_told_waiting_for_its_time(verified_user):
+    later = timezone.now() + timedelta(hours=1)
+    services.job_create(
+        owner=verified_user, name="a", job_type="echo", parameters={}, scheduled_time=later
+    )
+
+    assert Event.objects.get(owner=verified_user).waiting_for == "scheduled_time"
+
+
+def test_a_bulk_submission_numbers_its_jobs_in_order(verified_user):
+    specs = [{"name": str(n), "job_type": "echo", "parameters": {}} for n in range(5)]
+    jobs, _ = services.jobs_create_bulk(owner=verified_user, specs=specs)
+
+    events = Event.objects.filter(owner=verified_user).order_by("seq")
+    assert [(event.seq, event.job_id) for event in events] == [
+        (n + 1, job.pk) for n, job in enumerate(jobs)
+    ]
+
+
+def test_users_are_numbered_apart(user_factory):
+    ada, bob = user_factory(), user_factory()
+    for owner in (ada, bob, ada):
+        services.job_create(owner=owner, name="a", job_type="echo", parameters={})
+
+    assert [seq for seq, _, _ in _told(ada)] == [1, 2]
+    assert [seq for seq, _, _ in _told(bob)] == [1]
+
+
+def test_progress_is_told(job_factory):
+    job = job_factory()
+    claimed = services.job_claim(job_id=job.pk, worker="w")
+
+    transitions.apply(transitions.PROGRESS, claimed, progress=40)
+
+    progress = Event.objects.get(job=job, type=EventType.PROGRESS)
+    assert progress.progress == 40
+
+
+def test_a_change_that_is_rolled_back_is_neither_stored_nor_told(verified_user):
+    class Abort(Exception):
+        pass
+
+    def create_then_fail() -> None:
+        with transaction.atomic():
+            services.job_create(owner=verified_user, name="a", job_type="echo", parameters={})
+            raise Abort
+
+    with pytest.raises(Abort):
+        create_then_fail()
+
+    assert not Event.objects.filter(owner=verified_user).exists()
+    assert EventStream.objects.filter(owner=verified_user, last_seq__gt=0).count() == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_events_are_announced_only_after_the_commit(verified_user):
+    pubsub = cache_redis().pubsub(ignore_subscribe_messages=True)
+    pubsub.subscribe(recording.CHANNEL)
+    try:
+        with transaction.atomic():
+            services.job_create(owner=verified_user, name="a", job_type="echo", parameters={})
+            assert pubsub.get_message(timeout=0.2) is None
+        message = pubsub.get_message(timeout=2)
+    finally:
+        pubsub.close()
+
+    assert message["data"] == str(verified_user.pk).encode()
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.skipif(
+    connection.vendor != "postgresql", reason="SQLite runs one writer at a time anyway"
+)
+def test_concurrent_changes_of_one_user_take_every_number_once(job_factory, user_factory):
+    owner = user_factory()
+    jobs = iter([job_factory(owner=owner) for _ in range(40)])
+    lock = threading.Lock()
+
+    def claim_some() -> None:
+        while True:
+            with lock:
+                job = next(jobs, None)
+            if job is None:
+                return
+            services.job_claim(job_id=job.pk, worker="w")
+
+    run_together(8, claim_some)
+
+    seqs = sorted(Event.objects.filter(owner=owner).values_list("seq", flat=True))
+    assert seqs == list(range(1, 41))
