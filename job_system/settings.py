@@ -72,6 +72,23 @@ def env_networks(name: str) -> list[ipaddress.IPv4Network | ipaddress.IPv6Networ
         raise ImproperlyConfigured(f"{name} must list IP addresses or networks: {error}") from None
 
 
+def env_port_ranges(name: str, default: str) -> list[range]:
+    """Comma-separated ports and inclusive ranges of ports: `80,443,1024-65535`."""
+    ranges = []
+    for item in env_list(name, default):
+        first, dash, last = item.partition("-")
+        try:
+            ports = range(int(first), int(last if dash else first) + 1)
+        except ValueError:
+            raise ImproperlyConfigured(
+                f"{name} must list ports or ranges such as 1024-65535, not {item!r}"
+            ) from None
+        if not ports or ports.start < 1 or ports.stop > 65536:
+            raise ImproperlyConfigured(f"{name}: {item!r} is not a port or range within 1-65535")
+        ranges.append(ports)
+    return ranges
+
+
 DEBUG = env_bool("DEBUG", False)
 
 SECRET_KEY = env_str("SECRET_KEY")
@@ -545,6 +562,13 @@ if WORKER_METRICS_PORT and not PROMETHEUS_MULTIPROC_DIR:
         "WORKER_METRICS_PORT needs PROMETHEUS_MULTIPROC_DIR: the jobs run in the worker's "
         "child processes, whose metrics reach the main process only through that folder."
     )
+
+# Webhooks (webhooks.transport). A webhook's address is resolved once and every address it
+# resolves to must be public; these networks are let through anyway (tests allow loopback).
+# Production leaves it empty.
+WEBHOOK_ALLOWED_NETWORKS = env_networks("WEBHOOK_ALLOWED_NETWORKS")
+# The ports a webhook may be sent to: never SSH, SMTP and the like on someone else's host.
+WEBHOOK_ALLOWED_PORTS = env_port_ranges("WEBHOOK_ALLOWED_PORTS", "80,443,1024-65535")
 
 # Production hardening, applied whenever DEBUG is off.
 if not DEBUG:
