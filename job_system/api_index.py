@@ -30,6 +30,7 @@ ENDPOINTS = {
     "jobs": "job-list",
     "job_types": "job-types",
     "job_results": "job-result-list",
+    "webhooks": "webhook-list",
     "health": "health",
     "health_live": "health-live",
     "health_ready": "health-ready",

@@ -365,6 +365,8 @@ SPECTACULAR_SETTINGS = {
         {"name": "index", "description": "The API's entry points and the docs' addresses."},
     ],
     "SORT_OPERATIONS": "job_system.openapi.operation_order",
+    # One name for the event types, which webhooks list and deliveries show.
+    "ENUM_NAME_OVERRIDES": {"EventTypeEnum": "events.models.EventType"},
 }
 
 # Jobs.

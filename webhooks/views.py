@@ -6,6 +6,7 @@ from rest_framework.exceptions import APIException
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from job_system.openapi import request_example
 from jobs.pagination import NewestFirstPagination
 from webhooks.endpoints import (
     TooManyEndpoints,
@@ -30,6 +31,13 @@ class TooManyEndpointsError(APIException):
     default_code = "too_many_endpoints"
 
 
+ENDPOINT_EXAMPLE = {
+    "url": "https://hooks.example.com/jobs",
+    "description": "tell the ops channel",
+    "event_types": ["job.completed", "job.failed"],
+}
+
+
 class DeliveryLogPagination(NewestFirstPagination):
     ordering = "-attempted_at"
 
@@ -40,27 +48,36 @@ class DeliveryLogPagination(NewestFirstPagination):
     create=extend_schema(
         summary="Add a webhook endpoint",
         description="The answer carries the endpoint's signing secret, shown only this once.",
+        examples=[request_example("An endpoint for finished jobs", ENDPOINT_EXAMPLE)],
         responses={
             201: EndpointWithSecretSerializer,
             409: OpenApiResponse(description="`too_many_endpoints`: delete one first."),
         },
     ),
-    partial_update=extend_schema(summary="Change a webhook endpoint"),
+    partial_update=extend_schema(
+        summary="Change a webhook endpoint",
+        examples=[
+            request_example(
+                "Turn it on again",
+                {"enabled": True},
+                "Also after the service disabled it for failing: its waiting deliveries go out.",
+            )
+        ],
+    ),
     destroy=extend_schema(summary="Delete a webhook endpoint, its deliveries and their log"),
 )
 class EndpointViewSet(
     mixins.ListModelMixin,
     mixins.RetrieveModelMixin,
     mixins.CreateModelMixin,
-    mixins.UpdateModelMixin,
     mixins.DestroyModelMixin,
     viewsets.GenericViewSet,
 ):
     queryset = Endpoint.objects.none()  # The model, for the schema; see get_queryset.
     serializer_class = EndpointSerializer
     pagination_class = NewestFirstPagination
+    filter_backends: list = []
     lookup_value_regex = "[^/]+"
-    http_method_names = ["get", "post", "patch", "delete", "head", "options"]
 
     def get_queryset(self) -> QuerySet[Endpoint]:
         return Endpoint.objects.filter(owner=self.request.user)
@@ -75,10 +92,12 @@ class EndpointViewSet(
         data = EndpointWithSecretSerializer(endpoint).data
         return Response(data, status=status.HTTP_201_CREATED)
 
-    def perform_update(self, serializer) -> None:
-        serializer.instance = endpoint_update(
-            endpoint=serializer.instance, **serializer.validated_data
-        )
+    def partial_update(self, request: Request, pk=None) -> Response:
+        endpoint = self.get_object()
+        serializer = self.get_serializer(endpoint, data=request.data, partial=True)
+        serializer.is_valid(raise_exception=True)
+        endpoint = endpoint_update(endpoint=endpoint, **serializer.validated_data)
+        return Response(self.get_serializer(endpoint).data)
 
     def perform_destroy(self, instance: Endpoint) -> None:
         endpoint_delete(endpoint=instance)
@@ -113,14 +132,19 @@ class EndpointViewSet(
         description="Each keeps the webhook-id it was first sent with. Events older than "
         "EVENT_RETENTION_DAYS are gone; at most 1,000 events per request.",
         request=RedeliverSerializer,
+        examples=[
+            request_example("One event again", {"event_id": 42}),
+            request_example("Everything since a time", {"since": "2026-11-30T06:00:00Z"}),
+        ],
         responses={202: RedeliveredSerializer},
     )
     @action(detail=True, methods=["post"])
     def redeliver(self, request: Request, pk=None) -> Response:
+        endpoint = self.get_object()
         serializer = RedeliverSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         queued, truncated = endpoint_redeliver(
-            endpoint=self.get_object(),
+            endpoint=endpoint,
             event_seq=serializer.validated_data.get("event_id"),
             since=serializer.validated_data.get("since"),
         )

@@ -9,6 +9,7 @@ from rest_framework.throttling import ScopedRateThrottle
 
 from jobs.models import Job, JobResult
 from users.models import CustomUser
+from webhooks.endpoints import callbacks_create
 
 pytestmark = pytest.mark.django_db
 
@@ -40,7 +41,8 @@ def object_route_cases():
 def someone_elses(job_result_factory):
     """One object of each kind that routes address, owned by another user."""
     result = job_result_factory()
-    return {"job": result.job, "job-result": result}
+    [callback] = callbacks_create(jobs=[result.job], urls=["https://hooks.example.com/"])
+    return {"job": result.job, "job-result": result, "webhook": callback}
 
 
 @pytest.mark.parametrize(("route", "basename", "method"), object_route_cases())
@@ -58,9 +60,9 @@ def test_another_users_object_is_a_404_on_every_route_and_method(
     assert Job.objects.values().get(pk=before["id"]) == before
 
 
-def test_the_route_list_covers_jobs_and_results():
+def test_the_route_list_covers_jobs_results_and_webhooks():
     basenames = {basename for _, basename, _ in object_routes()}
-    assert basenames == {"job", "job-result"}
+    assert basenames == {"job", "job-result", "webhook"}
 
 
 @pytest.mark.parametrize(
