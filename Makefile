@@ -13,7 +13,7 @@ TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/test
 CHAOS_ARGS ?=
 BENCH_ARGS ?=
 
-.PHONY: install run test test-postgres chaos bench fuzz lint format clean
+.PHONY: install run test test-postgres chaos bench bench-events fuzz lint format clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -52,6 +52,13 @@ chaos: $(STAMP)
 # The service beside raw Celery, on real processes: make bench BENCH_ARGS="--quick"
 bench: $(STAMP)
 	$(BIN)/python scripts/bench.py $(BENCH_ARGS)
+
+# The event stream on real processes: status change -> event latency, events lost over 1,000
+# random disconnects, and 500 open streams' memory and cost to submissions.
+# make bench-events BENCH_EVENTS_ARGS="--quick"
+BENCH_EVENTS_ARGS ?=
+bench-events: $(STAMP)
+	$(BIN)/python scripts/bench_events.py $(BENCH_EVENTS_ARGS)
 
 # schemathesis against the live OpenAPI schema as a verified user, with its default checks;
 # fails on any server error, schema violation or accepted invalid input (scripts/fuzz.py).

@@ -357,6 +357,10 @@ SPECTACULAR_SETTINGS = {
         {"name": "job-types", "description": "Each job type and the parameters it takes."},
         {"name": "job-results", "description": "The results of your completed jobs."},
         {
+            "name": "events",
+            "description": "Your jobs' changes as they happen, as Server-Sent Events.",
+        },
+        {
             "name": "webhooks",
             "description": "Have your jobs' events POSTed to your URLs, signed (Standard "
             "Webhooks).",
@@ -441,6 +445,11 @@ EVENT_STREAM_KEEPALIVE_SECONDS = env_float("EVENT_STREAM_KEEPALIVE_SECONDS", 15.
 # Open streams per user and per process: each one holds a connection and a little memory.
 EVENT_STREAMS_PER_USER = env_int("EVENT_STREAMS_PER_USER", 10)
 EVENT_STREAMS_PER_PROCESS = env_int("EVENT_STREAMS_PER_PROCESS", 2_000)
+# Threads of an events process that read the database for its streams, each with its own
+# connection: streams wait without a thread, and take one only to read.
+EVENT_STREAM_DB_THREADS = env_int("EVENT_STREAM_DB_THREADS", 4)
+if EVENT_STREAM_DB_THREADS < 1:
+    raise ImproperlyConfigured("EVENT_STREAM_DB_THREADS must be at least 1")
 # Webhook endpoints a user may have (per-job callback URLs are not counted).
 WEBHOOK_MAX_ENDPOINTS_PER_USER = env_int("WEBHOOK_MAX_ENDPOINTS_PER_USER", 20)
 # A delivery that has no 2xx answer within this many seconds failed.

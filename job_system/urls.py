@@ -1,6 +1,7 @@
 from django.contrib import admin
 from django.urls import include, path, re_path
 
+from events.views import EventStreamView
 from job_system.api_index import ApiIndexView
 from job_system.flower_proxy import flower_proxy_view
 from job_system.health import LivenessView, ReadinessView
@@ -18,6 +19,8 @@ urlpatterns = [
     path("metrics", metrics_view, name="metrics"),
     # Flower, for staff: the web process forwards to the Flower process (job_system.flower_proxy).
     re_path(r"^flower/(?P<path>.*)$", flower_proxy_view, name="flower"),
+    # Served by the events process; here it is checked, documented and answered with 421.
+    path("api/events/", EventStreamView.as_view(), name="event-stream"),
     # Jobs before accounts: Django tries patterns in order, and job submissions are the
     # requests that come by the thousand.
     path("api/", include("jobs.urls")),

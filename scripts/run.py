@@ -2,8 +2,8 @@
 
 Writes a development `.env` on first use, finds a Redis (or starts a private one), migrates,
 collects static files, starts the Procfile's processes with honcho and waits until
-/api/health/ says the database, Redis and a worker all answer. Ctrl-C stops everything it
-started.
+/api/health/ says the database, Redis and a worker all answer, and the events process answers.
+Ctrl-C stops everything it started.
 
 Stdlib only, apart from python-dotenv (the parser settings.py uses, so both read `.env` the
 same way); run it with the virtualenv's python.
@@ -73,7 +73,7 @@ def run(cleanup: contextlib.ExitStack) -> int:
     """Start everything; whatever is registered on `cleanup` is stopped on the way out."""
     ensure_dotenv()
     env = load_environment()
-    ensure_ports_free(env, ["PORT", "FLOWER_PORT"])
+    ensure_ports_free(env, ["PORT", "EVENTS_PORT", "FLOWER_PORT"])
     redis_note = choose_redis(env, cleanup)
     prepare_database(env)
     empty_metrics_dir(Path(env["PROMETHEUS_MULTIPROC_DIR"]))
@@ -83,7 +83,9 @@ def run(cleanup: contextlib.ExitStack) -> int:
     stop_requests = forward_stop_signals(honcho)
 
     health_url = f"{web_address(env)}/api/health/"
-    healthy, body = wait_until_healthy(health_url, honcho, stop_requests)
+    healthy, body = wait_until_healthy(
+        health_url, f"{events_address(env)}/api/events/", honcho, stop_requests
+    )
     if healthy:
         print_ready(env, redis_note, body)
     elif honcho.poll() is not None and not stop_requests:
@@ -148,6 +150,7 @@ def load_environment() -> dict[str, str]:
     env = {**from_file, **os.environ}
     env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"
     env["PORT"] = env.get("PORT") or "8000"
+    env["EVENTS_PORT"] = env.get("EVENTS_PORT") or "8001"
     env["FLOWER_PORT"] = env.get("FLOWER_PORT") or "5555"
     env["PYTHONUNBUFFERED"] = "1"  # Log lines reach the terminal as they happen.
     # Shared by web and worker processes, so /metrics adds them all up; emptied at each start.
@@ -281,19 +284,23 @@ def stop_honcho(honcho: subprocess.Popen[bytes]) -> None:
 
 
 def wait_until_healthy(
-    url: str, honcho: subprocess.Popen[bytes], stop_requests: list[int]
+    url: str, events_url: str, honcho: subprocess.Popen[bytes], stop_requests: list[int]
 ) -> tuple[bool, str]:
     """Poll the health endpoint until it says ok; return (healthy, its last answer).
 
     Ok once both of the Procfile's job workers beat (`worker` and `worker-long`): health
-    is ok with one, and jobs of the other's queues would wait.
+    is ok with one, and jobs of the other's queues would wait. And once the events process
+    answers: its 401 to a request without a token says that it serves.
     """
     deadline = time.monotonic() + READY_TIMEOUT_SECONDS
     last_answer = "no answer yet"
     while time.monotonic() < deadline and honcho.poll() is None and not stop_requests:
         status, last_answer = fetch(url)
         if status == 200 and workers_in(last_answer) >= len(JOB_WORKERS):
-            return True, last_answer
+            events_status, events_answer = fetch(events_url)
+            if events_status == 401:
+                return True, last_answer
+            last_answer = f"the events process at {events_url}: {events_status} {events_answer}"
         time.sleep(1)
     return False, last_answer
 
@@ -322,13 +329,14 @@ def print_ready(env: dict[str, str], redis_note: str, health_body: str) -> None:
     lines = [
         "",
         "=" * 72,
-        f"Ready: web, {' and '.join(JOB_WORKERS)}, housekeeping, beat and flower are running. "
-        "Ctrl-C stops them all.",
+        f"Ready: web, events, {' and '.join(JOB_WORKERS)}, housekeeping, beat and flower are "
+        "running. Ctrl-C stops them all.",
         f"  API         {web}/api/",
         f"  Swagger UI  {web}/api/schema/swagger-ui/",
         f"  ReDoc       {web}/api/schema/redoc/",
         f"  Admin       {web}/admin/  (an account: .venv/bin/python manage.py createsuperuser)",
         f"  Health      {web}/api/health/",
+        f"  Events      {events_address(env)}/api/events/  (Server-Sent Events: README, Events)",
         f"  Flower      {web}/flower/  (staff only, with the Admin's login: createsuperuser)",
         f"  Redis       {redis_note}",
         f"  Database    {describe_database(env)}",
@@ -341,6 +349,11 @@ def print_ready(env: dict[str, str], redis_note: str, health_body: str) -> None:
 def web_address(env: dict[str, str]) -> str:
     host = loopback_if_wildcard(env.get("WEB_BIND") or "127.0.0.1")
     return f"http://{host}:{env['PORT']}"
+
+
+def events_address(env: dict[str, str]) -> str:
+    host = loopback_if_wildcard(env.get("EVENTS_BIND") or "127.0.0.1")
+    return f"http://{host}:{env['EVENTS_PORT']}"
 
 
 def loopback_if_wildcard(host: str) -> str:

@@ -1,5 +1,6 @@
-"""The whole system as real processes on 127.0.0.1: Redis, gunicorn, Celery workers and Beat
-(with the Procfile's housekeeping worker, which serves Beat's tasks).
+"""The whole system as real processes on 127.0.0.1: Redis, gunicorn, the events process
+(uvicorn), Celery workers and Beat (with the Procfile's housekeeping worker, which serves Beat's
+tasks).
 
 Load, chaos and benchmark scripts start one of these, drive it over HTTP, and break parts of
 it on purpose. Nothing here talks to anything but loopback.
@@ -144,6 +145,8 @@ class Stack:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.port = localredis.free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
+        self.events_port = localredis.free_port()
+        self.events_url = f"http://127.0.0.1:{self.events_port}"
         self.database_url = database_url or f"sqlite:///{workdir / 'db.sqlite3'}"
         self.web_workers = web_workers
         self.web_threads = web_threads
@@ -174,6 +177,8 @@ class Stack:
         self.start_redis()
         self.manage("migrate", "--noinput")
         self.processes["web"] = self._process("web", self._web_argv()).start()
+        if "events" in procfile_types():
+            self.processes["events"] = events_process(self.env(), self.workdir, self.events_port)
         for name in self.worker_names:
             self.start_worker(name)
         if self.with_beat:
@@ -233,10 +238,13 @@ class Stack:
                 status, body = Api(self.base_url).request("GET", "/api/health/")
             except OSError:
                 status = None
-            if status == 200:
+            if status == 200 and self._events_answer():
                 return
             time.sleep(0.25)
         raise RuntimeError(f"the system did not become healthy: {status} {body}")
+
+    def _events_answer(self) -> bool:
+        return "events" not in self.processes or events_answer(self.events_url)
 
     # Helpers for scripts
 
@@ -329,6 +337,27 @@ def procfile_command(name: str) -> str:
         if process_type == name:
             return command.strip()
     raise KeyError(f"the Procfile has no {name!r} process")
+
+
+def procfile_types() -> set[str]:
+    """The process types the Procfile names."""
+    lines = (ROOT / "Procfile").read_text().splitlines()
+    return {line.partition(":")[0] for line in lines if line and not line.startswith("#")}
+
+
+def events_process(env: dict[str, str], workdir: Path, port: int) -> ManagedProcess:
+    """Start the Procfile's events process on 127.0.0.1:`port`; it answers within seconds."""
+    env = {**env, "EVENTS_BIND": "127.0.0.1", "EVENTS_PORT": str(port)}
+    return procfile_process("events", env, workdir).start()
+
+
+def events_answer(url: str) -> bool:
+    """Whether the events process at `url` answers: without a token, with its 401."""
+    try:
+        status, _body = Api(url).request("GET", "/api/events/")
+    except OSError:
+        return False
+    return status == 401
 
 
 def procfile_process(name: str, env: dict[str, str], workdir: Path) -> ManagedProcess:

@@ -18,7 +18,16 @@ from job_system.tests import test_openapi
 from job_system.tests.test_openapi import operations
 
 schema = test_openapi.schema  # The served schema, as a fixture for this module too.
-SECTIONS = ["accounts", "jobs", "job-types", "job-results", "webhooks", "health", "index"]
+SECTIONS = [
+    "accounts",
+    "jobs",
+    "job-types",
+    "job-results",
+    "events",
+    "webhooks",
+    "health",
+    "index",
+]
 
 
 def request_examples(operation: dict) -> list:

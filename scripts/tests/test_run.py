@@ -1,9 +1,13 @@
 """What `make run` writes and prints before it starts anything."""
 
+import http.server
+import subprocess
+import threading
+
 import pytest
 from dotenv import dotenv_values
 
-from scripts import run
+from scripts import localredis, run
 
 
 @pytest.fixture
@@ -83,3 +87,70 @@ def test_ready_waits_for_every_job_worker_in_the_procfile():
     assert set(run.JOB_WORKERS) == job_workers
     assert run.workers_in('{"status": "ok", "workers": 2}') == 2
     assert run.workers_in("not json") == 0
+
+
+class _Answers(http.server.BaseHTTPRequestHandler):
+    """Health says ok with both job workers; /api/events/ answers as the events process does."""
+
+    def do_GET(self) -> None:
+        if self.path == "/api/health/":
+            status, body = 200, b'{"status": "ok", "workers": 2}'
+        else:
+            status, body = 401, b'{"code": "not_authenticated"}'
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture
+def answering_server():
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Answers)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def honcho_stand_in():
+    process = subprocess.Popen(["sleep", "30"])  # noqa: S607 - a process that runs.
+    yield process
+    process.kill()
+    process.wait()
+
+
+def test_ready_once_health_is_ok_and_the_events_process_answers(answering_server, honcho_stand_in):
+    ready, _ = run.wait_until_healthy(
+        f"{answering_server}/api/health/", f"{answering_server}/api/events/", honcho_stand_in, []
+    )
+
+    assert ready
+
+
+def test_not_ready_while_the_events_process_does_not_answer(
+    answering_server, honcho_stand_in, monkeypatch
+):
+    monkeypatch.setattr(run, "READY_TIMEOUT_SECONDS", 1.5)
+    nobody = f"http://127.0.0.1:{localredis.free_port()}/api/events/"
+
+    ready, last_answer = run.wait_until_healthy(
+        f"{answering_server}/api/health/", nobody, honcho_stand_in, []
+    )
+
+    assert not ready
+    assert "the events process" in last_answer
+
+
+def test_the_ready_message_names_the_events_process_and_its_address(capsys):
+    env = {"PORT": "8000", "EVENTS_PORT": "8001", "EVENTS_BIND": "0.0.0.0"}  # noqa: S104
+
+    run.print_ready(env, "redis://127.0.0.1:6379/0", "{}")
+
+    printed = capsys.readouterr().out
+    assert "Ready: web, events, worker and worker-long" in printed
+    assert "http://127.0.0.1:8001/api/events/" in printed
