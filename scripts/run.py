@@ -329,8 +329,8 @@ def print_ready(env: dict[str, str], redis_note: str, health_body: str) -> None:
     lines = [
         "",
         "=" * 72,
-        f"Ready: web, events, {' and '.join(JOB_WORKERS)}, housekeeping, beat and flower are "
-        "running. Ctrl-C stops them all.",
+        f"Ready: web, events, {' and '.join(JOB_WORKERS)}, housekeeping, webhooks, beat and "
+        "flower are running. Ctrl-C stops them all.",
         f"  API         {web}/api/",
         f"  Swagger UI  {web}/api/schema/swagger-ui/",
         f"  ReDoc       {web}/api/schema/redoc/",

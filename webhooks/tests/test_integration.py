@@ -56,3 +56,34 @@ def test_a_job_s_events_reach_its_endpoint_and_its_callback(
         timeout=10,
         message="the deliveries were not recorded as succeeded",
     )
+
+
+@pytest.fixture(scope="module")
+def events_url(django_db_setup, tmp_path_factory):
+    from events.tests.live import EventsProcess
+
+    process = EventsProcess(tmp_path_factory.mktemp("events"), EVENT_STREAM_KEEPALIVE_SECONDS="1")
+    yield process.url
+    process.stop()
+
+
+def test_a_client_follows_its_job_by_stream_and_webhook_without_polling(
+    live_worker, live_webhooks, events_url, auth_client, verified_user, receiver, loopback_allowed
+):
+    from events.tests.live import open_stream, token_for
+
+    with open_stream(events_url, token_for(verified_user)) as stream:
+        stream.until(lambda frame: frame.is_keepalive)  # Open, and nothing told yet.
+        created = auth_client.post(
+            "/api/jobs/",
+            {"name": "pushed", "job_type": "echo", "parameters": {}, "callback_url": receiver.url},
+        ).data
+        told = stream.events(3, timeout=30)
+
+    assert [frame.event for frame in told] == ["job.pending", "job.started", "job.completed"]
+    assert [frame.id for frame in told] == [1, 2, 3]
+    assert all(frame.data["data"]["job"]["id"] == created["id"] for frame in told)
+    wait_for(lambda: receiver.received, timeout=30, message="the callback got nothing")
+    [callback] = receiver.received
+    assert callback.payload == told[-1].data
+    assert _verified(callback, created["callback_secret"])
