@@ -11,6 +11,10 @@ Three figures, each printed as `name: value unit`:
 3. Load: 500 open streams (50 users x 10); the events process's peak RSS, and
    scripts/bench.py's single-submission phase with and without them, in the order none, open,
    open, none, so that drift of the machine biases neither side.
+4. Webhooks: echo jobs at a steady rate, whose owner has two endpoints: one on a receiver
+   that answers at once, one on a receiver that never answers within the delivery timeout
+   (it holds each request 15 s); another user's endpoint times out the same way. The figure
+   is each job.completed's arrival at the quick receiver minus the event's `timestamp`.
 
     python scripts/bench_events.py            # `make bench-events`, on PostgreSQL
     python scripts/bench_events.py --quick    # fewer jobs and disconnects
@@ -32,7 +36,7 @@ import tempfile
 import threading
 import time
 from collections import defaultdict
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import suppress
 from datetime import datetime
 from pathlib import Path
@@ -44,6 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from scripts.bench import Figures, echo_jobs, measure_submissions, rss_bytes
 from scripts.sse import Frame, FrameParser
 from scripts.stack import Api, Stack, connect_database, recreate_postgres_database
+from webhooks.tests.receiver import Receiver
 
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/jobsystem_bench_events"
 # Every wait in the run ends by this, so that a broken stream fails the run instead of hanging.
@@ -321,6 +326,8 @@ def run(args: argparse.Namespace, figures: Figures) -> None:
         "MAX_ACTIVE_JOBS_PER_USER": "1000000",
         "JWT_ACCESS_MINUTES": "120",
         "WEB_CONCURRENCY": "1",
+        # The receivers of the webhook phase listen on loopback.
+        "WEBHOOK_ALLOWED_NETWORKS": "127.0.0.1/32",
     }
     try:
         with Stack(
@@ -329,6 +336,7 @@ def run(args: argparse.Namespace, figures: Figures) -> None:
             web_workers=1,
             web_threads=8,
             worker_concurrency=4,
+            webhooks=True,
             env=env,
         ) as stack:
             figures.add("cores", os.cpu_count() or 0, "cores")
@@ -339,8 +347,49 @@ def run(args: argparse.Namespace, figures: Figures) -> None:
             loss_tokens = dict(zip(owner_ids[1:], tokens[1:], strict=True))
             asyncio.run(measure_loss(figures, stack, loss_tokens, args))
             measure_load(figures, stack, tokens[0], args)
+            measure_webhooks(figures, stack, args)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+# 4. Webhooks, with another endpoint timing out
+
+
+def measure_webhooks(figures: Figures, stack: Stack, args) -> None:
+    def hang(received) -> tuple[int, bytes]:
+        time.sleep(15)  # Past WEBHOOK_TIMEOUT_SECONDS: the sender gives up first.
+        return 200, b""
+
+    owner, other = (stack.login(*user) for user in stack.create_verified_users(2))
+    with Receiver() as quick, Receiver(answer=hang) as hanging:
+        for token, url in ((owner, quick.url), (owner, hanging.url), (other, hanging.url)):
+            status, body = Api(stack.base_url, token).request(
+                "POST", "/api/webhooks/", {"url": url, "event_types": ["job.completed"]}
+            )
+            if status != 201:
+                raise RuntimeError(f"endpoint refused: {status} {body}")
+        stop = threading.Event()
+        with ThreadPoolExecutor(2) as pool:
+            # The other user's jobs keep its hanging endpoint busy meanwhile.
+            noise = pool.submit(submit_paced, stack, [other], args.rate / 2, stop)
+            measured = pool.submit(submit_paced, stack, [owner], args.rate / 2, stop)
+            time.sleep(args.latency_seconds)
+            stop.set()
+            jobs = measured.result()
+            noise.result()
+        figures.add("webhook_jobs", jobs, "jobs")
+        deadline = time.monotonic() + PHASE_TIMEOUT_SECONDS
+        while len(quick.received) < jobs and time.monotonic() < deadline:
+            time.sleep(0.1)
+        delays = [
+            (received.at - datetime.fromisoformat(received.payload["timestamp"]).timestamp()) * 1000
+            for received in quick.received
+        ]
+        figures.add("webhook_deliveries", len(quick.received), "deliveries")
+        figures.add("hanging_endpoint_requests", len(hanging.received), "requests")
+        figures.percentiles("job_finished_to_first_webhook_attempt", delays)
+        if len(quick.received) < jobs:
+            raise RuntimeError(f"only {len(quick.received)} of {jobs} webhooks arrived")
 
 
 def owners(stack: Stack, emails: list[str]) -> list[int]:

@@ -73,7 +73,8 @@ def test_bulk_publishes_every_due_job_after_commit(auth_client, django_capture_o
     with django_capture_on_commit_callbacks() as callbacks:
         auth_client.post(BULK, {"jobs": [{"name": "a"}, {"name": "b"}]}, format="json")
 
-    assert len(callbacks) == 1  # one publish for the whole batch, after the commit
+    # One publish for the whole batch, and one announcement of its events, after the commit.
+    assert len(callbacks) == 2
 
 
 def test_a_bulk_publish_reaches_redis_in_one_round_trip(job_factory, monkeypatch, settings):

@@ -14,6 +14,7 @@ from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
+from events.models import Event
 from jobs.models import Job, JobAttempt, JobResult
 from jobs.services import transitions as t
 from jobs.services.transitions import IllegalTransition, apply, apply_all, apply_returning
@@ -151,6 +152,7 @@ ATTEMPT_FIELDS = [
     "outcome",
     "error_message",
 ]
+EVENT_FIELDS = ["seq", "type", "status", "attempt", "progress", "waiting_for", "created_at"]
 
 
 def rows_of(jobs: list[Job], base: int = 0) -> list[dict]:
@@ -169,8 +171,10 @@ def rows_of(jobs: list[Job], base: int = 0) -> list[dict]:
             "output", "output_bytes", "completed_at", "duration_ms"
         )
         attempts = JobAttempt.objects.filter(job=job).order_by("number").values(*ATTEMPT_FIELDS)
+        told = Event.objects.filter(job=job).order_by("seq").values(*EVENT_FIELDS)
         rows.append(
             {
+                "events": list(told),
                 "job": {name: numbered(getattr(job, name)) for name in [*JOB_FIELDS, "updated_at"]},
                 "results": list(results),
                 "attempts": [

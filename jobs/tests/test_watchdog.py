@@ -43,8 +43,9 @@ def cancel_once_running(job: Job) -> dict[str, float]:
             timeout=10,
         )
         time.sleep(0.5)
-        services.job_cancel(job=job)
+        # Before the call: it may return after the worker has already stopped the handler.
         cancelled["at"] = time.monotonic()
+        services.job_cancel(job=job)
 
     start_thread(cancel)
     return cancelled

@@ -2,6 +2,7 @@
 
 import json
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -13,6 +14,8 @@ class Received:
     path: str
     headers: dict[str, str]
     body: bytes
+    # When the request had arrived whole (time.time()).
+    at: float = field(default_factory=time.time)
 
     @property
     def payload(self) -> dict[str, Any]:

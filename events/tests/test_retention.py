@@ -1,0 +1,71 @@
+from datetime import timedelta
+
+import pytest
+import time_machine
+from django.utils import timezone
+
+from events.models import Event, EventStream
+from events.retention import events_purge_expired
+from jobs import services
+
+pytestmark = pytest.mark.django_db
+
+
+def _submit(owner, count: int = 1) -> None:
+    for _ in range(count):
+        services.job_create(owner=owner, name="a", job_type="echo", parameters={})
+
+
+def test_events_past_retention_are_deleted_and_the_stream_remembers_how_far(
+    verified_user, user_factory, settings
+):
+    settings.EVENT_RETENTION_DAYS = 7
+    other = user_factory()
+    with time_machine.travel(timezone.now() - timedelta(days=8)):
+        _submit(verified_user, 3)
+        _submit(other, 2)
+    _submit(verified_user, 2)
+
+    deleted = events_purge_expired()
+
+    assert deleted == 5
+    assert list(Event.objects.filter(owner=verified_user).values_list("seq", flat=True)) == [4, 5]
+    assert not Event.objects.filter(owner=other).exists()
+    assert EventStream.objects.get(owner=verified_user).pruned_through == 3
+    assert EventStream.objects.get(owner=other).pruned_through == 2
+
+
+def test_retention_deletes_in_batches(verified_user, monkeypatch, settings):
+    from events import retention
+
+    monkeypatch.setattr(retention, "PURGE_BATCH", 2)
+    with time_machine.travel(timezone.now() - timedelta(days=settings.EVENT_RETENTION_DAYS + 1)):
+        _submit(verified_user, 5)
+
+    assert events_purge_expired() == 5
+    assert EventStream.objects.get(owner=verified_user).pruned_through == 5
+
+
+def test_a_purge_with_nothing_expired_deletes_nothing(verified_user):
+    _submit(verified_user, 2)
+
+    assert events_purge_expired() == 0
+    assert Event.objects.count() == 2
+
+
+def test_deliveries_go_with_their_events(verified_user, settings):
+    from webhooks.endpoints import endpoint_create
+    from webhooks.fanout import webhooks_fan_out
+    from webhooks.models import Delivery
+
+    endpoint_create(
+        owner=verified_user, url="https://hooks.example.com/", event_types=["job.pending"]
+    )
+    with time_machine.travel(timezone.now() - timedelta(days=settings.EVENT_RETENTION_DAYS + 1)):
+        _submit(verified_user)
+        webhooks_fan_out(owner_id=verified_user.pk)
+    assert Delivery.objects.count() == 1
+
+    events_purge_expired()
+
+    assert not Delivery.objects.exists()
