@@ -13,6 +13,8 @@ class Received:
     path: str
     headers: dict[str, str]
     body: bytes
+    # The status the receiver answered with; 0 until it has answered.
+    status: int = 0
 
     @property
     def payload(self) -> dict[str, Any]:
@@ -39,6 +41,7 @@ class Receiver:
                 )
                 receiver.received.append(received)
                 status, body = receiver.answer(received)
+                received.status = status
                 self.send_response(status)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
