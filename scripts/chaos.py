@@ -11,10 +11,16 @@ figure:
     python scripts/chaos.py                 # 1,000 jobs, 10 kills, 1 Redis wipe, SQLite
     python scripts/chaos.py --quick         # 200 jobs, 3 kills, 1 Redis wipe
     python scripts/chaos.py --database-url postgres://postgres@127.0.0.1:5432/chaos
+    python scripts/chaos.py --no-webhooks   # jobs only
+
+Meanwhile the Procfile's webhooks worker tells every terminal state to a receiver on
+127.0.0.1 that fails 30% of requests (scripts/chaos_webhooks.py), and the count waits until
+each was told.
 
 Exits non-zero if a job was lost (not terminal by the deadline) or duplicated (more than one
-result or successful attempt), or if the chaos did not happen as asked. The work dir, with one
-log per process, is kept then and its path printed.
+result or successful attempt), if a terminal state was not told, or told under two
+webhook-ids, or if the chaos did not happen as asked. The work dir, with one log per process,
+is kept then and its path printed.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -39,6 +46,15 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from scripts.chaos_webhooks import (
+    WEBHOOK_ENV,
+    FlakyReceiver,
+    Hooks,
+    endpoint_create,
+    print_webhook_figures,
+    wait_until_told,
+    webhook_failures,
+)
 from scripts.stack import Api, Stack, connect_database, recreate_postgres_database
 
 # Recovery timings measured in seconds rather than minutes, so that a killed worker's jobs
@@ -57,6 +73,7 @@ TERMINAL_STATUSES = ("completed", "failed", "cancelled")
 JOB_MIX = {"echo": 30, "word_count": 22, "checksum": 22, "primes": 20, "sleep": 6}
 SCHEDULED_SHARE = 0.1
 SCHEDULED_AHEAD_SECONDS = (2.0, 8.0)
+CALLBACK_SHARE = 0.1
 # Well above the kills one job can suffer, so a job only fails if recovery itself is broken.
 MAX_RETRIES = 10
 WORDS = ["the", "quick", "brown", "fox", "jumps", "over", "lazy", "dog", "while", "workers", "die"]
@@ -85,8 +102,12 @@ def random_parameters(job_type: str, rng: random.Random) -> dict[str, Any]:
     return makers[job_type]()
 
 
-def job_request(number: int, rng: random.Random) -> dict[str, Any]:
-    """The body of one POST /api/jobs/; a scheduled time is relative to now, so build it late."""
+def job_request(number: int, rng: random.Random, callback_url: str | None) -> dict[str, Any]:
+    """The body of one POST /api/jobs/; a scheduled time is relative to now, so build it late.
+
+    With a `callback_url`, a share of the jobs (CALLBACK_SHARE) asks for its terminal event
+    there.
+    """
     job_type = rng.choices(list(JOB_MIX), weights=list(JOB_MIX.values()))[0]
     body: dict[str, Any] = {
         "name": f"chaos {number}",
@@ -97,6 +118,8 @@ def job_request(number: int, rng: random.Random) -> dict[str, Any]:
     if rng.random() < SCHEDULED_SHARE:
         ahead = timedelta(seconds=rng.uniform(*SCHEDULED_AHEAD_SECONDS))
         body["scheduled_time"] = (datetime.now(UTC) + ahead).isoformat()
+    if callback_url and rng.random() < CALLBACK_SHARE:
+        body["callback_url"] = callback_url
     return body
 
 
@@ -109,16 +132,22 @@ class Submissions:
     # The final HTTP status of each submission: 201 (or 200 for a replay of our own earlier
     # try), else what the last try got; 0 is a connection that never answered.
     statuses: Counter[int] = field(default_factory=Counter)
+    # The callback_secret of each accepted job that asked for a callback.
+    callback_secrets: dict[uuid.UUID, str] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def record(self, status: int, job_id: str | None) -> None:
+    def record(self, status: int, job: dict[str, Any] | None) -> None:
         with self.lock:
             self.statuses[status] += 1
-            if job_id is not None:
-                self.accepted.add(uuid.UUID(job_id))
+            if job is not None:
+                self.accepted.add(uuid.UUID(job["id"]))
+                if job.get("callback_secret"):
+                    self.callback_secrets[uuid.UUID(job["id"])] = job["callback_secret"]
 
 
-def submit_one(api: Api, body: dict[str, Any], deadline: float) -> tuple[int, str | None]:
+def submit_one(
+    api: Api, body: dict[str, Any], deadline: float
+) -> tuple[int, dict[str, Any] | None]:
     """POST one job, trying again with the same Idempotency-Key until the server answers.
 
     A retry after a dropped connection or a 5xx (the throttle's cache lives in Redis, which we
@@ -132,7 +161,7 @@ def submit_one(api: Api, body: dict[str, Any], deadline: float) -> tuple[int, st
         except (OSError, http.client.HTTPException):
             status = 0
         if status in (200, 201):
-            return status, data["id"]
+            return status, data
         if 0 < status < 500 and status != 429:
             return status, None  # The server's answer is final: retrying would not change it.
         if time.monotonic() >= deadline:
@@ -141,7 +170,14 @@ def submit_one(api: Api, body: dict[str, Any], deadline: float) -> tuple[int, st
     return status, None
 
 
-def submit_all(base_url: str, token: str, jobs: int, clients: int, deadline: float) -> Submissions:
+def submit_all(
+    base_url: str,
+    token: str,
+    jobs: int,
+    clients: int,
+    deadline: float,
+    callback_url: str | None = None,
+) -> Submissions:
     """Submit `jobs` jobs from `clients` threads, each on its own keep-alive connection."""
     submissions = Submissions()
 
@@ -151,7 +187,8 @@ def submit_all(base_url: str, token: str, jobs: int, clients: int, deadline: flo
         for number in numbers:
             if time.monotonic() >= deadline:
                 break
-            submissions.record(*submit_one(api, job_request(number, rng), deadline))
+            body = job_request(number, rng, callback_url)
+            submissions.record(*submit_one(api, body, deadline))
         api.close()
 
     shares = [range(n, jobs, clients) for n in range(clients)]
@@ -265,11 +302,16 @@ class Chaos:
         unacknowledged messages fails on the dead connection: "Unrecoverable error:
         AttributeError"). Each worker kind alone serves its queues, so without a restart that
         kind's jobs would wait for ever; the count is printed, so a run says when it happened.
+        The webhooks worker, where the Stack runs one, is a Celery worker too.
         """
         for name in self.stack.worker_names:
             if not self.stack.processes[name].alive:
                 self.stack.start_worker(name)
                 self.worker_exits += 1
+        webhooks = self.stack.processes.get("webhooks")
+        if webhooks is not None and not webhooks.alive:
+            self.stack.start_webhooks()
+            self.worker_exits += 1
 
     def wipe_redis(self) -> None:
         """Restart Redis empty: every queued and unacknowledged message is gone."""
@@ -293,6 +335,16 @@ def wait_until_terminal(
             chaos.restart_exited_workers()
     finally:
         connection.close()
+
+
+def terminal_statuses(database_url: str, accepted: set[uuid.UUID]) -> dict[uuid.UUID, str]:
+    """The final status of each accepted job that has one."""
+    connection = connect_database(database_url)
+    try:
+        statuses = job_statuses(connection)
+    finally:
+        connection.close()
+    return {pk: statuses[pk] for pk in accepted if statuses.get(pk) in TERMINAL_STATUSES}
 
 
 def count_outcomes(database_url: str, accepted: set[uuid.UUID]) -> dict[str, Any]:
@@ -338,17 +390,36 @@ class RunSettings:
     redis_wipes: int
     deadline: float
     database_url: str | None
+    # Whether an endpoint and callbacks hear the jobs' terminal states, and how long after
+    # the jobs have finished every one of them may take to be told.
+    webhooks: bool
+    told_within: float
 
 
-def run_chaos(stack: Stack, settings: RunSettings) -> dict[str, Any]:
-    """Submit jobs while the chaos runs, wait for every job to finish, and count."""
+def run_chaos(
+    stack: Stack, settings: RunSettings, receiver: FlakyReceiver | None
+) -> dict[str, Any]:
+    """Submit jobs while the chaos runs, wait for every job to finish, and count.
+
+    With a receiver, the user's endpoint and a share of its jobs' callbacks point there, and
+    the count waits until every terminal state was told.
+    """
     token = stack.login(*stack.create_verified_user())
+    endpoint_secret = ""
+    if receiver is not None:
+        endpoint_secret = endpoint_create(Api(stack.base_url, token), receiver.endpoint_url)
     chaos = Chaos(stack)
     started = time.monotonic()
     deadline = started + settings.deadline
     with ThreadPoolExecutor(max_workers=1) as background:
         submitting = background.submit(
-            submit_all, stack.base_url, token, settings.jobs, settings.clients, deadline
+            submit_all,
+            stack.base_url,
+            token,
+            settings.jobs,
+            settings.clients,
+            deadline,
+            receiver.callback_url if receiver is not None else None,
         )
         # The chaos runs on this thread, which outlives the Stack: the kernel SIGTERMs a
         # process the Stack starts as soon as the *thread* that started it exits (the
@@ -359,6 +430,14 @@ def run_chaos(stack: Stack, settings: RunSettings) -> dict[str, Any]:
     wait_until_terminal(stack.database_url, submissions.accepted, deadline, chaos)
     drain_time = time.monotonic() - started
     figures = count_outcomes(stack.database_url, submissions.accepted)
+    if receiver is not None:
+        hooks = Hooks(receiver, endpoint_secret, submissions.callback_secrets)
+        figures |= wait_until_told(
+            hooks,
+            lambda: terminal_statuses(stack.database_url, submissions.accepted),
+            settings.told_within,
+            chaos.restart_exited_workers,
+        )
     submitted = submissions.statuses.total()  # Fewer than asked if the deadline struck.
     return {
         "submitted": submitted,
@@ -384,6 +463,8 @@ def failures(figures: dict[str, Any], settings: RunSettings) -> list[str]:
         or figures["redis_wipes"] < settings.redis_wipes
     ):
         problems.append("chaos_incomplete")
+    if settings.webhooks:
+        problems += webhook_failures(figures)
     return problems
 
 
@@ -405,6 +486,8 @@ def print_figures(figures: dict[str, Any], database: str) -> None:
     print(f"attempts_total: {sum(figures['attempts'].values())} attempts")
     for outcome, count in sorted(figures["attempts"].items()):
         print(f"attempts_{outcome}: {count} attempts")
+    if "told" in figures:
+        print_webhook_figures(figures)
 
 
 def parse_settings(argv: list[str] | None = None) -> RunSettings:
@@ -418,13 +501,32 @@ def parse_settings(argv: list[str] | None = None) -> RunSettings:
     )
     parser.add_argument("--database-url", help="PostgreSQL, recreated; default: a new SQLite")
     parser.add_argument("--quick", action="store_true", help="200 jobs, 3 kills, 1 wipe")
+    parser.add_argument(
+        "--webhooks",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="check that every terminal state reaches a receiver that fails 30%% of requests",
+    )
+    parser.add_argument(
+        "--told-within",
+        type=float,
+        default=120.0,
+        help="seconds after the jobs finish for every terminal state to be told",
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.jobs, args.kills, args.redis_wipes = 200, 3, 1
     if args.database_url and not args.database_url.startswith("postgres"):
         parser.error("--database-url takes a postgres:// URL; SQLite is the default")
     return RunSettings(
-        args.jobs, args.clients, args.kills, args.redis_wipes, args.deadline, args.database_url
+        args.jobs,
+        args.clients,
+        args.kills,
+        args.redis_wipes,
+        args.deadline,
+        args.database_url,
+        args.webhooks,
+        args.told_within,
     )
 
 
@@ -435,12 +537,16 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="chaos-"))
     problems = ["crashed"]  # Until the run says otherwise, keep the logs.
     try:
-        with Stack(
-            workdir,
-            database_url=settings.database_url,
-            env=CHAOS_ENV,
-        ) as stack:
-            figures = run_chaos(stack, settings)
+        with (
+            FlakyReceiver() if settings.webhooks else nullcontext() as receiver,
+            Stack(
+                workdir,
+                database_url=settings.database_url,
+                webhooks=settings.webhooks,
+                env=CHAOS_ENV | (WEBHOOK_ENV if settings.webhooks else {}),
+            ) as stack,
+        ):
+            figures = run_chaos(stack, settings, receiver)
         print_figures(figures, "postgresql" if settings.database_url else "sqlite")
         problems = failures(figures, settings)
         print(f"result: {'FAILED: ' + ', '.join(problems) if problems else 'ok'}")

@@ -190,9 +190,7 @@ class Stack:
                 "beat", self._celery("beat", "--loglevel=INFO")
             ).start()
         if self.with_webhooks:
-            self.processes["webhooks"] = procfile_process(
-                "webhooks", self.env(), self.workdir
-            ).start()
+            self.start_webhooks()
         self.wait_until_healthy()
 
     def stop(self) -> None:
@@ -226,6 +224,11 @@ class Stack:
         )
         self.processes[name] = self._process(name, argv).start()
         return self.processes[name]
+
+    def start_webhooks(self) -> ManagedProcess:
+        """Start (or start again) the Procfile's webhooks worker, which sends deliveries."""
+        self.processes["webhooks"] = procfile_process("webhooks", self.env(), self.workdir).start()
+        return self.processes["webhooks"]
 
     def wait_until_healthy(self, timeout: float = STARTUP_TIMEOUT_SECONDS) -> None:
         deadline = time.monotonic() + timeout

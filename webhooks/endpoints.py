@@ -14,6 +14,7 @@ from events.models import TERMINAL_EVENT_TYPES, EventStream
 from job_system.cache import cache_redis
 from jobs.models import Job
 from webhooks.models import Endpoint, default_event_types
+from webhooks.selectors import live_endpoints
 from webhooks.signing import new_secret
 
 
@@ -93,12 +94,8 @@ def _hold_stream(owner_id: int, *, using: str, news: int = 0) -> int:
 
 
 def has_live_endpoints(owner_id: int) -> bool:
-    """Whether the owner has an enabled endpoint, or a callback of a job not yet finished."""
-    standing = Endpoint.objects.filter(owner_id=owner_id, job=None, enabled=True)
-    callbacks = Endpoint.objects.filter(
-        owner_id=owner_id, job__status__in=Job.ACTIVE_STATUSES, enabled=True
-    )
-    return standing.exists() or callbacks.exists()
+    """Whether the owner has an enabled endpoint, or a callback not yet told (selectors)."""
+    return live_endpoints().filter(owner_id=owner_id).exists()
 
 
 def endpoint_update(*, endpoint: Endpoint, **fields: Any) -> Endpoint:

@@ -16,6 +16,8 @@ class Received:
     body: bytes
     # When the request had arrived whole (time.time()).
     at: float = field(default_factory=time.time)
+    # The status the receiver answered with; 0 until it has answered.
+    status: int = 0
 
     @property
     def payload(self) -> dict[str, Any]:
@@ -42,6 +44,7 @@ class Receiver:
                 )
                 receiver.received.append(received)
                 status, body = receiver.answer(received)
+                received.status = status
                 self.send_response(status)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
