@@ -2,6 +2,7 @@
 
 from django.conf import settings
 from django.db import models
+from django.db.models import Q
 from django.utils import timezone
 
 
@@ -20,9 +21,9 @@ TERMINAL_EVENT_TYPES = (EventType.COMPLETED, EventType.FAILED, EventType.CANCELL
 class EventStream(models.Model):
     """One user's sequence of events: the last number given, and what retention deleted.
 
-    Each event takes the next number under this row's lock, so a user's events commit in
-    the order of their numbers: a reader that saw event n has seen every event before it,
-    and resuming after n leaves no gap.
+    Events are numbered after they commit, by events.recording.number_events, one numbering
+    of a user's events at a time: so a reader that saw event n has seen every event before
+    it, and resuming after n leaves no gap.
     """
 
     owner = models.OneToOneField(
@@ -49,7 +50,10 @@ class Event(models.Model):
     owner = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+", db_index=False
     )
-    seq = models.BigIntegerField(help_text="1, 2, 3, ... over the owner's events.")
+    # None until the event is numbered, after its commit (events.recording.number_events).
+    seq = models.BigIntegerField(
+        null=True, blank=True, help_text="1, 2, 3, ... over the owner's events."
+    )
     type = models.CharField(max_length=32, choices=EventType.choices)
     # No index of its own: event_job_seq leads with the job.
     job = models.ForeignKey(
@@ -72,6 +76,8 @@ class Event(models.Model):
             models.Index(fields=["job", "seq"], name="event_job_seq"),
             # Retention deletes the oldest first.
             models.Index(fields=["created_at"], name="event_created"),
+            # The owner's events still to be numbered, in the order they were stored.
+            models.Index(fields=["owner", "id"], name="event_unnumbered", condition=Q(seq=None)),
         ]
 
     def __str__(self) -> str:

@@ -1,18 +1,24 @@
 """Numbering events, and telling the listeners after the commit that a user has new ones.
 
 The events themselves are rows that jobs.services.transitions inserts beside the change they
-describe, in the same statement or transaction; this module gives them their numbers and
-announces them. Announcements are hints: the Redis message says only "this user has new
-events", and whoever listens reads them from the table.
+describe, in the same statement or transaction, without a number. Numbers are given after
+the commit, by whoever reads them (the stream, the webhook fan-out): one numbering of a
+user's events at a time takes every committed event that has none, so numbers follow the
+order of the numberings' commits, and a reader that saw number n has seen every smaller one.
+Numbering at write time instead would lock the user's counter from the change to its
+commit, WAL flush included, and a busy user's every claim and completion would queue on it.
+
+Announcements are hints: the Redis message says only "this user has new events", and
+whoever listens numbers and reads them from the table.
 """
 
 import logging
 from functools import partial
 
 import redis
-from django.db import connections, transaction
+from django.db import DEFAULT_DB_ALIAS, connections, transaction
 
-from events.models import EventStream, EventType
+from events.models import Event, EventStream, EventType
 from job_system.cache import cache_redis
 from jobs.models import Job, WaitingFor
 
@@ -37,29 +43,55 @@ EVENT_FOR_STATUS = {
 }
 
 _STREAM_TABLE = EventStream._meta.db_table
-
-
-def take_numbers_sql(source: str) -> str:
-    """SQL that gives out the next numbers of a user's events, answering with the last one.
-
-    `source` yields (owner_id, how many numbers); the row's lock, held to the end of the
-    transaction, is what keeps a user's events committing in the order of their numbers.
-    Both databases read it (SQLite since 3.35).
-    """
-    table = _STREAM_TABLE
-    return (
-        f"INSERT INTO {table} (owner_id, last_seq, pruned_through, fanned_out_seq) "  # noqa: S608
-        f"SELECT owner_id, taken, 0, 0 FROM ({source}) AS taking WHERE true "
-        f"ON CONFLICT (owner_id) DO UPDATE SET last_seq = {table}.last_seq + excluded.last_seq "
-        "RETURNING last_seq"
-    )
+_EVENT_TABLE = Event._meta.db_table
+# pg_advisory_xact_lock's first key for numbering a user's events; the second is the user's id.
+_NUMBERING_LOCK = 0x4E554D  # "NUM"
 
 
 def take_numbers(owner_id: int, count: int, *, using: str) -> int:
-    """Give out `count` numbers for the owner's next events; return the last of them."""
+    """Give out `count` numbers for the owner's next events; return the last of them.
+
+    With 0, it only locks the owner's stream row for the transaction and says where it is.
+    Both databases read it (SQLite since 3.35).
+    """
+    table = _STREAM_TABLE
     with connections[using].cursor() as cursor:
-        cursor.execute(take_numbers_sql("SELECT %s AS owner_id, %s AS taken"), [owner_id, count])
+        cursor.execute(
+            f"INSERT INTO {table} (owner_id, last_seq, pruned_through, fanned_out_seq) "  # noqa: S608
+            "VALUES (%s, %s, 0, 0) ON CONFLICT (owner_id) "
+            f"DO UPDATE SET last_seq = {table}.last_seq + excluded.last_seq RETURNING last_seq",
+            [owner_id, count],
+        )
         return cursor.fetchone()[0]
+
+
+def number_events(owner_id: int, *, using: str = DEFAULT_DB_ALIAS) -> None:
+    """Number the owner's committed events that have no number yet, in the order stored."""
+    event = _EVENT_TABLE
+    connection = connections[using]
+    # Names from the models; every value is a parameter.
+    unnumbered = f"FROM {event} WHERE owner_id = %s AND seq IS NULL"
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT 1 {unnumbered} LIMIT 1", [owner_id])
+        if cursor.fetchone() is None:
+            return  # The common case, and no lock for it.
+    # One numbering per user at a time, held to its commit. On SQLite the transaction's
+    # write lock is that; on PostgreSQL an advisory lock, taken before the statements that
+    # read, so that they see what the numbering before this one committed.
+    with transaction.atomic(using=using), connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [_NUMBERING_LOCK, owner_id])
+        cursor.execute(f"SELECT count(*), max(id) {unnumbered}", [owner_id])
+        count, through = cursor.fetchone()
+        if not count:
+            return
+        last = take_numbers(owner_id, count, using=using)
+        cursor.execute(
+            f"UPDATE {event} SET seq = %s + numbered.n FROM (SELECT id, "  # noqa: S608
+            f"row_number() OVER (ORDER BY id) AS n {unnumbered} AND id <= %s) AS numbered "
+            f"WHERE {event}.id = numbered.id",
+            [last - count, owner_id, through],
+        )
 
 
 def waiting_for(status: str, *, run_after, now, retrying: bool) -> str:

@@ -1,4 +1,4 @@
-"""Deleting events past EVENT_RETENTION_DAYS, with their webhook deliveries."""
+"""Deleting events past EVENT_RETENTION_DAYS, with their webhook deliveries and callbacks."""
 
 from datetime import timedelta
 
@@ -8,6 +8,8 @@ from django.db.models import Max
 from django.utils import timezone
 
 from events.models import Event, EventStream
+from events.recording import number_events
+from webhooks.models import Endpoint
 
 # Events deleted per transaction: short ones, which never hold a user's stream for long.
 PURGE_BATCH = 5_000
@@ -31,11 +33,16 @@ def events_purge_expired() -> int:
             if not batch:
                 return total
             expired = Event.objects.filter(pk__in=batch)
+            # Numbered first, so that a stream resuming from before them is told they went.
+            for owner_id in set(expired.filter(seq=None).values_list("owner_id", flat=True)):
+                number_events(owner_id)
             for owner_id, last in (
                 expired.values("owner_id").annotate(last=Max("seq")).values_list("owner_id", "last")
             ):
                 EventStream.objects.filter(owner_id=owner_id, pruned_through__lt=last).update(
                     pruned_through=last
                 )
+            # A job's callback has done its work once its one event is gone.
+            Endpoint.objects.filter(job__isnull=False, deliveries__event__in=batch).delete()
             expired.delete()
         total += len(batch)

@@ -31,6 +31,7 @@ from django.db import close_old_connections
 from events.hub import Hub
 from events.limits import ProcessSlots, UserSlots
 from events.payloads import event_payload
+from events.recording import number_events
 from events.selectors import events_after, stream_position
 from events.views import EventStreamOpeningView, StreamOpening
 
@@ -222,6 +223,7 @@ def starting_position(opening: StreamOpening) -> tuple[int, bytes]:
     The reset carries the new position as its id, so that a client that reconnects right
     after it resumes from there, without a second reset.
     """
+    number_events(opening.owner_id)
     last_seq, pruned_through = stream_position(owner_id=opening.owner_id)
     after = opening.after
     if after < pruned_through:
@@ -236,6 +238,7 @@ def starting_position(opening: StreamOpening) -> tuple[int, bytes]:
 
 def read_events(opening: StreamOpening, after: int) -> tuple[bytes, int, bool]:
     """The frames of the events after `after`, the new position, and whether more wait."""
+    number_events(opening.owner_id)
     events = events_after(
         owner_id=opening.owner_id, after=after, job_id=opening.job_id, limit=READ_LIMIT
     )

@@ -35,6 +35,8 @@ def endpoint_create(
     It hears the terminal events (job.completed, job.failed, job.cancelled) unless told which.
     """
     using = router.db_for_write(Endpoint)
+    # What happened before has its numbers, at or below the endpoint's start.
+    recording.number_events(owner.pk, using=using)
     with transaction.atomic(using=using):
         since = _hold_stream(owner.pk, using=using)
         standing = Endpoint.objects.filter(owner=owner, job=None)
@@ -62,7 +64,7 @@ def callbacks_create(*, jobs: list[Job], urls: list[str]) -> list[Endpoint]:
     stream's last ones, and each endpoint hears only its own job.
     """
     owner_id = jobs[0].owner_id
-    _hold_stream(owner_id, using=router.db_for_write(Endpoint), news=len(jobs))
+    _hold_stream(owner_id, using=router.db_for_write(Endpoint))
     callbacks = [
         Endpoint(
             owner_id=owner_id,
@@ -77,18 +79,18 @@ def callbacks_create(*, jobs: list[Job], urls: list[str]) -> list[Endpoint]:
     return Endpoint.objects.bulk_create(callbacks)
 
 
-def _hold_stream(owner_id: int, *, using: str, news: int = 0) -> int:
+def _hold_stream(owner_id: int, *, using: str) -> int:
     """Lock the owner's event stream; return its last number, after which a new endpoint hears.
 
-    If the owner had no live endpoint, the webhooks' place in the stream moves to now (before
-    the `news` events just recorded in this transaction): nothing before concerns the new
-    endpoint, and the fan-out need not read through it. After the commit, the owner's events
-    start fan-outs.
+    If the owner had no live endpoint, the webhooks' place in the stream moves to now: nothing
+    before concerns the new endpoint, and the fan-out need not read through it. Events not
+    numbered yet (those of jobs created in this transaction among them) get later numbers.
+    After the commit, the owner's events start fan-outs.
     """
     last = recording.take_numbers(owner_id, 0, using=using)
     if not has_live_endpoints(owner_id):
         streams = EventStream.objects.using(using).filter(owner_id=owner_id)
-        streams.update(fanned_out_seq=last - news)
+        streams.update(fanned_out_seq=last)
     transaction.on_commit(lambda: hook_owners([owner_id]), using=using)
     return last
 

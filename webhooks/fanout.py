@@ -26,6 +26,7 @@ def webhooks_fan_out(*, owner_id: int) -> set:
     """
     # Cleared first: an event that commits while this runs starts another fan-out.
     cache_redis().delete(recording.FAN_OUT_KEY.format(owner=owner_id))
+    recording.number_events(owner_id)
     endpoints_with_work: set = set()
     while True:
         with transaction.atomic():

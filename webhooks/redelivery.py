@@ -6,6 +6,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from events.models import Event
+from events.recording import number_events
 from webhooks.delivery import kick
 from webhooks.models import Delivery, Endpoint
 from webhooks.signing import new_webhook_id
@@ -22,6 +23,7 @@ def endpoint_redeliver(
     Only events it subscribes to, and that are still kept. A delivery made before keeps its
     webhook-id and starts its retries afresh. Return (how many, whether more were left out).
     """
+    number_events(endpoint.owner_id)  # The numbers the user knows, and the ones to come.
     events = Event.objects.filter(owner_id=endpoint.owner_id, type__in=endpoint.event_types)
     if endpoint.job_id is not None:
         events = events.filter(job_id=endpoint.job_id)

@@ -3,7 +3,7 @@
 from django.db.models import F
 from django.utils import timezone
 
-from events.models import EventStream
+from events.models import Event, EventStream
 from events.recording import send_fan_out
 from webhooks.delivery import kick
 from webhooks.endpoints import hook_owners
@@ -29,8 +29,13 @@ def webhooks_fan_out_missed() -> list[int]:
     """
     hooked = sorted(set(live_endpoints().values_list("owner_id", flat=True).distinct()))
     hook_owners(hooked)
-    lagging = EventStream.objects.filter(owner_id__in=hooked, fanned_out_seq__lt=F("last_seq"))
-    owner_ids = list(lagging.values_list("owner_id", flat=True))
+    behind = EventStream.objects.filter(owner_id__in=hooked, fanned_out_seq__lt=F("last_seq"))
+    # Events not numbered yet are those that no fan-out (nor stream) has read.
+    unnumbered = Event.objects.filter(owner_id__in=hooked, seq=None)
+    owner_ids = sorted(
+        set(behind.values_list("owner_id", flat=True))
+        | set(unnumbered.values_list("owner_id", flat=True).distinct())
+    )
     for owner_id in owner_ids:
         send_fan_out(owner_id)
     return owner_ids

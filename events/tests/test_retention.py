@@ -69,3 +69,28 @@ def test_deliveries_go_with_their_events(verified_user, settings):
     events_purge_expired()
 
     assert not Delivery.objects.exists()
+
+
+def _submit_with_callback(owner):
+    job, _ = services.job_create(
+        owner=owner,
+        name="called back",
+        job_type="echo",
+        parameters={},
+        callback_url="https://hooks.example.com/",
+    )
+    return job
+
+
+def test_a_callback_goes_once_its_event_is_gone(verified_user, settings):
+    from webhooks.fanout import webhooks_fan_out
+    from webhooks.models import Endpoint
+
+    with time_machine.travel(timezone.now() - timedelta(days=settings.EVENT_RETENTION_DAYS + 1)):
+        services.job_cancel(job=_submit_with_callback(verified_user))
+        webhooks_fan_out(owner_id=verified_user.pk)
+    waiting = _submit_with_callback(verified_user)
+
+    events_purge_expired()
+
+    assert list(Endpoint.objects.values_list("job_id", flat=True)) == [waiting.pk]

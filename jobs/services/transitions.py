@@ -90,8 +90,6 @@ class Row(NamedTuple):
     if_claimed: bool = False
     # Columns this module works out on each call (an event's type and what its job waits for).
     computed: tuple[str, ...] = ()
-    # Numbered in its owner's sequence of events (events.recording): its `seq`.
-    numbered: bool = False
 
 
 def attempt_row(*, outcome: str | None = None, if_claimed: bool = False) -> Row:
@@ -127,7 +125,8 @@ RESULT = Row(
 )
 
 
-# The event that tells the job's owner of the change (events.models).
+# The event that tells the job's owner of the change (events.models); numbered after the
+# commit (events.recording).
 EVENT = Row(
     Event,
     from_job={
@@ -139,7 +138,6 @@ EVENT = Row(
     },
     computed=("type", "waiting_for"),
     stamped=("created_at",),
-    numbered=True,
 )
 
 
@@ -174,7 +172,7 @@ class Transition:
     @cached_property
     def told(self) -> bool:
         """Whether it records an event."""
-        return any(row.numbered for row in self.records)
+        return EVENT in self.records
 
     @cached_property
     def given(self) -> frozenset[str]:
@@ -356,30 +354,21 @@ def jobs_insert(jobs: list[Job]) -> None:
 
 
 def _insert_told(jobs: list[Job], *, now: datetime, using: str) -> None:
-    """The jobs' INSERT, their numbers and their events, as one statement.
-
-    Outside a transaction the owner's stream row is locked for that statement alone, not for
-    the round trips to COMMIT: every writer of the owner's events waits on that lock.
-    """
+    """The jobs' INSERT and their events', as one statement: one round trip, no BEGIN."""
     connection = connections[using]
     query = InsertQuery(Job)
     query.insert_values(_INSERTED_FIELDS, jobs)
     [(insert_sql, params)] = query.get_compiler(using=using).as_sql()
-    qn = connection.ops.quote_name
-    event_table = qn(Event._meta.db_table)
-    taking = "SELECT owner_id, count(*) AS taken FROM inserted GROUP BY owner_id"
-    # Names from the models only; every value is a parameter.
+    event_table = connection.ops.quote_name(Event._meta.db_table)
+    # Names from the models only; every value is a parameter. The events are stored in the
+    # request's order, which is the order they are numbered in.
     sql = (
         f"WITH inserted AS ({insert_sql} RETURNING id, owner_id, status, attempts, progress, "  # noqa: S608
         "run_after, batch_position), "
-        "ordered AS (SELECT *, row_number() OVER (ORDER BY batch_position, id) AS position, "
-        "count(*) OVER () AS total FROM inserted), "
-        f"numbers AS ({events.take_numbers_sql(taking)}), "
-        f"told AS (INSERT INTO {event_table} (owner_id, seq, type, job_id, status, attempt, "
-        "progress, waiting_for, created_at) SELECT ordered.owner_id, "
-        "numbers.last_seq - ordered.total + ordered.position, %s, ordered.id, ordered.status, "
-        "ordered.attempts, ordered.progress, "
-        "CASE WHEN ordered.run_after > %s THEN %s ELSE %s END, %s FROM ordered, numbers) "
+        f"told AS (INSERT INTO {event_table} (owner_id, type, job_id, status, attempt, "
+        "progress, waiting_for, created_at) SELECT owner_id, %s, id, status, attempts, "
+        "progress, CASE WHEN run_after > %s THEN %s ELSE %s END, %s FROM inserted "
+        "ORDER BY batch_position) "
         "SELECT count(*) FROM inserted"
     )
     scheduled, ready = WaitingFor.SCHEDULED_TIME.value, WaitingFor.WORKER.value
@@ -394,13 +383,9 @@ _INSERTED_FIELDS = list(Job._meta.concrete_fields)
 
 
 def _tell_created(jobs: list[Job], *, now: datetime, using: str) -> None:
-    owner_id = jobs[0].owner_id
-    last = events.take_numbers(owner_id, len(jobs), using=using)
-    first = last - len(jobs) + 1
     Event.objects.using(using).bulk_create(
         Event(
-            owner_id=owner_id,
-            seq=seq,
+            owner_id=job.owner_id,
             type=EventType.PENDING,
             job_id=job.pk,
             status=job.status,
@@ -411,7 +396,7 @@ def _tell_created(jobs: list[Job], *, now: datetime, using: str) -> None:
             ),
             created_at=now,
         )
-        for seq, job in enumerate(jobs, start=first)
+        for job in jobs
     )
 
 
@@ -709,23 +694,16 @@ def _with_inserts(
             columns.append(qn(model_field.column))
             if isinstance(value, _FromJob):
                 selected.append(f"updated.{qn(value.column)}")
-            elif value is _NUMBER:
-                selected.append(f"numbers_{position}.last_seq")
             else:
                 selected.append("%s")
                 params.append(value)
-        sources = "updated"
-        if row.numbered:
-            taking = "SELECT updated.owner_id AS owner_id, 1 AS taken FROM updated"
-            sql += f", numbers_{position} AS ({events.take_numbers_sql(taking)})"
-            sources += f", numbers_{position}"
         condition = " WHERE updated.claim_token IS NOT NULL" if row.if_claimed else ""
         conflicts = " ON CONFLICT DO NOTHING" if row.ignore_conflicts else ""
         # Names and placeholders from the models only; every value is a parameter.
         table, names = qn(meta.db_table), ", ".join(columns)
         sql += (
             f", record_{position} AS (INSERT INTO {table} ({names}) "  # noqa: S608
-            f"SELECT {', '.join(selected)} FROM {sources}{condition}{conflicts})"
+            f"SELECT {', '.join(selected)} FROM updated{condition}{conflicts})"
         )
     answer = "count(*)" if returns is None else _quoted(returns)
     return f"{sql} SELECT {answer} FROM updated"  # noqa: S608 - built from the models
@@ -733,10 +711,6 @@ def _with_inserts(
 
 class _FromJob(NamedTuple):
     column: str
-
-
-# The number the owner's event sequence gives the row (events.recording.take_numbers).
-_NUMBER = object()
 
 
 def _row_sources(row: Row, *, claimed: bool) -> list[tuple[str, Any]]:
@@ -756,8 +730,6 @@ def _row_sources(row: Row, *, claimed: bool) -> list[tuple[str, Any]]:
     sources += [(name, _SlotRef(f"event_{name}", meta.get_field(name))) for name in row.computed]
     sources += [(name, _SlotRef(NOW.name, meta.get_field(name))) for name in row.stamped]
     sources += list(row.fixed.items())
-    if row.numbered:
-        sources.append(("seq", _NUMBER))
     return sources
 
 
@@ -775,8 +747,6 @@ def _insert_row(row: Row, job: Job, slots: Mapping[str, Any], *, using: str, cla
             value = getattr(job, _ATTNAMES_BY_COLUMN[value.column])
         elif isinstance(value, _SlotRef):
             value = slots[value.name]
-        elif value is _NUMBER:
-            value = events.take_numbers(job.owner_id, 1, using=using)
         values[name] = value
     row.model._default_manager.using(using).bulk_create(
         [row.model(**values)], ignore_conflicts=row.ignore_conflicts
