@@ -3,9 +3,9 @@
 A stream is a loop: read the owner's events after the client's position from the table, send
 them, then wait until the hub says the owner has new ones, or until the keep-alive, and read
 again. The table is the truth, so a lost announcement only delays an event to the next
-keep-alive, and a resumed stream is gapless: a user's events commit in the order of their
-numbers (events.models.EventStream), so once a reader has seen n it has seen everything
-before n.
+keep-alive, and a resumed stream is gapless: a user's events are numbered after they commit,
+one numbering at a time (events.recording.number_events, which a read runs first), so once a
+reader has seen n it has seen everything before n.
 
 Streams wait in one event loop; their reads run in a small pool of threads, each with its own
 database connection kept as a web thread keeps one, so a thousand streams use a few
