@@ -48,21 +48,31 @@ _EVENT_TABLE = Event._meta.db_table
 _NUMBERING_LOCK = 0x4E554D  # "NUM"
 
 
+# Gives out the next numbers of a user's events: `source` yields (owner_id, how many). The
+# row's lock lasts to the end of the transaction. Both databases read it (SQLite since 3.35).
+_TAKE_NUMBERS = (
+    f"INSERT INTO {_STREAM_TABLE} (owner_id, last_seq, pruned_through, fanned_out_seq) "  # noqa: S608
+    "SELECT owner_id, taken, 0, 0 FROM ({source}) AS taking WHERE true "
+    f"ON CONFLICT (owner_id) DO UPDATE SET last_seq = {_STREAM_TABLE}.last_seq "
+    "+ excluded.last_seq RETURNING last_seq"
+)
+
+
 def take_numbers(owner_id: int, count: int, *, using: str) -> int:
     """Give out `count` numbers for the owner's next events; return the last of them.
 
     With 0, it only locks the owner's stream row for the transaction and says where it is.
-    Both databases read it (SQLite since 3.35).
     """
-    table = _STREAM_TABLE
     with connections[using].cursor() as cursor:
-        cursor.execute(
-            f"INSERT INTO {table} (owner_id, last_seq, pruned_through, fanned_out_seq) "  # noqa: S608
-            "VALUES (%s, %s, 0, 0) ON CONFLICT (owner_id) "
-            f"DO UPDATE SET last_seq = {table}.last_seq + excluded.last_seq RETURNING last_seq",
-            [owner_id, count],
-        )
+        source = "SELECT %s AS owner_id, %s AS taken"
+        cursor.execute(_TAKE_NUMBERS.format(source=source), [owner_id, count])
         return cursor.fetchone()[0]
+
+
+_CHOSEN_COUNT = "SELECT %s AS owner_id, count(*) AS taken FROM chosen"
+# Events one numbering takes at most, the oldest first: a backlog that nobody read is
+# numbered by the reads that follow, in short transactions.
+NUMBERING_BATCH = 10_000
 
 
 def number_events(owner_id: int, *, using: str = DEFAULT_DB_ALIAS) -> None:
@@ -76,12 +86,27 @@ def number_events(owner_id: int, *, using: str = DEFAULT_DB_ALIAS) -> None:
         if cursor.fetchone() is None:
             return  # The common case, and no lock for it.
     # One numbering per user at a time, held to its commit. On SQLite the transaction's
-    # write lock is that; on PostgreSQL an advisory lock, taken before the statements that
-    # read, so that they see what the numbering before this one committed.
+    # write lock is that, and nothing else commits meanwhile. On PostgreSQL an advisory lock,
+    # taken before the statement that numbers, so that its snapshot holds what the numbering
+    # before committed; and one statement, because an event stored before the chosen ones
+    # may commit between two statements.
     with transaction.atomic(using=using), connection.cursor() as cursor:
         if connection.vendor == "postgresql":
             cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [_NUMBERING_LOCK, owner_id])
-        cursor.execute(f"SELECT count(*), max(id) {unnumbered}", [owner_id])
+            cursor.execute(
+                f"WITH chosen AS (SELECT id, row_number() OVER (ORDER BY id) AS n "  # noqa: S608
+                f"{unnumbered} ORDER BY id LIMIT %s), "
+                f"numbers AS ({_TAKE_NUMBERS.format(source=_CHOSEN_COUNT)}) "
+                f"UPDATE {event} SET seq = numbers.last_seq - (SELECT count(*) FROM chosen) "
+                f"+ chosen.n FROM chosen, numbers WHERE {event}.id = chosen.id",
+                [owner_id, NUMBERING_BATCH, owner_id],
+            )
+            return
+        cursor.execute(
+            f"SELECT count(*), max(id) FROM (SELECT id {unnumbered} "  # noqa: S608
+            "ORDER BY id LIMIT %s) AS oldest",
+            [owner_id, NUMBERING_BATCH],
+        )
         count, through = cursor.fetchone()
         if not count:
             return

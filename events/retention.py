@@ -35,7 +35,8 @@ def events_purge_expired() -> int:
             expired = Event.objects.filter(pk__in=batch)
             # Numbered first, so that a stream resuming from before them is told they went.
             for owner_id in set(expired.filter(seq=None).values_list("owner_id", flat=True)):
-                number_events(owner_id)
+                while expired.filter(owner_id=owner_id, seq=None).exists():
+                    number_events(owner_id)
             for owner_id, last in (
                 expired.values("owner_id").annotate(last=Max("seq")).values_list("owner_id", "last")
             ):

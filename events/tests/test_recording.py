@@ -4,7 +4,7 @@ import threading
 from datetime import timedelta
 
 import pytest
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from events import recording
@@ -153,3 +153,34 @@ def test_readers_numbering_while_jobs_change_give_every_number_once(job_factory,
 
     numbered = Event.objects.filter(owner=owner).order_by("seq")
     assert list(numbered.values_list("seq", flat=True)) == list(range(1, 41))
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.skipif(
+    connection.vendor != "postgresql", reason="on SQLite a writer waits for the other's commit"
+)
+def test_an_event_that_commits_late_is_numbered_after_those_before_it(user_factory):
+    from django.db import connections
+
+    owner = user_factory()
+    early, late = threading.Event(), threading.Event()
+
+    def slow_submission() -> None:
+        with transaction.atomic():
+            services.job_create(owner=owner, name="slow", job_type="echo", parameters={})
+            early.set()  # Its event has the smaller id, and is not committed yet.
+            late.wait(10)
+        connections.close_all()
+
+    writer = threading.Thread(target=slow_submission)
+    writer.start()
+    early.wait(10)
+    for name in "ab":
+        services.job_create(owner=owner, name=name, job_type="echo", parameters={})
+    recording.number_events(owner.pk)
+    late.set()
+    writer.join()
+    recording.number_events(owner.pk)
+
+    told = Event.objects.filter(owner=owner).order_by("seq").values_list("seq", "job__name")
+    assert list(told) == [(1, "a"), (2, "b"), (3, "slow")]
