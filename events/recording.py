@@ -25,7 +25,8 @@ from jobs.models import Job, WaitingFor
 logger = logging.getLogger(__name__)
 
 # Redis: the channel that says which user has new events (the message is the user's id), the
-# users whose events webhooks fan out, and per such user a flag that a fan-out is on its way.
+# users whose events webhooks fan out (a hash: user id -> ",the,event,types,they,want,"),
+# and per such user a flag that a fan-out is on its way.
 CHANNEL = "jobsys:events"
 HOOKED_OWNERS_KEY = "jobsys:webhook-owners"
 FAN_OUT_KEY = "jobsys:fan-out:{owner}"
@@ -132,23 +133,24 @@ def waiting_for(status: str, *, run_after, now, retrying: bool) -> str:
     return WaitingFor.WORKER
 
 
-def announce_on_commit(owner_id: int, *, using: str) -> None:
+def announce_on_commit(owner_id: int, event_type: str, *, using: str) -> None:
     """After the commit (at once outside a transaction), tell listeners of the new events."""
-    transaction.on_commit(partial(announce, owner_id), using=using)
+    transaction.on_commit(partial(announce, owner_id, event_type), using=using)
 
 
-# PUBLISH, and if the owner has webhooks and no fan-out is on its way, mark one as such and
-# answer 1: the caller sends it. One round trip.
+# PUBLISH, and if the owner has webhooks for this type of event and no fan-out is on its way,
+# mark one as such and answer 1: the caller sends it. One round trip.
 _ANNOUNCE = """
 redis.call('PUBLISH', KEYS[1], ARGV[1])
-if redis.call('SISMEMBER', KEYS[2], ARGV[1]) == 1 then
+local wanted = redis.call('HGET', KEYS[2], ARGV[1])
+if wanted and string.find(wanted, ',' .. ARGV[3] .. ',', 1, true) then
     if redis.call('SET', KEYS[3], '1', 'NX', 'PX', ARGV[2]) then return 1 end
 end
 return 0
 """
 
 
-def announce(owner_id: int) -> None:
+def announce(owner_id: int, event_type: str) -> None:
     """Tell the streams that the owner has new events, and start a webhook fan-out if due.
 
     A lost announcement delays, and never loses, an event: streams read the table again at
@@ -156,11 +158,27 @@ def announce(owner_id: int) -> None:
     """
     keys = [CHANNEL, HOOKED_OWNERS_KEY, FAN_OUT_KEY.format(owner=owner_id)]
     try:
-        fan_out = cache_redis().eval(_ANNOUNCE, 3, *keys, owner_id, FAN_OUT_PENDING_MS)
+        fan_out = cache_redis().eval(_ANNOUNCE, 3, *keys, owner_id, FAN_OUT_PENDING_MS, event_type)
     except redis.RedisError as error:
         logger.warning("could not announce events of user %s: %s", owner_id, error)
         return
     if fan_out:
+        fan_out_now(owner_id)
+
+
+def fan_out_now(owner_id: int) -> None:
+    """Make the owner's new events into webhook deliveries here, and send those on.
+
+    In the process that made the change, right after its commit: a fan-out task would add
+    a trip through the broker to every webhook's first attempt. If it fails, the task does
+    it (and Beat's sweep, if the task is lost too).
+    """
+    from job_system.celery import app
+
+    try:
+        app.tasks[FAN_OUT_TASK](owner_id)
+    except Exception:
+        logger.exception("webhook fan-out of user %s failed here; sending it", owner_id)
         send_fan_out(owner_id)
 
 

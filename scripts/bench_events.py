@@ -11,7 +11,8 @@ Three figures, each printed as `name: value unit`:
 3. Load: 500 open streams (50 users x 10); the events process's peak RSS, and
    scripts/bench.py's single-submission phase with and without them, in the order none, open,
    open, none, so that drift of the machine biases neither side.
-4. Webhooks: echo jobs at a steady rate, whose owner has two endpoints: one on a receiver
+4. Webhooks: echo jobs at a steady rate (--webhook-rate, 10 a second each for two users),
+   whose owner has two endpoints: one on a receiver
    that answers at once, one on a receiver that never answers within the delivery timeout
    (it holds each request 15 s); another user's endpoint times out the same way. The figure
    is each job.completed's arrival at the quick receiver minus the event's `timestamp`.
@@ -343,6 +344,9 @@ def run(args: argparse.Namespace, figures: Figures) -> None:
             env=env,
         ) as stack:
             figures.add("cores", os.cpu_count() or 0, "cores")
+            if args.webhooks_only:
+                measure_webhooks(figures, stack, args)
+                return
             users = stack.create_verified_users(args.loss_users + 1)
             tokens = [stack.login(*user) for user in users]
             owner_ids = owners(stack, [email for email, _ in users])
@@ -374,8 +378,8 @@ def measure_webhooks(figures: Figures, stack: Stack, args) -> None:
         stop = threading.Event()
         with ThreadPoolExecutor(2) as pool:
             # The other user's jobs keep its hanging endpoint busy meanwhile.
-            noise = pool.submit(submit_paced, stack, [other], args.rate / 2, stop)
-            measured = pool.submit(submit_paced, stack, [owner], args.rate / 2, stop)
+            noise = pool.submit(submit_paced, stack, [other], args.webhook_rate, stop)
+            measured = pool.submit(submit_paced, stack, [owner], args.webhook_rate, stop)
             time.sleep(args.latency_seconds)
             stop.set()
             jobs = measured.result()
@@ -411,6 +415,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rate", type=float, default=50.0, help="jobs/s while streams read")
     parser.add_argument("--latency-seconds", type=float, default=20.0)
+    parser.add_argument(
+        "--webhook-rate", type=float, default=10.0, help="jobs/s of each webhook user"
+    )
     parser.add_argument("--disconnects", type=int, default=1000)
     parser.add_argument("--loss-users", type=int, default=10)
     parser.add_argument("--jobs", type=int, default=3000, help="jobs per single phase")
@@ -422,6 +429,7 @@ def main() -> int:
     )
     parser.add_argument("--sqlite", action="store_true", help="use a fresh SQLite file instead")
     parser.add_argument("--quick", action="store_true", help="fewer jobs and disconnects")
+    parser.add_argument("--webhooks-only", action="store_true", help="only the webhook phase (4.)")
     args = parser.parse_args()
     if args.quick:
         args.latency_seconds, args.disconnects, args.jobs = 5.0, 200, 1000

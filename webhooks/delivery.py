@@ -16,6 +16,7 @@ from time import monotonic
 
 import redis
 from django.conf import settings
+from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
@@ -36,6 +37,8 @@ CIRCUIT_FAILURES = 5
 # A worker gives up its endpoint after this long, and sends a task to go on, so that a long
 # backlog takes turns with the other endpoints.
 TURN_SECONDS = 30.0
+# Due deliveries read at once, in order; each is recorded as it is sent.
+DUE_BATCH = 20
 RESPONSE_EXCERPT_BYTES = 1024
 MAX_RESPONSE_BYTES = 64 * 1024
 
@@ -99,12 +102,16 @@ def _deliver_due(endpoint_id) -> bool:
     """Send due deliveries until none is left, one fails, or the turn is over (then True)."""
     started = monotonic()
     while monotonic() - started < TURN_SECONDS:
-        now = timezone.now()
-        delivery = _due(endpoint_id, now).select_related("endpoint", "event").first()
-        if delivery is None:
+        endpoint = Endpoint.objects.get(pk=endpoint_id)
+        batch = list(_due(endpoint_id, timezone.now()).select_related("event")[:DUE_BATCH])
+        if not batch:
             return False
-        if not attempt(delivery):
-            return False
+        for delivery in batch:
+            delivery.endpoint = endpoint
+            if not attempt(delivery):
+                return False
+            if monotonic() - started >= TURN_SECONDS:
+                return True
     return True
 
 
@@ -144,17 +151,18 @@ def attempt(delivery: Delivery) -> bool:
             )
     latency_ms = int((monotonic() - started) * 1000)
     succeeded = not error
-    DeliveryAttempt.objects.create(
-        delivery=delivery,
-        endpoint=endpoint,
-        attempted_at=now,
-        status_code=status_code,
-        latency_ms=latency_ms,
-        response_excerpt=excerpt,
-        error=error,
-        succeeded=succeeded,
-    )
-    _record_outcome(delivery, succeeded=succeeded, error=error, now=now)
+    with transaction.atomic():  # One commit for the attempt and what it changed.
+        DeliveryAttempt.objects.create(
+            delivery=delivery,
+            endpoint=endpoint,
+            attempted_at=now,
+            status_code=status_code,
+            latency_ms=latency_ms,
+            response_excerpt=excerpt,
+            error=error,
+            succeeded=succeeded,
+        )
+        _record_outcome(delivery, succeeded=succeeded, error=error, now=now)
     return succeeded
 
 
@@ -173,12 +181,12 @@ def _record_outcome(delivery: Delivery, *, succeeded: bool, error: str, now: dat
         status=status, attempts=attempts, next_attempt_at=next_attempt_at, last_attempt_at=now
     )
     endpoints = Endpoint.objects.filter(pk=delivery.endpoint_id)
-    if succeeded:
-        endpoints.exclude(consecutive_failures=0, failing_since=None).update(
-            consecutive_failures=0, failing_since=None, retry_at=None
-        )
-        return
     endpoint = delivery.endpoint
+    if succeeded:
+        if endpoint.consecutive_failures or endpoint.failing_since:
+            endpoints.update(consecutive_failures=0, failing_since=None, retry_at=None)
+            endpoint.consecutive_failures, endpoint.failing_since = 0, None
+        return
     failures = endpoint.consecutive_failures + 1
     failing_since = endpoint.failing_since or now
     retry_at = None

@@ -108,8 +108,9 @@ def endpoint_update(*, endpoint: Endpoint, **fields: Any) -> Endpoint:
         endpoint.failing_since = endpoint.retry_at = endpoint.disabled_at = None
         endpoint.consecutive_failures = 0
         endpoint.disabled_reason = ""
-        transaction.on_commit(lambda: hook_owners([endpoint.owner_id]))
     endpoint.save()
+    # The types it wants, or whether it wants any, may have changed.
+    transaction.on_commit(lambda: hook_owners([endpoint.owner_id]))
     return endpoint
 
 
@@ -137,12 +138,17 @@ def endpoint_delete(*, endpoint: Endpoint) -> None:
 
 
 def hook_owners(owner_ids: list[int]) -> None:
-    """Have these owners' events start webhook fan-outs."""
-    if owner_ids:
+    """Have these owners' events of the types their live endpoints want start fan-outs."""
+    wanted: dict[int, set[str]] = {}
+    endpoints = live_endpoints().filter(owner_id__in=owner_ids)
+    for owner_id, event_types in endpoints.values_list("owner_id", "event_types"):
+        wanted.setdefault(owner_id, set()).update(event_types)
+    if wanted:
+        mapping = {owner: f",{','.join(sorted(types))}," for owner, types in wanted.items()}
         with suppress(redis.RedisError):  # The sweep adds them within seconds.
-            cache_redis().sadd(recording.HOOKED_OWNERS_KEY, *owner_ids)
+            cache_redis().hset(recording.HOOKED_OWNERS_KEY, mapping=mapping)
 
 
 def unhook_owner(owner_id: int) -> None:
     with suppress(redis.RedisError):  # A fan-out that finds nothing costs little.
-        cache_redis().srem(recording.HOOKED_OWNERS_KEY, owner_id)
+        cache_redis().hdel(recording.HOOKED_OWNERS_KEY, owner_id)

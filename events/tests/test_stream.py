@@ -257,7 +257,7 @@ def test_a_state_change_arrives_within_a_second(events_url, verified_user):
 def test_an_event_whose_announcement_was_lost_comes_at_the_next_keepalive(
     events_url, verified_user, monkeypatch
 ):
-    monkeypatch.setattr(recording, "announce", lambda owner_id: None)  # Redis lost it.
+    monkeypatch.setattr(recording, "announce", lambda *told: None)  # Redis lost it.
     with open_stream(events_url, token_for(verified_user)) as stream:
         stream.until(lambda frame: frame.is_keepalive)
         time.sleep(KEEPALIVE_SECONDS / 3)  # Past the read that follows the keep-alive.

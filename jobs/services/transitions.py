@@ -350,7 +350,7 @@ def jobs_insert(jobs: list[Job]) -> None:
         with transaction.atomic(using=using, savepoint=False):
             Job.objects.using(using).bulk_create(jobs)
             _tell_created(jobs, now=now, using=using)
-    events.announce_on_commit(jobs[0].owner_id, using=using)
+    events.announce_on_commit(jobs[0].owner_id, EventType.PENDING, using=using)
 
 
 def _insert_told(jobs: list[Job], *, now: datetime, using: str) -> None:
@@ -494,7 +494,7 @@ def _run(
             if updated is not None:
                 _insert_records(transition, updated, slots, using)
     if count and transition.told:
-        events.announce_on_commit(updated.owner_id, using=using)
+        events.announce_on_commit(updated.owner_id, slots["event_type"], using=using)
     return count, updated if returning else None
 
 

@@ -65,10 +65,10 @@ def test_a_claim_returns_the_job_as_stored_in_one_statement(job_factory, django_
     job = job_factory(job_type="word_count", parameters={"text": "a b"})
 
     # The UPDATE and its job.started event: on PostgreSQL one statement; elsewhere the
-    # UPDATE ... RETURNING, the event's number and the event, between BEGIN and COMMIT. The
-    # attempt's row is written when the attempt ends.
+    # UPDATE ... RETURNING and the event, between BEGIN and COMMIT. The attempt's row is
+    # written when the attempt ends.
     one_statement = connection.vendor in transitions.ONE_STATEMENT_VENDORS
-    with django_assert_num_queries(1 if one_statement else 5):
+    with django_assert_num_queries(1 if one_statement else 4):
         claimed = services.job_claim(job_id=job.pk, worker="w")
 
     stored = Job.objects.get(pk=job.pk)

@@ -25,12 +25,12 @@ def test_the_sweep_fans_out_a_finished_job_s_callback_that_no_announcement_start
     verified_user, receiver
 ):
     job = _finished_job_with_callback(verified_user, receiver.url)
-    cache_redis().srem(HOOKED_OWNERS_KEY, verified_user.pk)
+    cache_redis().hdel(HOOKED_OWNERS_KEY, verified_user.pk)
 
     swept = sweep.webhooks_fan_out_missed()
 
     assert swept == [verified_user.pk]
-    assert cache_redis().sismember(HOOKED_OWNERS_KEY, verified_user.pk)
+    assert cache_redis().hexists(HOOKED_OWNERS_KEY, verified_user.pk)
     for endpoint_id in fanout.webhooks_fan_out(owner_id=verified_user.pk):
         delivery.webhooks_deliver(endpoint_id=endpoint_id)
     [received] = receiver.received
@@ -41,7 +41,7 @@ def test_the_sweep_fans_out_a_finished_job_s_callback_that_no_announcement_start
 def test_a_told_callback_no_longer_hooks_its_owner(verified_user, receiver):
     _finished_job_with_callback(verified_user, receiver.url)
     fanout.webhooks_fan_out(owner_id=verified_user.pk)
-    cache_redis().srem(HOOKED_OWNERS_KEY, verified_user.pk)
+    cache_redis().hdel(HOOKED_OWNERS_KEY, verified_user.pk)
 
     assert sweep.webhooks_fan_out_missed() == []
-    assert not cache_redis().sismember(HOOKED_OWNERS_KEY, verified_user.pk)
+    assert not cache_redis().hexists(HOOKED_OWNERS_KEY, verified_user.pk)
