@@ -167,7 +167,8 @@ def test_resuming_gives_exactly_the_missed_events(
 def test_a_position_older_than_the_retained_events_gets_a_reset_first(events_url, verified_user):
     for _ in range(5):
         later_job(verified_user)
-    # What retention does: delete the oldest events and say how far.
+    # What retention does: number the events, delete the oldest and say how far.
+    recording.number_events(verified_user.pk)
     Event.objects.filter(owner=verified_user, seq__lte=3).delete()
     EventStream.objects.filter(owner=verified_user).update(pruned_through=3)
 
