@@ -63,6 +63,11 @@ def stream_opening(request: Request) -> StreamOpening:
         if header is not None and "after" in errors:
             errors[LAST_EVENT_ID] = errors.pop("after")
         raise ValidationError(errors)
+    # The header wins, but a bad ?after= beside it is still refused: it is bad input.
+    if header is not None and "after" in request.query_params:
+        alone = EventStreamQuery(data={"after": request.query_params.get("after")})
+        if not alone.is_valid():
+            raise ValidationError(dict(alone.errors))
     job_id = query.validated_data.get("job")
     if job_id is not None and not Job.objects.owned_by(request.user).filter(pk=job_id).exists():
         raise Http404

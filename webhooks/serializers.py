@@ -32,6 +32,7 @@ class EndpointSerializer(FieldsBuiltOnceMixin, StrictTypesMixin, serializers.Mod
     event_types = serializers.ListField(
         child=serializers.ChoiceField(choices=EventType.choices),
         allow_empty=False,
+        min_length=1,
         max_length=len(EventType.choices),
         required=False,
         help_text="The event types to send; default: the terminal ones (job.completed, "
@@ -88,6 +89,7 @@ class EndpointWithSecretSerializer(EndpointSerializer):
     )
     previous_secret_expires_at = serializers.DateTimeField(
         read_only=True,
+        allow_null=True,
         help_text="After a rotation, deliveries carry the old secret's signature too until then.",
     )
 
