@@ -1,4 +1,3 @@
-import socket
 import uuid
 from pathlib import Path
 
@@ -13,8 +12,7 @@ from job_system.heartbeats import heartbeat_redis
 from jobs import queue
 from jobs.services import admission
 from jobs.tests.factories import JobFactory, JobResultFactory
-from jobs.tests.live import celery_process, start_worker, subprocess_env, wait_for
-from scripts.stack import procfile_process
+from jobs.tests.live import celery_process, start_procfile_worker, start_worker, subprocess_env
 from users.authentication import recent_users
 from users.tests.factories import DEFAULT_PASSWORD, UserFactory
 
@@ -147,15 +145,7 @@ def live_worker(django_db_setup, django_db_blocker, celery_log_dir):
 @pytest.fixture(scope="session")
 def live_housekeeping(django_db_setup, django_db_blocker, celery_log_dir):
     """The Procfile's housekeeping worker for the session: the only one serving Beat's tasks."""
-    worker = procfile_process("housekeeping", subprocess_env(), celery_log_dir).start()
-    ready = f"housekeeping@{socket.gethostname()} ready."
-    # It answers no ping (remote control is off): its log says when it consumes.
-    wait_for(
-        lambda: not worker.alive or ready in worker.log_path.read_text(),
-        timeout=60,
-        message="the housekeeping worker did not start",
-    )
-    assert worker.alive, worker.log_tail()
+    worker = start_procfile_worker("housekeeping", celery_log_dir, subprocess_env())
     yield worker
     worker.stop()
 

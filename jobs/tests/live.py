@@ -46,6 +46,24 @@ def subprocess_env(**overrides: str) -> dict[str, str]:
     return env
 
 
+def start_procfile_worker(name: str, log_dir: Path, env: dict[str, str]) -> ManagedProcess:
+    """Start the Procfile's worker `name` and wait until its log says it is ready.
+
+    Its log, not a ping: Beat's housekeeping worker answers none (remote control is off).
+    """
+    from scripts.stack import procfile_process
+
+    worker = procfile_process(name, env, log_dir).start()
+    ready = f"{name}@{socket.gethostname()} ready."
+    wait_for(
+        lambda: not worker.alive or ready in worker.log_path.read_text(),
+        timeout=WORKER_START_TIMEOUT_SECONDS,
+        message=f"the {name} worker did not start",
+    )
+    assert worker.alive, worker.log_tail()
+    return worker
+
+
 def celery_process(name: str, args: list[str], log_dir: Path, env: dict[str, str]):
     """Start `celery -A job_system ARGS` in its own process group, logging to a file."""
     argv = [sys.executable, "-m", "celery", "-A", "job_system", *args]

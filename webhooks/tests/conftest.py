@@ -58,19 +58,9 @@ def finished_job(verified_user):
 @pytest.fixture(scope="session")
 def live_webhooks(django_db_setup, django_db_blocker, celery_log_dir):
     """The Procfile's webhooks worker for the session, allowed to reach loopback receivers."""
-    import socket
-
-    from jobs.tests.live import subprocess_env, wait_for
-    from scripts.stack import procfile_process
+    from jobs.tests.live import start_procfile_worker, subprocess_env
 
     env = subprocess_env(WEBHOOK_ALLOWED_NETWORKS="127.0.0.1/32", WEBHOOK_WORKER_CONCURRENCY="4")
-    worker = procfile_process("webhooks", env, celery_log_dir).start()
-    ready = f"webhooks@{socket.gethostname()} ready."
-    wait_for(
-        lambda: not worker.alive or ready in worker.log_path.read_text(),
-        timeout=60,
-        message="the webhooks worker did not start",
-    )
-    assert worker.alive, worker.log_tail()
+    worker = start_procfile_worker("webhooks", celery_log_dir, env)
     yield worker
     worker.stop()
