@@ -68,14 +68,18 @@ class Event(models.Model):
     class Meta:
         ordering = ["owner", "seq"]
         constraints = [
-            # Also the index a stream reads through: an owner's events after a number.
-            models.UniqueConstraint(fields=["owner", "seq"], name="event_unique_owner_seq"),
+            # Also the index a stream reads through: an owner's events after a number. Partial,
+            # so that storing an event (unnumbered) costs this index nothing: its entry is
+            # made by the numbering, which only users with a reader pay for.
+            models.UniqueConstraint(
+                fields=["owner", "seq"],
+                name="event_unique_owner_seq",
+                condition=Q(seq__isnull=False),
+            ),
         ]
         indexes = [
             # A stream filtered to one job, and deleting a job with its events.
             models.Index(fields=["job", "seq"], name="event_job_seq"),
-            # Retention deletes the oldest first.
-            models.Index(fields=["created_at"], name="event_created"),
             # The owner's events still to be numbered, in the order they were stored.
             models.Index(fields=["owner", "id"], name="event_unnumbered", condition=Q(seq=None)),
         ]
