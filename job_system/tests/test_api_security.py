@@ -196,6 +196,21 @@ def test_a_server_error_answers_json_without_a_traceback(settings):
     assert b"ZeroDivisionError" not in response.content
 
 
+def test_a_database_out_of_reach_is_a_503_with_retry_after_and_a_bad_query_a_500(settings):
+    settings.DEBUG = False
+    client = APIClient(raise_request_exception=False)
+    settings.ROOT_URLCONF = "job_system.tests.broken_urls"
+
+    locked = client.get("/locked/")
+    bad_query = client.get("/bad-query/")
+
+    assert locked.status_code == 503
+    assert locked["Retry-After"] == "5"
+    assert locked.json()["code"] == "database_unavailable"
+    assert bad_query.status_code == 500
+    assert bad_query.json() == {"error": "Server Error (500)"}
+
+
 def test_an_unknown_api_address_answers_json(api_client):
     response = api_client.get("/api/no-such-thing/")
 
