@@ -2,6 +2,7 @@ import logging
 import sqlite3
 import sys
 
+import redis
 from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views import defaults
@@ -15,8 +16,8 @@ from users.exceptions import AccountDeleted
 
 logger = logging.getLogger(__name__)
 
-# What a client is told to wait before trying again while the database is unreachable: about
-# a PostgreSQL restart, or a SQLite write lock held past the busy timeout.
+# What a client is told to wait before trying again while the database or Redis is unreachable:
+# about a restart of either, or a SQLite write lock held past the busy timeout.
 DATABASE_RETRY_AFTER_SECONDS = 5
 # PostgreSQL's codes for "the server is going away or not there yet": connection exceptions
 # (class 08), and an administrator's or a crash's shutdown, or a server still starting (57P0x).
@@ -62,27 +63,35 @@ def page_not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
 
 
 def server_error(request: HttpRequest, *args, **kwargs) -> HttpResponse:
-    """JSON for an unhandled error: 503 with Retry-After if the database was out of reach.
+    """JSON for an unhandled error: 503 with Retry-After if the database or Redis was out of reach.
 
     Django calls this for an exception from any view (DRF's, plain Django's, the admin's) or
     middleware, inside its `except` block, so the exception is still at hand. An outage is not
     a bug: the client is asked to come back, and the log gets one line, not a traceback.
+    Submissions do without Redis while it restarts (their throttle lets them through, their cap
+    is counted in the database); what needs it, such as the account endpoints' throttles,
+    answers 503.
     """
     error = sys.exc_info()[1]
-    if error is None or not database_unavailable(error):
+    if isinstance(error, redis.ConnectionError | redis.TimeoutError):
+        part = "redis"
+    elif error is not None and database_unavailable(error):
+        part = "database"
+    else:
         return drf_exceptions.server_error(request, *args, **kwargs)
-    logger.warning("database unavailable: %s %s: %s", request.method, request.path, error)
-    response = database_unavailable_response()
+    logger.warning("%s unavailable: %s %s: %s", part, request.method, request.path, error)
+    response = unavailable_response(part)
     # Django would log it again, with the traceback, as a server error.
     response._has_been_logged = True
     return response
 
 
-def database_unavailable_response() -> JsonResponse:
+def unavailable_response(part: str) -> JsonResponse:
+    """503 for a part the service cannot do without (`database` or `redis`), with Retry-After."""
     response = JsonResponse(
         {
             "detail": "The service is briefly unavailable. Try again shortly.",
-            "code": "database_unavailable",
+            "code": f"{part}_unavailable",
         },
         status=503,
     )

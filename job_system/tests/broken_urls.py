@@ -2,6 +2,7 @@
 
 import sqlite3
 
+import redis
 from django.db import OperationalError
 from django.urls import path
 
@@ -22,8 +23,14 @@ def query_broken(request):
     raise OperationalError("no such column: x") from sqlite3.OperationalError("no such column: x")
 
 
+def redis_down(request):
+    # A real connection that is refused: nothing listens on port 1.
+    redis.Redis.from_url("redis://127.0.0.1:1/0").ping()
+
+
 urlpatterns = [
     path("broken/", crash),
     path("locked/", database_locked),
     path("bad-query/", query_broken),
+    path("redis-down/", redis_down),
 ]
