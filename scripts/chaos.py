@@ -91,6 +91,8 @@ CLIENT_TIMEOUT_SHARE = 0.03
 CLIENT_TIMEOUT_SECONDS = 0.002
 # Well above the kills one job can suffer, so a job only fails if recovery itself is broken.
 MAX_RETRIES = 10
+# The jobs in flight when each fault of the heal round strikes.
+HEAL_BATCH = 60
 # `fail` jobs fail on purpose, retried this often before they fail for good.
 FAILING_RETRIES = 2
 WORDS = ["the", "quick", "brown", "fox", "jumps", "over", "lazy", "dog", "while", "workers", "die"]
@@ -354,6 +356,8 @@ class RunSettings:
     # How many times each fault is injected; 0 leaves it out.
     faults: dict[str, int]
     client_timeouts: bool
+    # Each fault once more on a drained system, timed on its own (heal_round).
+    heal_round: bool
     deadline: float
     database_url: str | None
     # A private PostgreSQL server, which the chaos may restart.
@@ -403,6 +407,9 @@ def run_chaos(
         submissions = submitting.result()  # Bounded by the deadline too.
     wait_until_terminal(stack.database_url, submissions.accepted, deadline, chaos)
     drain_time = time.monotonic() - started
+    heal_times = {}
+    if settings.heal_round:
+        heal_times = heal_round(stack, token, chaos, submissions, settings, deadline)
     figures = count_outcomes(stack.database_url, submissions.accepted)
     if receiver is not None:
         hooks = Hooks(receiver, endpoint_secret, submissions.callback_secrets)
@@ -437,7 +444,37 @@ def run_chaos(
         "drain_time": drain_time,
         "heal_time": drain_time - (chaos.last_fault_end or 0.0),
         "unfinished_at_last_fault": unfinished,
+        "heal_times": heal_times,
     }
+
+
+def heal_round(
+    stack: Stack,
+    token: str,
+    chaos: Chaos,
+    submissions: Submissions,
+    settings: RunSettings,
+    deadline: float,
+) -> dict[str, float]:
+    """Each fault once more, alone, on a drained system; how long each took to heal.
+
+    heal_time above runs from the last fault of the load, so it also counts the backlog the
+    load left. Here each fault strikes while a fresh batch of HEAL_BATCH jobs (none scheduled)
+    runs, and the time runs from its end until every job is terminal again.
+    """
+    heal_times = {}
+    api = Api(stack.base_url, token)
+    rng = random.Random()  # noqa: S311 - a job mix, not a secret.
+    for fault in settings.faults:
+        for number in range(HEAL_BATCH):
+            body = job_request(number, rng, callback_url=None)
+            body.pop("scheduled_time", None)
+            submissions.record(*submit_one(submissions, api, body, deadline, time_out=False))
+        chaos.run([fault], deadline)
+        wait_until_terminal(stack.database_url, submissions.accepted, deadline, chaos)
+        heal_times[fault] = chaos.now() - chaos.windows[-1].end
+    api.close()
+    return heal_times
 
 
 def failures(figures: dict[str, Any], settings: RunSettings) -> list[str]:
@@ -487,6 +524,8 @@ def print_figures(figures: dict[str, Any], database: str) -> None:
         f"heal_time: {figures['heal_time']:.1f} s from the last fault until every job was terminal"
     )
     print(f"unfinished_at_last_fault: {figures['unfinished_at_last_fault']} jobs not terminal yet")
+    for fault, seconds in figures["heal_times"].items():
+        print(f"heal_{fault}: {seconds:.1f} s from its end until every job was terminal")
     print(f"attempts_total: {sum(figures['attempts'].values())} attempts")
     for outcome, count in sorted(figures["attempts"].items()):
         print(f"attempts_{outcome}: {count} attempts")
@@ -516,7 +555,13 @@ def parse_settings(argv: list[str] | None = None) -> RunSettings:
         help="time some submissions out on the client and send them again with their key",
     )
     parser.add_argument(
-        "--deadline", type=float, default=900.0, help="seconds for the whole run, then count"
+        "--heal-round",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="after the load, each fault once more on its own, timed (default: not with --quick)",
+    )
+    parser.add_argument(
+        "--deadline", type=float, default=1200.0, help="seconds for the whole run, then count"
     )
     database = parser.add_mutually_exclusive_group()
     database.add_argument(
@@ -544,6 +589,8 @@ def parse_settings(argv: list[str] | None = None) -> RunSettings:
     args = parser.parse_args(argv)
     if args.quick:
         args.jobs, args.rounds, args.kills = 300, 1, 2
+    if args.heal_round is None:
+        args.heal_round = not args.quick
     if args.database_url and not args.database_url.startswith("postgres"):
         parser.error("--database-url takes a postgres:// URL; SQLite is the default")
     faults = {
@@ -558,6 +605,7 @@ def parse_settings(argv: list[str] | None = None) -> RunSettings:
         clients=args.clients,
         faults=faults,
         client_timeouts=args.client_timeouts,
+        heal_round=args.heal_round,
         deadline=args.deadline,
         database_url=args.database_url,
         postgres=args.postgres,
