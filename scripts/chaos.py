@@ -407,6 +407,7 @@ def run_chaos(
         submissions = submitting.result()  # Bounded by the deadline too.
     wait_until_terminal(stack.database_url, submissions.accepted, deadline, chaos)
     drain_time = time.monotonic() - started
+    heal_time = drain_time - (chaos.last_fault_end or 0.0)
     heal_times = {}
     if settings.heal_round:
         heal_times = heal_round(stack, token, chaos, submissions, settings, deadline)
@@ -442,7 +443,7 @@ def run_chaos(
             if not any(w.start <= error[0] <= w.end + 1.0 for w in outages)
         ],
         "drain_time": drain_time,
-        "heal_time": drain_time - (chaos.last_fault_end or 0.0),
+        "heal_time": heal_time,
         "unfinished_at_last_fault": unfinished,
         "heal_times": heal_times,
     }
