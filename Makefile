@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 # Tests run like production: DEBUG off, and a real-looking secret. This one is for tests only.
 TEST_SECRET_KEY := test-only-secret-key-not-for-any-deployment-8c1f0b7e2d
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/test
-# Arguments for the chaos run: make chaos CHAOS_ARGS="--quick --database-url postgres://..."
+# Arguments for the chaos run: make chaos CHAOS_ARGS="--quick --postgres" (a private server)
 CHAOS_ARGS ?=
 BENCH_ARGS ?=
 
