@@ -143,7 +143,7 @@ def _jobs_with_live_messages(messages: list[queue.BrokerMessage], *, now: dateti
         if settled(message):
             to_check.append(message)
         else:
-            live.update(message.job_ids)
+            live |= set(message.job_ids)
     if to_check:
         ids = {job_id for message in to_check for job_id in message.job_ids}
         busy = set(
@@ -153,7 +153,7 @@ def _jobs_with_live_messages(messages: list[queue.BrokerMessage], *, now: dateti
         )
         for message in to_check:
             if busy.intersection(message.job_ids):
-                live.update(message.job_ids)
+                live |= set(message.job_ids)
     return live
 
 
