@@ -26,7 +26,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections import defaultdict
+from collections import Counter, defaultdict
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
@@ -292,6 +292,8 @@ def main(argv: list[str] | None = None) -> int:
     for route in sorted(first):
         print(f"p99_first5_{route}: {first[route] * 1000:.0f} ms")
         print(f"p99_last5_{route}: {last.get(route, 0) * 1000:.0f} ms")
+    for route, count in sorted(Counter(route for _at, route, _s in latencies.samples).items()):
+        print(f"requests_{route}: {count} requests ({count / elapsed:.1f}/s)")
     print(f"faults: {dict(chaos.done)}")
     problems = []
     for name, (rss, _fds) in end["processes"].items():
