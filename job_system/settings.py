@@ -412,6 +412,9 @@ if not 0 <= JOB_PUBLISH_INTERVAL_SECONDS <= 1:
 # A pending, due job whose message was published this long ago without being claimed is
 # published again; the claim makes the duplicate harmless.
 JOB_REDISPATCH_AFTER = timedelta(seconds=env_int("JOB_REDISPATCH_AFTER_SECONDS", 120))
+# An admitted job is published again this long after its admission if the broker has no live
+# message for it (jobs.services.recovery): long enough for a publish on its way to land.
+JOB_MESSAGE_GRACE = timedelta(seconds=env_float("JOB_MESSAGE_GRACE_SECONDS", 5.0))
 # A running job whose worker has not reported for this long is presumed lost.
 JOB_LEASE = timedelta(seconds=env_int("JOB_LEASE_SECONDS", 60))
 # Past its time limit a job is interrupted; if it is still running this much later, its
@@ -525,7 +528,7 @@ CELERY_BEAT_SCHEDULE = {
     },
     "reap-stale-jobs": {
         "task": "jobs.tasks.reap_stale_jobs",
-        "schedule": env_int("JOB_REAP_INTERVAL_SECONDS", 15),
+        "schedule": env_int("JOB_REAP_INTERVAL_SECONDS", 5),
         "options": {"expires": 60},
     },
     "purge-expired-codes": {

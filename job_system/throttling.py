@@ -13,14 +13,18 @@ DRF's exact log: their rates are a few per minute, where the log is short and "1
 must mean exactly that.
 """
 
+import logging
 import math
 
+import redis
 from django.core.cache import cache
 from rest_framework.request import Request
 from rest_framework.throttling import ScopedRateThrottle, SimpleRateThrottle
 from rest_framework.views import APIView
 
 from job_system.cache import cache_redis
+
+logger = logging.getLogger(__name__)
 
 
 class CountingRateThrottle(SimpleRateThrottle):
@@ -44,7 +48,13 @@ class CountingRateThrottle(SimpleRateThrottle):
         pipe.incr(current)
         pipe.expire(current, 2 * self.duration)
         pipe.get(previous)
-        count, _, before = pipe.execute()
+        try:
+            count, _, before = pipe.execute()
+        except redis.RedisError:
+            # Redis restarting: the counters are gone anyway, and a throttle is no security
+            # control; letting the request through beats refusing every client with a 5xx.
+            logger.warning("throttle %s not counted: Redis is unavailable", self.scope)
+            return True
         self.estimate = count + int(before or 0) * (1 - self.elapsed / self.duration)
         if self.estimate > self.num_requests:
             # A refused request should not hold the client back any longer.

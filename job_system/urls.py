@@ -29,7 +29,8 @@ urlpatterns = [
     path("", include("job_system.docs")),
 ]
 
-# JSON, never an HTML page or a traceback, when something breaks.
+# JSON, never an HTML page or a traceback, when something breaks; 503 while the database is
+# out of reach.
 handler400 = "rest_framework.exceptions.bad_request"
 handler404 = "job_system.exceptions.page_not_found"
-handler500 = "rest_framework.exceptions.server_error"
+handler500 = "job_system.exceptions.server_error"

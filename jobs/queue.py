@@ -12,6 +12,8 @@ whose thread sends what several requests handed it together.
 """
 
 import atexit
+import base64
+import json
 import logging
 import os
 import threading
@@ -19,6 +21,7 @@ import time
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
 from typing import NamedTuple
@@ -29,6 +32,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from job_system.celery import app as celery_app
+from job_system.heartbeats import heartbeat_redis
 from jobs import handlers
 from jobs.models import Job
 
@@ -245,3 +249,57 @@ def release(job_ids: list[uuid.UUID]) -> None:
     except Exception:
         # Even if this write fails the reaper republishes them after JOB_REDISPATCH_AFTER.
         logger.exception("could not release %d job(s) to the dispatcher", len(job_ids))
+
+
+# Where kombu's Redis transport keeps the messages that workers took and have not yet
+# acknowledged (with late acks: until the task ends), and when each was taken.
+UNACKED_KEY = "unacked"
+UNACKED_INDEX_KEY = "unacked_index"
+# The most messages read from one queue: a queue holds a short window of them (admission).
+QUEUE_READ_LIMIT = 10_000
+
+
+@dataclass(frozen=True)
+class BrokerMessage:
+    """A job message as it is in the broker now: waiting in a queue, or taken by a worker."""
+
+    job_ids: tuple[uuid.UUID, ...]
+    # Unix time a worker took it; None while it waits in its queue.
+    taken_at: float | None
+    eta: datetime | None
+
+
+def broker_messages(queue_names: Iterable[str]) -> list[BrokerMessage]:
+    """Every job message in the broker: in the queues, and taken but not acknowledged.
+
+    One pipelined round trip. Raises redis.RedisError when the broker cannot be read.
+    """
+    names = list(queue_names)
+    pipe = heartbeat_redis().pipeline(transaction=False)
+    for name in names:
+        pipe.lrange(name, 0, QUEUE_READ_LIMIT - 1)
+    pipe.hgetall(UNACKED_KEY)
+    pipe.zrange(UNACKED_INDEX_KEY, 0, -1, withscores=True)
+    *waiting, taken, taken_at = pipe.execute()
+    messages = [_job_message(raw, None) for raws in waiting for raw in raws]
+    times = dict(taken_at)
+    for tag, entry in taken.items():
+        raw, _exchange, _routing_key = json.loads(entry)
+        messages.append(_job_message(raw, times.get(tag, 0.0)))
+    return [message for message in messages if message is not None]
+
+
+def _job_message(raw: bytes | str | dict, taken_at: float | None) -> BrokerMessage | None:
+    """Decode a Celery message as kombu stores it; None if it is not a job's or unreadable."""
+    try:
+        message = json.loads(raw) if isinstance(raw, (bytes, str)) else raw
+        headers = message["headers"]
+        if headers.get("task") not in (RUN_JOB_TASK, RUN_JOBS_TASK):
+            return None
+        args, _kwargs, _embed = json.loads(base64.b64decode(message["body"]))
+        ids = args[0] if headers["task"] == RUN_JOBS_TASK else args[:1]
+        eta = datetime.fromisoformat(headers["eta"]) if headers.get("eta") else None
+        return BrokerMessage(tuple(uuid.UUID(job_id) for job_id in ids), taken_at, eta)
+    except (KeyError, IndexError, TypeError, ValueError):
+        logger.warning("unreadable message in the broker, ignored")
+        return None

@@ -1,26 +1,30 @@
-"""Kill workers and wipe Redis while jobs run, and check that every job ends exactly once.
+"""Break every part of the system while jobs run, and check that every job ends exactly once.
 
 The promise under test: every accepted job reaches exactly one terminal state (completed,
-failed or cancelled) and has at most one result, whatever happens to workers and the broker.
-This submits a mix of jobs over HTTP to real processes on 127.0.0.1 (web, the Procfile's job
-workers — one `worker` for quick jobs and one `worker-long` for `long` and `cpu` — Beat, Redis)
-while it SIGKILLs workers of both kinds, mostly while they run a job, and restarts Redis
-empty. Then it reads the database, the truth, and prints one `name: value unit` line per
-figure:
+failed or cancelled) and has at most one result, whatever happens to any process. This submits
+a mix of jobs over HTTP to real processes on 127.0.0.1 (gunicorn, the Procfile's job workers,
+the housekeeping worker, Beat, a private Redis, and a private PostgreSQL with --postgres),
+quick, sleeping, scheduled, failing with retries, some cancelled by their client, some
+submissions timed out by their client and sent again with the same Idempotency-Key, while it
+injects each fault of scripts/chaos_faults.py several times at random moments: worker and pool
+SIGKILLs, web process SIGKILLs, Beat SIGKILLs, database restarts (a held write lock on
+SQLite), Redis restarts that lose everything, FLUSHDBs, and workers frozen past their lease.
+Then it reads the database, the truth, and prints one `name: value unit` line per figure:
 
-    python scripts/chaos.py                 # 1,000 jobs, 10 kills, 1 Redis wipe, SQLite
-    python scripts/chaos.py --quick         # 200 jobs, 3 kills, 1 Redis wipe
-    python scripts/chaos.py --database-url postgres://postgres@127.0.0.1:5432/chaos
-    python scripts/chaos.py --no-webhooks   # jobs only
+    python scripts/chaos.py                  # 2,000 jobs, each fault 3 times (10 worker kills)
+    python scripts/chaos.py --postgres       # the same on a private PostgreSQL it may restart
+    python scripts/chaos.py --quick          # 300 jobs, every fault once: a few minutes
+    python scripts/chaos.py --no-beat-kill   # each fault has a flag; --no-webhooks: jobs only
 
 Meanwhile the Procfile's webhooks worker tells every terminal state to a receiver on
 127.0.0.1 that fails 30% of requests (scripts/chaos_webhooks.py), and the count waits until
 each was told.
 
-Exits non-zero if a job was lost (not terminal by the deadline) or duplicated (more than one
-result or successful attempt), if a terminal state was not told, or told under two
-webhook-ids, or if the chaos did not happen as asked. The work dir, with one log per process,
-is kept then and its path printed.
+Exits non-zero if an accepted job was lost (not in the database), duplicated (more than one
+result or successful attempt), or stuck (not terminal by the deadline), if a client saw a 5xx
+outside a database outage, if a terminal state was not told, or told under two webhook-ids,
+or if the chaos did not happen as asked. The work dir, with one log per process, is kept then
+and its path printed.
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from scripts.chaos_faults import FAULTS, Chaos, chaos_plan
 from scripts.chaos_webhooks import (
     WEBHOOK_ENV,
     FlakyReceiver,
@@ -55,14 +60,19 @@ from scripts.chaos_webhooks import (
     wait_until_told,
     webhook_failures,
 )
+from scripts.pgcluster import PrivateCluster
 from scripts.stack import Api, Stack, connect_database, recreate_postgres_database
 
 # Recovery timings measured in seconds rather than minutes, so that a killed worker's jobs
 # come back while the run is still going.
+# The redispatch after JOB_REDISPATCH_AFTER_SECONDS keeps its default: the reaper's audit of
+# the broker (JOB_MESSAGE_GRACE_SECONDS) must find every lost message by itself. Web processes
+# hold their jobs' messages a while, so that a web kill has some to lose.
+LEASE_SECONDS = 6
 CHAOS_ENV = {
-    "JOB_LEASE_SECONDS": "6",
+    "JOB_LEASE_SECONDS": str(LEASE_SECONDS),
     "JOB_REAP_INTERVAL_SECONDS": "2",
-    "JOB_REDISPATCH_AFTER_SECONDS": "10",
+    "JOB_PUBLISH_INTERVAL_SECONDS": "0.2",
     "JOB_RETRY_BACKOFF_BASE_SECONDS": "0.5",
     # The token must outlive the longest run, or late submissions would get 401.
     "JWT_ACCESS_MINUTES": "120",
@@ -70,23 +80,26 @@ CHAOS_ENV = {
 TERMINAL_STATUSES = ("completed", "failed", "cancelled")
 
 # Mostly quick jobs, a few long ones to be killed in the middle of, some scheduled for later.
-JOB_MIX = {"echo": 30, "word_count": 22, "checksum": 22, "primes": 20, "sleep": 6}
+JOB_MIX = {"echo": 28, "word_count": 20, "checksum": 20, "primes": 18, "sleep": 8, "fail": 6}
 SCHEDULED_SHARE = 0.1
 SCHEDULED_AHEAD_SECONDS = (2.0, 8.0)
 CALLBACK_SHARE = 0.1
+# Cancelled by their client soon after it was told they exist.
+CANCEL_SHARE = 0.05
+# Sent with a client timeout too short for the answer, then again with the same key.
+CLIENT_TIMEOUT_SHARE = 0.03
+CLIENT_TIMEOUT_SECONDS = 0.002
 # Well above the kills one job can suffer, so a job only fails if recovery itself is broken.
 MAX_RETRIES = 10
+# The jobs in flight when each fault of the heal round strikes.
+HEAL_BATCH = 60
+# `fail` jobs fail on purpose, retried this often before they fail for good.
+FAILING_RETRIES = 2
 WORDS = ["the", "quick", "brown", "fox", "jumps", "over", "lazy", "dog", "while", "workers", "die"]
 
-SUBMIT_ATTEMPTS = 8
+SUBMIT_ATTEMPTS = 12
 SUBMIT_RETRY_PAUSE_SECONDS = 0.25
-# How long a kill waits for a worker to be running a job before it kills one anyway.
-RUNNING_JOB_WAIT_SECONDS = 15.0
-POLL_SECONDS = 0.05
 DRAIN_POLL_SECONDS = 0.5
-# Down for a moment, as after a crash and a supervisor's restart; then a breather.
-KILL_PAUSE_SECONDS = (0.5, 2.0)
-AFTER_EVENT_SECONDS = (1.0, 3.0)
 
 
 def random_parameters(job_type: str, rng: random.Random) -> dict[str, Any]:
@@ -98,6 +111,7 @@ def random_parameters(job_type: str, rng: random.Random) -> dict[str, Any]:
         "checksum": lambda: {"text": text, "algorithm": rng.choice(["sha256", "md5", "blake2b"])},
         "primes": lambda: {"limit": rng.randint(1_000, 200_000)},
         "sleep": lambda: {"seconds": round(rng.uniform(1.0, 5.0), 2)},
+        "fail": lambda: {"message": "chaos fails on purpose", "retryable": True},
     }
     return makers[job_type]()
 
@@ -113,7 +127,7 @@ def job_request(number: int, rng: random.Random, callback_url: str | None) -> di
         "name": f"chaos {number}",
         "job_type": job_type,
         "parameters": random_parameters(job_type, rng),
-        "max_retries": MAX_RETRIES,
+        "max_retries": FAILING_RETRIES if job_type == "fail" else MAX_RETRIES,
     }
     if rng.random() < SCHEDULED_SHARE:
         ahead = timedelta(seconds=rng.uniform(*SCHEDULED_AHEAD_SECONDS))
@@ -128,10 +142,17 @@ def job_request(number: int, rng: random.Random, callback_url: str | None) -> di
 
 @dataclass
 class Submissions:
+    started: float
     accepted: set[uuid.UUID] = field(default_factory=set)
     # The final HTTP status of each submission: 201 (or 200 for a replay of our own earlier
     # try), else what the last try got; 0 is a connection that never answered.
     statuses: Counter[int] = field(default_factory=Counter)
+    # Every 5xx any client request got: (seconds since the start, status, method and path).
+    server_errors: list[tuple[float, int, str]] = field(default_factory=list)
+    # Submissions sent again with their key after a client timeout, and those answered 200.
+    timed_out: int = 0
+    replayed: int = 0
+    cancels: int = 0
     # The callback_secret of each accepted job that asked for a callback.
     callback_secrets: dict[uuid.UUID, str] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -143,23 +164,46 @@ class Submissions:
                 self.accepted.add(uuid.UUID(job["id"]))
                 if job.get("callback_secret"):
                     self.callback_secrets[uuid.UUID(job["id"])] = job["callback_secret"]
+            if status == 200:
+                self.replayed += 1
+
+    def request(
+        self, api: Api, method: str, path: str, body: Any = None, headers: Any = None
+    ) -> tuple[int, Any]:
+        """One request; 0 for no answer. Every 5xx is noted with its time."""
+        try:
+            status, data = api.request(method, path, body, headers)
+        except (OSError, http.client.HTTPException):
+            return 0, None
+        if status >= 500:
+            with self.lock:
+                self.server_errors.append(
+                    (time.monotonic() - self.started, status, method + " " + path)
+                )
+        return status, data
 
 
 def submit_one(
-    api: Api, body: dict[str, Any], deadline: float
+    submissions: Submissions, api: Api, body: dict[str, Any], deadline: float, *, time_out: bool
 ) -> tuple[int, dict[str, Any] | None]:
     """POST one job, trying again with the same Idempotency-Key until the server answers.
 
-    A retry after a dropped connection or a 5xx (the throttle's cache lives in Redis, which we
-    wipe) cannot create a second job: the key makes the server return the first one, with 200.
+    A retry after a dropped connection or a 5xx cannot create a second job: the key makes the
+    server return the first one, with 200. With `time_out`, the first try gives up before its
+    answer comes, as an impatient client would, though the server may well create the job.
     """
     headers = {"Idempotency-Key": str(uuid.uuid4())}
+    if time_out:
+        hasty = Api(api.base_url, api.token, timeout=CLIENT_TIMEOUT_SECONDS)
+        hasty_status, data = submissions.request(hasty, "POST", "/api/jobs/", body, headers)
+        hasty.close()
+        if hasty_status in (200, 201):
+            return hasty_status, data  # It answered in time after all.
+        with submissions.lock:
+            submissions.timed_out += 1
     status = 0
     for attempt in range(1, SUBMIT_ATTEMPTS + 1):
-        try:
-            status, data = api.request("POST", "/api/jobs/", body, headers)
-        except (OSError, http.client.HTTPException):
-            status = 0
+        status, data = submissions.request(api, "POST", "/api/jobs/", body, headers)
         if status in (200, 201):
             return status, data
         if 0 < status < 500 and status != 429:
@@ -170,6 +214,19 @@ def submit_one(
     return status, None
 
 
+def cancel(submissions: Submissions, api: Api, job_id: str, deadline: float) -> None:
+    """Cancel a job as its client would, trying again while the server cannot answer."""
+    for attempt in range(1, SUBMIT_ATTEMPTS + 1):
+        status, _data = submissions.request(api, "POST", f"/api/jobs/{job_id}/cancel/")
+        if 0 < status < 500:  # Cancelled (200), or already finished (409).
+            with submissions.lock:
+                submissions.cancels += status == 200
+            return
+        if time.monotonic() >= deadline:
+            return
+        time.sleep(SUBMIT_RETRY_PAUSE_SECONDS * attempt)
+
+
 def submit_all(
     base_url: str,
     token: str,
@@ -177,9 +234,11 @@ def submit_all(
     clients: int,
     deadline: float,
     callback_url: str | None = None,
+    *,
+    client_timeouts: bool = True,
 ) -> Submissions:
     """Submit `jobs` jobs from `clients` threads, each on its own keep-alive connection."""
-    submissions = Submissions()
+    submissions = Submissions(started=time.monotonic())
 
     def client(numbers: range) -> None:
         api = Api(base_url, token)
@@ -188,7 +247,11 @@ def submit_all(
             if time.monotonic() >= deadline:
                 break
             body = job_request(number, rng, callback_url)
-            submissions.record(*submit_one(api, body, deadline))
+            time_out = client_timeouts and rng.random() < CLIENT_TIMEOUT_SHARE
+            status, job = submit_one(submissions, api, body, deadline, time_out=time_out)
+            submissions.record(status, job)
+            if job is not None and rng.random() < CANCEL_SHARE:
+                cancel(submissions, api, job["id"], deadline)
         api.close()
 
     shares = [range(n, jobs, clients) for n in range(clients)]
@@ -213,110 +276,12 @@ def job_statuses(connection: Connection) -> dict[uuid.UUID, str]:
 
 
 JOB_STATUS_QUERY = "SELECT id, status FROM jobs_job"
-RUNNING_CLAIMS_QUERY = "SELECT worker, claim_token FROM jobs_job WHERE status = 'in_progress'"
 RESULTS_PER_JOB_QUERY = "SELECT job_id, COUNT(*) FROM jobs_jobresult GROUP BY job_id"
 SUCCESSES_PER_JOB_QUERY = (
     "SELECT job_id, COUNT(*) FROM jobs_jobattempt WHERE outcome = 'succeeded' GROUP BY job_id"
 )
+UNFINISHED_QUERY = "SELECT COUNT(*) FROM jobs_job WHERE status IN ('pending', 'in_progress')"
 ATTEMPT_OUTCOMES_QUERY = "SELECT outcome, COUNT(*) FROM jobs_jobattempt GROUP BY outcome"
-
-
-# Chaos
-
-
-def chaos_plan(kills: int, redis_wipes: int) -> list[str]:
-    """The kills in order, with the Redis wipes spread evenly among them."""
-    plan = ["kill"] * kills
-    for n in range(redis_wipes, 0, -1):  # From the back, so earlier positions stay put.
-        plan.insert(round(n * kills / (redis_wipes + 1)), "wipe")
-    return plan
-
-
-class Chaos:
-    """Breaks the Stack's workers and broker on a plan, and counts what it broke."""
-
-    def __init__(self, stack: Stack) -> None:
-        self.stack = stack
-        self.rng = random.Random()  # noqa: S311 - chaos, not secrets.
-        self.kills = 0
-        self.kills_while_running = 0
-        self.redis_wipes = 0
-        self.worker_exits = 0
-        # Claims held by worker processes we killed. The restarted worker has the same name,
-        # so only the claim token tells its jobs from those of the process that died.
-        self.dead_claims: set[str] = set()
-
-    def run(self, plan: list[str], deadline: float) -> None:
-        connection = connect_database(self.stack.database_url)
-        try:
-            for event in plan:
-                if time.monotonic() >= deadline:
-                    return
-                if event == "kill":
-                    self.kill_a_worker(connection, deadline)
-                else:
-                    self.wipe_redis()
-                time.sleep(self.rng.uniform(*AFTER_EVENT_SECONDS))
-                self.restart_exited_workers()
-        finally:
-            connection.close()
-
-    def kill_a_worker(self, connection: Connection, deadline: float) -> None:
-        """SIGKILL a worker running a job (any worker if none runs one soon), then restart it."""
-        victim = self.wait_for_busy_worker(connection, deadline)
-        if victim is None:
-            victim = self.rng.choice(self.stack.worker_names)
-        self.stack.processes[victim].kill()
-        self.kills += 1
-        # Whatever the victim still holds now was interrupted mid-run: its lease will lapse
-        # and the reaper must give the job another attempt.
-        interrupted = self.live_claims(connection).get(victim, set())
-        if interrupted:
-            self.kills_while_running += 1
-        self.dead_claims |= interrupted
-        time.sleep(self.rng.uniform(*KILL_PAUSE_SECONDS))
-        self.stack.start_worker(victim)
-
-    def wait_for_busy_worker(self, connection: Connection, deadline: float) -> str | None:
-        until = min(deadline, time.monotonic() + RUNNING_JOB_WAIT_SECONDS)
-        while time.monotonic() < until:
-            busy = self.live_claims(connection)
-            if busy:
-                return self.rng.choice(sorted(busy))
-            time.sleep(POLL_SECONDS)
-        return None
-
-    def live_claims(self, connection: Connection) -> dict[str, set[str]]:
-        """The claims each of our workers holds on running jobs, leaving out dead processes'."""
-        claims: dict[str, set[str]] = {}
-        for worker, token in rows(connection, RUNNING_CLAIMS_QUERY):
-            name = worker.split("@", 1)[0]  # Celery's hostname: worker1@host.
-            if name in self.stack.worker_names and str(token) not in self.dead_claims:
-                claims.setdefault(name, set()).add(str(token))
-        return claims
-
-    def restart_exited_workers(self) -> None:
-        """Start again a worker that stopped by itself, as a process supervisor would.
-
-        A Celery worker can stop when Redis goes away under it (kombu's restore of its
-        unacknowledged messages fails on the dead connection: "Unrecoverable error:
-        AttributeError"). Each worker kind alone serves its queues, so without a restart that
-        kind's jobs would wait for ever; the count is printed, so a run says when it happened.
-        The webhooks worker, where the Stack runs one, is a Celery worker too.
-        """
-        for name in self.stack.worker_names:
-            if not self.stack.processes[name].alive:
-                self.stack.start_worker(name)
-                self.worker_exits += 1
-        webhooks = self.stack.processes.get("webhooks")
-        if webhooks is not None and not webhooks.alive:
-            self.stack.start_webhooks()
-            self.worker_exits += 1
-
-    def wipe_redis(self) -> None:
-        """Restart Redis empty: every queued and unacknowledged message is gone."""
-        self.stack.restart_redis()
-        self.redis_wipes += 1
 
 
 # Draining and counting
@@ -361,7 +326,9 @@ def count_outcomes(database_url: str, accepted: set[uuid.UUID]) -> dict[str, Any
     completed = {pk for pk, status in statuses.items() if status == "completed"}
     return {
         "terminal": sum(terminal[status] for status in TERMINAL_STATUSES),
-        "lost": sum(statuses.get(pk) not in TERMINAL_STATUSES for pk in accepted),
+        # A client was told its job exists (201, or 200 for its key), and it does not.
+        "lost": sum(pk not in statuses for pk in accepted),
+        "stuck": sum(pk in statuses and statuses[pk] not in TERMINAL_STATUSES for pk in accepted),
         "duplicated": len(
             {pk for pk, n in results.items() if n > 1}
             | {pk for pk, n in successes.items() if n > 1}
@@ -386,10 +353,15 @@ def count_outcomes(database_url: str, accepted: set[uuid.UUID]) -> dict[str, Any
 class RunSettings:
     jobs: int
     clients: int
-    kills: int
-    redis_wipes: int
+    # How many times each fault is injected; 0 leaves it out.
+    faults: dict[str, int]
+    client_timeouts: bool
+    # Each fault once more on a drained system, timed on its own (heal_round).
+    heal_round: bool
     deadline: float
     database_url: str | None
+    # A private PostgreSQL server, which the chaos may restart.
+    postgres: bool
     # Whether an endpoint and callbacks hear the jobs' terminal states, and how long after
     # the jobs have finished every one of them may take to be told.
     webhooks: bool
@@ -397,7 +369,10 @@ class RunSettings:
 
 
 def run_chaos(
-    stack: Stack, settings: RunSettings, receiver: FlakyReceiver | None
+    stack: Stack,
+    settings: RunSettings,
+    receiver: FlakyReceiver | None,
+    cluster: PrivateCluster | None,
 ) -> dict[str, Any]:
     """Submit jobs while the chaos runs, wait for every job to finish, and count.
 
@@ -408,9 +383,9 @@ def run_chaos(
     endpoint_secret = ""
     if receiver is not None:
         endpoint_secret = endpoint_create(Api(stack.base_url, token), receiver.endpoint_url)
-    chaos = Chaos(stack)
     started = time.monotonic()
     deadline = started + settings.deadline
+    chaos = Chaos(stack, started=started, lease_seconds=LEASE_SECONDS, cluster=cluster)
     with ThreadPoolExecutor(max_workers=1) as background:
         submitting = background.submit(
             submit_all,
@@ -420,15 +395,22 @@ def run_chaos(
             settings.clients,
             deadline,
             receiver.callback_url if receiver is not None else None,
+            client_timeouts=settings.client_timeouts,
         )
         # The chaos runs on this thread, which outlives the Stack: the kernel SIGTERMs a
         # process the Stack starts as soon as the *thread* that started it exits (the
         # parent-death signal of prctl(2)), so a restarted worker or Redis must not be started
         # from a short-lived thread.
-        chaos.run(chaos_plan(settings.kills, settings.redis_wipes), deadline)
+        chaos.run(chaos_plan(settings.faults, chaos.rng), deadline)
+        # What was left to do when the last fault ended: heal_time runs from there.
+        unfinished = (chaos.read(UNFINISHED_QUERY) or [(None,)])[0][0]
         submissions = submitting.result()  # Bounded by the deadline too.
     wait_until_terminal(stack.database_url, submissions.accepted, deadline, chaos)
     drain_time = time.monotonic() - started
+    heal_time = drain_time - (chaos.last_fault_end or 0.0)
+    heal_times = {}
+    if settings.heal_round:
+        heal_times = heal_round(stack, token, chaos, submissions, settings, deadline)
     figures = count_outcomes(stack.database_url, submissions.accepted)
     if receiver is not None:
         hooks = Hooks(receiver, endpoint_secret, submissions.callback_secrets)
@@ -439,29 +421,77 @@ def run_chaos(
             chaos.restart_exited_workers,
         )
     submitted = submissions.statuses.total()  # Fewer than asked if the deadline struck.
+    outages = [w for w in chaos.windows if w.fault == "database_restart"]
     return {
         "submitted": submitted,
         "accepted": len(submissions.accepted),
         "rejected": submitted - len(submissions.accepted),
         "statuses": dict(submissions.statuses),
+        "client_timeouts": submissions.timed_out,
+        "replayed": submissions.replayed,
+        "client_cancels": submissions.cancels,
         **figures,
-        "kills": chaos.kills,
+        "faults": dict(chaos.done),
         "kills_while_running": chaos.kills_while_running,
-        "redis_wipes": chaos.redis_wipes,
         "worker_exits": chaos.worker_exits,
+        "server_errors": submissions.server_errors,
+        # A 5xx is allowed only while the database is down, and a moment after (the request
+        # that was on its way when it came back).
+        "server_errors_outside_outages": [
+            error
+            for error in submissions.server_errors
+            if not any(w.start <= error[0] <= w.end + 1.0 for w in outages)
+        ],
         "drain_time": drain_time,
+        "heal_time": heal_time,
+        "unfinished_at_last_fault": unfinished,
+        "heal_times": heal_times,
     }
 
 
+def heal_round(
+    stack: Stack,
+    token: str,
+    chaos: Chaos,
+    submissions: Submissions,
+    settings: RunSettings,
+    deadline: float,
+) -> dict[str, float]:
+    """Each fault once more, alone, on a drained system; how long each took to heal.
+
+    heal_time above runs from the last fault of the load, so it also counts the backlog the
+    load left. Here each fault strikes while a fresh batch of HEAL_BATCH jobs (none scheduled)
+    runs, and the time runs from its end until every job is terminal again.
+    """
+    heal_times = {}
+    api = Api(stack.base_url, token)
+    rng = random.Random()  # noqa: S311 - a job mix, not a secret.
+    for fault in settings.faults:
+        for number in range(HEAL_BATCH):
+            body = job_request(number, rng, callback_url=None)
+            body.pop("scheduled_time", None)
+            submissions.record(*submit_one(submissions, api, body, deadline, time_out=False))
+        chaos.run([fault], deadline)
+        wait_until_terminal(stack.database_url, submissions.accepted, deadline, chaos)
+        heal_times[fault] = chaos.now() - chaos.windows[-1].end
+    api.close()
+    return heal_times
+
+
 def failures(figures: dict[str, Any], settings: RunSettings) -> list[str]:
-    """What makes the run fail: a broken promise, or chaos too mild to prove anything."""
-    problems = [name for name in ("lost", "duplicated", "inconsistent") if figures[name]]
-    # At least half the kills must hit a running job; a kill of an idle worker tests little.
-    if (
-        figures["kills"] < settings.kills
-        or figures["kills_while_running"] < math.ceil(settings.kills / 2)
-        or figures["redis_wipes"] < settings.redis_wipes
-    ):
+    """What makes the run fail: a broken promise, or chaos milder than asked."""
+    problems = [
+        name
+        for name in ("lost", "duplicated", "stuck", "inconsistent", "untracked")
+        if figures[name]
+    ]
+    if figures["server_errors_outside_outages"]:
+        problems.append("server_errors_outside_outages")
+    if any(figures["faults"].get(fault, 0) < count for fault, count in settings.faults.items()):
+        problems.append("chaos_incomplete")
+    # At least half the worker kills must hit a running job; a kill of an idle worker tests
+    # little.
+    if figures["kills_while_running"] < math.ceil(settings.faults.get("worker_kill", 0) / 2):
         problems.append("chaos_incomplete")
     if settings.webhooks:
         problems += webhook_failures(figures)
@@ -474,15 +504,29 @@ def print_figures(figures: dict[str, Any], database: str) -> None:
     for name in ("submitted", "accepted"):
         print(f"{name}: {figures[name]} jobs")
     print(f"rejected: {figures['rejected']} jobs{rejected}")
-    for name in ("terminal", "lost", "duplicated", "inconsistent", "untracked"):
+    print(f"client_timeouts: {figures['client_timeouts']} submissions sent again with their key")
+    print(f"replayed: {figures['replayed']} submissions answered 200 with the job made before")
+    print(f"client_cancels: {figures['client_cancels']} jobs")
+    for name in ("terminal", "lost", "duplicated", "stuck", "inconsistent", "untracked"):
         print(f"{name}: {figures[name]} jobs")
     for name in TERMINAL_STATUSES:
         print(f"{name}: {figures[name]} jobs")
-    print(f"kills: {figures['kills']} kills")
+    for fault in FAULTS:
+        print(f"fault_{fault}: {figures['faults'].get(fault, 0)} times")
     print(f"kills_while_running: {figures['kills_while_running']} kills")
-    print(f"redis_wipes: {figures['redis_wipes']} wipes")
     print(f"worker_exits: {figures['worker_exits']} workers restarted after stopping by themselves")
+    errors = figures["server_errors"]
+    when = ", ".join(f"{t:.1f}s {status} {route}" for t, status, route in errors[:10])
+    print(f"server_errors: {len(errors)} responses{' (' + when + ')' if errors else ''}")
+    outside = figures["server_errors_outside_outages"]
+    print(f"server_errors_outside_outages: {len(outside)} responses")
     print(f"drain_time: {figures['drain_time']:.1f} s")
+    print(
+        f"heal_time: {figures['heal_time']:.1f} s from the last fault until every job was terminal"
+    )
+    print(f"unfinished_at_last_fault: {figures['unfinished_at_last_fault']} jobs not terminal yet")
+    for fault, seconds in figures["heal_times"].items():
+        print(f"heal_{fault}: {seconds:.1f} s from its end until every job was terminal")
     print(f"attempts_total: {sum(figures['attempts'].values())} attempts")
     for outcome, count in sorted(figures["attempts"].items()):
         print(f"attempts_{outcome}: {count} attempts")
@@ -492,15 +536,45 @@ def print_figures(figures: dict[str, Any], database: str) -> None:
 
 def parse_settings(argv: list[str] | None = None) -> RunSettings:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--jobs", type=int, default=1000)
+    parser.add_argument("--jobs", type=int, default=2000)
     parser.add_argument("--clients", type=int, default=4)
-    parser.add_argument("--kills", type=int, default=10, help="worker SIGKILLs")
-    parser.add_argument("--redis-wipes", type=int, default=1, help="Redis restarts, empty")
     parser.add_argument(
-        "--deadline", type=float, default=300.0, help="seconds for the whole run, then count"
+        "--rounds", type=int, default=3, help="how many times each fault is injected"
     )
-    parser.add_argument("--database-url", help="PostgreSQL, recreated; default: a new SQLite")
-    parser.add_argument("--quick", action="store_true", help="200 jobs, 3 kills, 1 wipe")
+    parser.add_argument("--kills", type=int, default=10, help="worker SIGKILLs (main process)")
+    for fault in FAULTS:
+        parser.add_argument(
+            f"--{fault.replace('_', '-')}",
+            action=argparse.BooleanOptionalAction,
+            default=True,
+            help=f"inject {fault} (scripts/chaos_faults.py)",
+        )
+    parser.add_argument(
+        "--client-timeouts",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="time some submissions out on the client and send them again with their key",
+    )
+    parser.add_argument(
+        "--heal-round",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="after the load, each fault once more on its own, timed (default: not with --quick)",
+    )
+    parser.add_argument(
+        "--deadline", type=float, default=1200.0, help="seconds for the whole run, then count"
+    )
+    database = parser.add_mutually_exclusive_group()
+    database.add_argument(
+        "--postgres",
+        action="store_true",
+        help="a private PostgreSQL server, which the chaos restarts; default: a new SQLite",
+    )
+    database.add_argument(
+        "--database-url",
+        help="an existing PostgreSQL, recreated; it is never restarted (no database_restart)",
+    )
+    parser.add_argument("--quick", action="store_true", help="300 jobs, every fault once")
     parser.add_argument(
         "--webhooks",
         action=argparse.BooleanOptionalAction,
@@ -515,39 +589,54 @@ def parse_settings(argv: list[str] | None = None) -> RunSettings:
     )
     args = parser.parse_args(argv)
     if args.quick:
-        args.jobs, args.kills, args.redis_wipes = 200, 3, 1
+        args.jobs, args.rounds, args.kills = 300, 1, 2
+    if args.heal_round is None:
+        args.heal_round = not args.quick
     if args.database_url and not args.database_url.startswith("postgres"):
         parser.error("--database-url takes a postgres:// URL; SQLite is the default")
+    faults = {
+        fault: (args.kills if fault == "worker_kill" else args.rounds)
+        for fault in FAULTS
+        if getattr(args, fault)
+    }
+    if args.database_url:
+        faults.pop("database_restart", None)  # Never restart a server others may use.
     return RunSettings(
-        args.jobs,
-        args.clients,
-        args.kills,
-        args.redis_wipes,
-        args.deadline,
-        args.database_url,
-        args.webhooks,
-        args.told_within,
+        jobs=args.jobs,
+        clients=args.clients,
+        faults=faults,
+        client_timeouts=args.client_timeouts,
+        heal_round=args.heal_round,
+        deadline=args.deadline,
+        database_url=args.database_url,
+        postgres=args.postgres,
+        webhooks=args.webhooks,
+        told_within=args.told_within,
     )
 
 
 def main(argv: list[str] | None = None) -> int:
     settings = parse_settings(argv)
-    if settings.database_url:
-        recreate_postgres_database(settings.database_url)
     workdir = Path(tempfile.mkdtemp(prefix="chaos-"))
     problems = ["crashed"]  # Until the run says otherwise, keep the logs.
     try:
         with (
+            PrivateCluster() if settings.postgres else nullcontext() as cluster,
             FlakyReceiver() if settings.webhooks else nullcontext() as receiver,
-            Stack(
+        ):
+            database_url = settings.database_url
+            if cluster is not None:
+                database_url = cluster.create_database("chaos")
+            elif database_url:
+                recreate_postgres_database(database_url)
+            with Stack(
                 workdir,
-                database_url=settings.database_url,
+                database_url=database_url,
                 webhooks=settings.webhooks,
                 env=CHAOS_ENV | (WEBHOOK_ENV if settings.webhooks else {}),
-            ) as stack,
-        ):
-            figures = run_chaos(stack, settings, receiver)
-        print_figures(figures, "postgresql" if settings.database_url else "sqlite")
+            ) as stack:
+                figures = run_chaos(stack, settings, receiver, cluster)
+        print_figures(figures, "postgresql" if database_url else "sqlite")
         problems = failures(figures, settings)
         print(f"result: {'FAILED: ' + ', '.join(problems) if problems else 'ok'}")
     finally:

@@ -21,6 +21,7 @@ it (prctl(2), PR_SET_PDEATHSIG). A worker restarted from a short-lived thread st
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
@@ -34,6 +35,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import redis
 
 from scripts import localredis
 
@@ -183,12 +186,8 @@ class Stack:
             self.start_worker(name)
         if self.with_beat:
             # Exactly as the Procfile runs it: its options are what keeps it out of Flower.
-            self.processes["housekeeping"] = procfile_process(
-                "housekeeping", self.env(), self.workdir
-            ).start()
-            self.processes["beat"] = self._process(
-                "beat", self._celery("beat", "--loglevel=INFO")
-            ).start()
+            self.start_housekeeping()
+            self.start_beat()
         if self.with_webhooks:
             self.start_webhooks()
         self.wait_until_healthy()
@@ -203,9 +202,36 @@ class Stack:
         self.redis, self.redis_url = localredis.start_redis(self.redis_port, self.workdir / "redis")
 
     def restart_redis(self) -> None:
-        """Stop Redis and start an empty one on the same port: every queued message is gone."""
+        """Stop Redis and start an empty one on the same port: every queued message is gone.
+
+        SHUTDOWN NOSAVE, as an operator's or a crash's restart of a Redis that keeps nothing.
+        """
+        with contextlib.suppress(redis.RedisError):
+            redis.Redis.from_url(self.redis_url, socket_timeout=5).shutdown(nosave=True)
         localredis.stop_redis(self.redis)
         self.start_redis()
+
+    def flush_redis(self) -> None:
+        """FLUSHDB on the running Redis: queues, unacknowledged messages and caches go."""
+        redis.Redis.from_url(self.redis_url, socket_timeout=5).flushdb()
+
+    def start_housekeeping(self) -> ManagedProcess:
+        """Start (or start again) the Procfile's housekeeping worker, which runs Beat's tasks."""
+        self.processes["housekeeping"] = procfile_process(
+            "housekeeping", self.env(), self.workdir
+        ).start()
+        return self.processes["housekeeping"]
+
+    def start_beat(self) -> ManagedProcess:
+        """Start (or start again) Beat."""
+        self.processes["beat"] = self._process(
+            "beat", self._celery("beat", "--loglevel=INFO")
+        ).start()
+        return self.processes["beat"]
+
+    def web_processes(self) -> list[int]:
+        """The process ids of gunicorn's worker processes, which serve the requests."""
+        return children(self.processes["web"].process.pid)
 
     @property
     def worker_names(self) -> list[str]:
@@ -333,6 +359,16 @@ class Stack:
         ]
 
 
+def children(pid: int) -> list[int]:
+    """The process ids of a process's children (Linux); [] once it has gone."""
+    try:
+        return [
+            int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        ]
+    except FileNotFoundError:
+        return []
+
+
 def procfile_command(name: str) -> str:
     """The shell command the Procfile gives process type `name`."""
     for line in (ROOT / "Procfile").read_text().splitlines():
@@ -413,6 +449,7 @@ class Api:
     """A small JSON client on one keep-alive connection; use one per thread."""
 
     def __init__(self, base_url: str, token: str | None = None, timeout: float = 30) -> None:
+        self.base_url, self.token = base_url, token
         host_port = base_url.removeprefix("http://")
         self.connection = http.client.HTTPConnection(host_port, timeout=timeout)
         self.headers = {"Content-Type": "application/json", "Accept": "application/json"}

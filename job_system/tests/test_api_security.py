@@ -183,17 +183,39 @@ def test_cors_is_off_unless_origins_are_configured(api_client, settings):
     assert allowed.headers["access-control-allow-origin"] == "https://app.example"
 
 
-def test_a_server_error_answers_json_without_a_traceback(settings):
+@pytest.fixture
+def crashing_client(settings) -> APIClient:
+    """A client of views that crash (broken_urls), which gets what a real client would."""
     settings.DEBUG = False
-    client = APIClient(raise_request_exception=False)
     settings.ROOT_URLCONF = "job_system.tests.broken_urls"
+    return APIClient(raise_request_exception=False)
 
-    response = client.get("/broken/")
+
+def test_a_server_error_answers_json_without_a_traceback(crashing_client):
+    response = crashing_client.get("/broken/")
 
     assert response.status_code == 500
     assert response.json() == {"error": "Server Error (500)"}
     assert b"Traceback" not in response.content
     assert b"ZeroDivisionError" not in response.content
+
+
+@pytest.mark.parametrize(
+    ("path", "code"), [("/locked/", "database_unavailable"), ("/redis-down/", "redis_unavailable")]
+)
+def test_a_database_or_redis_out_of_reach_is_a_503_with_retry_after(crashing_client, path, code):
+    response = crashing_client.get(path)
+
+    assert response.status_code == 503
+    assert response["Retry-After"] == "5"
+    assert response.json()["code"] == code
+
+
+def test_a_bad_query_is_still_a_500(crashing_client):
+    response = crashing_client.get("/bad-query/")
+
+    assert response.status_code == 500
+    assert response.json() == {"error": "Server Error (500)"}
 
 
 def test_an_unknown_api_address_answers_json(api_client):

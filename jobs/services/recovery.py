@@ -2,6 +2,14 @@
 
 Each runs safely beside copies of itself: rows are taken by conditional updates, so two
 dispatchers or two reapers never publish or requeue the same job twice.
+
+An admitted job's message can be lost between the commit and the broker (a web process killed
+while its publisher held it, a worker killed after admitting), with the broker (Redis restarted
+empty), or with a worker that took it (killed or frozen). The database cannot tell a lost
+message from one that waits its turn in a queue, so the reaper asks the broker: an admitted
+job admitted over JOB_MESSAGE_GRACE_SECONDS ago is published again when no message for it
+waits in a queue and none taken by a worker shows signs of life. A message wrongly thought
+lost costs a duplicate, which the claim makes a no-op; never a second run.
 """
 
 import logging
@@ -9,14 +17,15 @@ import time
 import uuid
 from datetime import datetime
 
+import redis
 from django.conf import settings
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
-from jobs import metrics
+from jobs import metrics, queue
 from jobs.models import Job, JobAttempt
 from jobs.services import transitions
-from jobs.services.admission import jobs_admit, mark_enqueued_and_publish
+from jobs.services.admission import jobs_admit, mark_enqueued_and_publish, queue_names
 from jobs.services.common import attempt_deadline, retry_delay, timeout_is_final
 
 logger = logging.getLogger(__name__)
@@ -70,23 +79,82 @@ def jobs_requeue_stuck(*, jobs: QuerySet[Job]) -> dict[str, int]:
 def _recover_stuck(jobs: QuerySet[Job], *, limit: int | None) -> dict[str, int]:
     """Republish lost messages and reap lapsed leases among `jobs`; count what was done."""
     now = timezone.now()
-    lost_messages = jobs.filter(
+    # The last resort, should the broker's messages ever mislead the audit below.
+    long_published = jobs.filter(
         status=Job.Status.PENDING,
         run_after__lte=now,
         enqueued_at__lt=now - settings.JOB_REDISPATCH_AFTER,
         claim_token=None,  # Always, for a pending job; it makes job_admitted's rows the scan.
     )
     counts = {
-        "republished": mark_enqueued_and_publish(lost_messages, now=now, limit=limit),
+        "republished": mark_enqueued_and_publish(long_published, now=now, limit=limit),
         "requeued": 0,
         "failed": 0,
     }
+    counts["republished"] += _republish_lost_messages(jobs, now=now, limit=limit)
     expired = jobs.filter(status=Job.Status.IN_PROGRESS, lease_expires_at__lt=now)
     for job in expired.order_by("lease_expires_at")[:limit]:
         outcome = _reap(job, now=now)
         if outcome:
             counts[outcome] += 1
     return counts
+
+
+def _republish_lost_messages(jobs: QuerySet[Job], *, now: datetime, limit: int | None) -> int:
+    """Publish again the admitted jobs among `jobs` that the broker has no live message for."""
+    grace = settings.JOB_MESSAGE_GRACE
+    admitted = jobs.filter(
+        status=Job.Status.PENDING, enqueued_at__lt=now - grace, claim_token=None
+    ).order_by("enqueued_at")
+    candidates = set(admitted.values_list("pk", flat=True)[:limit])
+    if not candidates:
+        return 0
+    try:
+        messages = queue.broker_messages(queue_names())
+    except redis.RedisError:
+        return 0  # A publish would fail too; the next round tries again.
+    lost = candidates - _jobs_with_live_messages(messages, now=now)
+    if not lost:
+        return 0
+    republished = mark_enqueued_and_publish(admitted.filter(pk__in=lost), now=now)
+    if republished:
+        logger.warning("reaper: %d admitted job(s) had no message in the broker", republished)
+    return republished
+
+
+def _jobs_with_live_messages(messages: list[queue.BrokerMessage], *, now: datetime) -> set:
+    """The jobs of the messages that will still run: waiting in a queue, or with a live worker.
+
+    A worker starts a message it took at once (prefetch is one per process) or at its ETA,
+    and claims its jobs one after another. So a message taken over JOB_MESSAGE_GRACE ago and
+    past its ETA shows a live worker only while one of its jobs runs or has just ended; else
+    its worker was killed or frozen, and once the reaper has taken back the job it ran, the
+    rest of the message would wait for ever.
+    """
+    cutoff = now - settings.JOB_MESSAGE_GRACE
+
+    def settled(message: queue.BrokerMessage) -> bool:
+        taken_long_ago = message.taken_at is not None and message.taken_at < cutoff.timestamp()
+        return taken_long_ago and (message.eta is None or message.eta < cutoff)
+
+    live: set = set()
+    to_check: list[queue.BrokerMessage] = []
+    for message in messages:
+        if settled(message):
+            to_check.append(message)
+        else:
+            live |= set(message.job_ids)
+    if to_check:
+        ids = {job_id for message in to_check for job_id in message.job_ids}
+        busy = set(
+            Job.objects.filter(pk__in=ids)
+            .filter(Q(status=Job.Status.IN_PROGRESS) | Q(completed_at__gte=cutoff))
+            .values_list("pk", flat=True)
+        )
+        for message in to_check:
+            if busy.intersection(message.job_ids):
+                live |= set(message.job_ids)
+    return live
 
 
 def _reap(job: Job, *, now: datetime) -> str | None:

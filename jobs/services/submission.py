@@ -1,11 +1,13 @@
 """What clients ask for: submitting, cancelling and retrying jobs."""
 
+import contextlib
 import logging
 from collections.abc import Callable
 from contextlib import nullcontext
 from datetime import datetime
 from typing import Any, Literal, NotRequired, TypedDict, Unpack
 
+import redis
 from django.conf import settings
 from django.core.cache import cache
 from django.db import IntegrityError, connection, transaction
@@ -247,10 +249,16 @@ def _check_active_job_cap(owner_id: int, adding: int = 1) -> None:
     limit = settings.MAX_ACTIVE_JOBS_PER_USER
     key = _active_count_key(owner_id)
     client = cache_redis()
-    total = client.eval(_ADD_TO_COUNT, 1, key, adding)
+    try:
+        total = client.eval(_ADD_TO_COUNT, 1, key, adding)
+    except redis.RedisError:
+        # Redis restarting: count in the database, as every submission once did.
+        total = _count_active_jobs(owner_id, limit) + adding
+        if total > limit:
+            raise TooManyActiveJobs(limit=limit) from None
+        return
     if total is None:
-        active = Job.objects.filter(owner_id=owner_id, status__in=Job.ACTIVE_STATUSES)
-        total = active[:limit].count() + adding
+        total = _count_active_jobs(owner_id, limit) + adding
         if not client.set(key, total, ex=ACTIVE_COUNT_SECONDS, nx=True):
             # Another request counted at the same moment: add to its count.
             total = client.eval(_ADD_TO_COUNT, 1, key, adding) or total
@@ -259,10 +267,17 @@ def _check_active_job_cap(owner_id: int, adding: int = 1) -> None:
         raise TooManyActiveJobs(limit=limit)
 
 
+def _count_active_jobs(owner_id: int, limit: int) -> int:
+    active = Job.objects.filter(owner_id=owner_id, status__in=Job.ACTIVE_STATUSES)
+    return active[:limit].count()
+
+
 def _uncount_active_jobs(owner_id: int, count: int) -> None:
     """Take jobs that were counted but did not become active off the owner's count."""
     # Through _ADD_TO_COUNT, not DECRBY, which would recreate an expired count with no expiry.
-    cache_redis().eval(_ADD_TO_COUNT, 1, _active_count_key(owner_id), -count)
+    # Without Redis there is no count to correct: the next one is taken afresh.
+    with contextlib.suppress(redis.RedisError):
+        cache_redis().eval(_ADD_TO_COUNT, 1, _active_count_key(owner_id), -count)
 
 
 def _active_count_key(owner_id: int) -> str:

@@ -5,6 +5,7 @@ the job by publishing there; the session's worker then finishes what was recover
 """
 
 import signal
+import socket
 import uuid
 
 import pytest
@@ -112,3 +113,49 @@ def test_a_publish_that_fails_after_commit_is_recovered_by_the_dispatcher(live_w
     assert job.updated_at > created_updated_at
     assert services.jobs_dispatch_due() == 1
     assert wait_for_status(job, Job.Status.COMPLETED).status == Job.Status.COMPLETED
+
+
+def test_a_worker_frozen_past_its_lease_loses_its_job_and_writes_nothing_when_it_wakes(
+    live_worker, job_factory, celery_log_dir, own_queue
+):
+    frozen = start_worker(
+        "frozen", celery_log_dir, queues=own_queue, env={"JOB_LEASE_SECONDS": "2"}
+    )
+    job = job_factory(job_type="sleep", parameters={"seconds": 3}, max_retries=1)
+    publish_to(own_queue, job)
+    wait_for_status(job, Job.Status.IN_PROGRESS)
+
+    # The whole worker stops, as a host that lost its network or a process swapped out would.
+    frozen.signal_group(signal.SIGSTOP)
+    try:
+        wait_for(lambda: services.jobs_reap_stale()["requeued"], timeout=15)
+        Job.objects.filter(pk=job.pk).update(run_after=job.created_at)  # skip the backoff
+        services.jobs_dispatch_due()
+        # The session's worker takes it over, and runs it past the frozen handler's 3 s.
+        taken_over = wait_for_status(job, Job.Status.COMPLETED, timeout=60)
+    finally:
+        frozen.signal_group(signal.SIGCONT)
+    # Woken, it learns that the job is no longer its own (its watchdog, or its fenced write of
+    # the result), and its task ends.
+    hostname = f"frozen@{socket.gethostname()}"
+    wait_for(
+        lambda: (
+            (celery_app.control.inspect([hostname], timeout=1).active() or {}).get(hostname) == []
+        ),
+        timeout=30,
+        message=f"the woken worker never finished its task\n{frozen.log_tail()}",
+    )
+    assert "job completed" not in frozen.log_path.read_text()
+    frozen.stop()
+
+    after = Job.objects.get(pk=job.pk)
+    fields = ("status", "worker", "attempts", "progress", "completed_at", "updated_at")
+    assert [getattr(after, name) for name in fields] == [
+        getattr(taken_over, name) for name in fields
+    ]
+    attempts = list(after.attempt_log.order_by("number").values_list("outcome", "worker"))
+    assert attempts == [
+        (JobAttempt.Outcome.LOST, hostname),
+        (JobAttempt.Outcome.SUCCEEDED, taken_over.worker),
+    ]
+    assert JobResult.objects.get(job=job).completed_at == taken_over.completed_at
