@@ -155,3 +155,10 @@ class ScheduleRun(models.Model):
 
     def __str__(self) -> str:
         return f"{self.schedule_id} at {self.fire_time}: {self.job_id or self.skipped}"
+
+    @property
+    def status(self) -> str:
+        """The job's status; `skipped` if the tick made no job, `deleted` if its job is gone."""
+        if self.skipped:
+            return "skipped"
+        return self.job.status if self.job_id else "deleted"

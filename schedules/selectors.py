@@ -7,6 +7,7 @@ shows; recent_run_job_ids() is the same set, for retention to keep those jobs.
 from django.db.models import F, QuerySet, Window
 from django.db.models.functions import RowNumber
 
+from schedules.dispatch import jitter
 from schedules.models import Schedule, ScheduleRun
 
 LAST_RUNS = 10
@@ -15,6 +16,15 @@ NEXT_RUNS = 10
 
 def schedules_of(user) -> QuerySet[Schedule]:
     return Schedule.objects.filter(owner=user)
+
+
+def next_runs(schedule: Schedule, count: int = NEXT_RUNS) -> list[dict]:
+    """The next ticks that will fire, each with when its job may start (the tick + jitter)."""
+    upcoming = schedule.next_runs(count + 1)
+    return [
+        {"fire_time": tick, "starts_at": tick + jitter(schedule, tick, after)}
+        for tick, after in zip(upcoming, [*upcoming[1:], None], strict=False)
+    ][:count]
 
 
 def last_runs(schedule: Schedule, count: int = LAST_RUNS) -> list[ScheduleRun]:

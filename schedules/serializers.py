@@ -14,9 +14,8 @@ from rest_framework import serializers
 from job_system.serializers import FieldsBuiltOnceMixin, StrictTypesMixin
 from jobs.serializers import JobCreateSerializer, validate_for_job_type
 from schedules import ticks
-from schedules.dispatch import jitter
 from schedules.models import CatchupPolicy, OverlapPolicy, Schedule, ScheduleRun
-from schedules.selectors import NEXT_RUNS, last_runs
+from schedules.selectors import NEXT_RUNS, last_runs, next_runs
 
 # Names zoneinfo knows that are not places.
 NOT_ZONES = {"Factory", "localtime", "posixrules"}
@@ -209,19 +208,15 @@ class NextRunSerializer(serializers.Serializer):
 
 
 class LastRunSerializer(serializers.ModelSerializer):
-    status = serializers.SerializerMethodField(
+    status = serializers.CharField(
+        read_only=True,
         help_text="The job's status; `skipped` if the tick made no job (see `skipped`), "
-        "`deleted` if its job is gone."
+        "`deleted` if its job is gone.",
     )
 
     class Meta:
         model = ScheduleRun
         fields = ["fire_time", "kind", "job", "status", "skipped"]
-
-    def get_status(self, run: ScheduleRun) -> str:
-        if run.skipped:
-            return "skipped"
-        return run.job.status if run.job_id else "deleted"
 
 
 class ScheduleDetailSerializer(ScheduleSerializer):
@@ -236,12 +231,7 @@ class ScheduleDetailSerializer(ScheduleSerializer):
         fields = [*ScheduleSerializer.Meta.fields, "next_runs", "last_runs"]
 
     def get_next_runs(self, schedule: Schedule) -> list[dict]:
-        upcoming = schedule.next_runs(NEXT_RUNS + 1)
-        runs = [
-            {"fire_time": tick, "starts_at": tick + jitter(schedule, tick, after)}
-            for tick, after in zip(upcoming, [*upcoming[1:], None], strict=False)
-        ][:NEXT_RUNS]
-        return NextRunSerializer(runs, many=True).data
+        return NextRunSerializer(next_runs(schedule), many=True).data
 
     def get_last_runs(self, schedule: Schedule) -> list[dict]:
         return LastRunSerializer(last_runs(schedule), many=True).data
