@@ -106,8 +106,14 @@ class Timing:
 
     def _cron_from(self, instant: datetime) -> Iterator[datetime]:
         zone = ZoneInfo(self.time_zone)
-        # A minute early, as CronSim starts after its start.
-        wall = instant.astimezone(zone).replace(tzinfo=None) - ONE_MINUTE
+        # Earlier wall-clock times can be this instant: a gap's, when it is the gap's end. So
+        # start the length of any gap just before it earlier, and a minute more, as CronSim
+        # starts after its start.
+        gap = (
+            instant.astimezone(zone).utcoffset()
+            - (instant - MAX_SHIFT).astimezone(zone).utcoffset()
+        )
+        wall = instant.astimezone(zone).replace(tzinfo=None) - max(gap, timedelta(0)) - ONE_MINUTE
         yield from _distinct(wall_clock_instant(match, zone) for match in CronSim(self.cron, wall))
 
     def _cron_back_from(self, instant: datetime) -> Iterator[datetime]:

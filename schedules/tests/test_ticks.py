@@ -4,7 +4,7 @@ New York and Berlin move an hour; Lord Howe moves 30 minutes. Each case names lo
 wall-clock times, so a reader can check it against a calendar.
 """
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from itertools import islice, pairwise
 from zoneinfo import ZoneInfo
 
@@ -87,6 +87,23 @@ def test_a_local_time_that_exists_twice_runs_once_at_the_first(zone, cron, day_b
     ticks = Timing(cron=cron, time_zone=zone).next_ticks(local(zone, *day_before), 3)
 
     assert wall_clock(zone, ticks) == expected
+
+
+@pytest.mark.parametrize(
+    ("zone", "gap_end"),
+    [
+        (NEW_YORK, (2026, 3, 8, 3, 0)),
+        (BERLIN, (2026, 3, 29, 3, 0)),
+        (LORD_HOWE, (2026, 10, 4, 2, 30)),
+    ],
+)
+def test_the_instant_after_a_gap_is_a_tick_of_the_times_in_the_gap(zone, gap_end):
+    # The dispatcher goes on from the tick it stored: the gap's own instant, for a time in it.
+    timing = Timing(cron="15 2 * * *", time_zone=zone)
+    tick = local(zone, *gap_end)
+
+    assert timing.next_ticks(tick, 1, inclusive=True) == [tick]
+    assert timing.next_ticks(tick.astimezone(UTC) - timedelta(minutes=1), 1) == [tick]
 
 
 def test_frequent_cron_ticks_skip_the_repeated_hour_and_merge_in_the_gap():
