@@ -4,6 +4,7 @@ Serializers never write: views pass validated data to schedules.services.
 """
 
 import zoneinfo
+from datetime import timedelta
 from itertools import pairwise
 from typing import Any
 
@@ -20,8 +21,9 @@ from schedules.selectors import NEXT_RUNS, last_runs, next_runs
 # Names zoneinfo knows that are not places.
 NOT_ZONES = {"Factory", "localtime", "posixrules"}
 TIME_ZONES = sorted(zoneinfo.available_timezones() - NOT_ZONES)
-# Ticks looked at for the shortest gap of a cron expression.
+# Ticks looked at for the shortest gap of a cron expression, and the span they may cover.
 GAP_SAMPLE = 50
+SAMPLE_SPAN = timedelta(days=366)
 MAX_JITTER_SECONDS = 24 * 60 * 60
 MAX_INTERVAL_SECONDS = 366 * 24 * 60 * 60
 CRON_HELP = (
@@ -61,7 +63,8 @@ class ScheduleSerializer(FieldsBuiltOnceMixin, StrictTypesMixin, serializers.Mod
     )
     interval_seconds = serializers.IntegerField(
         required=False,
-        min_value=1,
+        # Read at start-up, for the schema; validate_interval_seconds reads the setting.
+        min_value=settings.SCHEDULE_MIN_INTERVAL_SECONDS,
         max_value=MAX_INTERVAL_SECONDS,
         help_text="Fire every this many seconds, counted in UTC from `start_at` (or from "
         "1970-01-01T00:00Z), whatever DST does. At least SCHEDULE_MIN_INTERVAL_SECONDS. Give "
@@ -140,7 +143,7 @@ class ScheduleSerializer(FieldsBuiltOnceMixin, StrictTypesMixin, serializers.Mod
             ticks.check_cron(value)
         except ticks.InvalidCron as exc:
             raise serializers.ValidationError(str(exc), code="invalid") from None
-        sample = ticks.Timing(cron=value).next_ticks(timezone.now(), GAP_SAMPLE)
+        sample = _gap_sample(value)
         if not sample:
             raise serializers.ValidationError(
                 "This expression matches no time in the next 50 years.", code="never"
@@ -180,6 +183,20 @@ class ScheduleSerializer(FieldsBuiltOnceMixin, StrictTypesMixin, serializers.Mod
                 {"end_at": ["Give a time after `start_at`."]}, code="before_start"
             )
         return attrs
+
+
+def _gap_sample(cron: str) -> list:
+    """The expression's first ticks from now: at most GAP_SAMPLE, within a year of the first.
+
+    The year bounds the cost of a sparse expression (`0 0 * 2 mon#5` ticks every 28 years or
+    so, each tick a long search); gaps of a minute repeat within any year that has one.
+    """
+    sample: list = []
+    for tick in ticks.Timing(cron=cron).ticks_from(timezone.now()):
+        if len(sample) == GAP_SAMPLE or (sample and tick - sample[0] > SAMPLE_SPAN):
+            break
+        sample.append(tick)
+    return sample
 
 
 def _too_often() -> str:

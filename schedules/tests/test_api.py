@@ -7,6 +7,7 @@ from django.utils import timezone
 
 from jobs.models import Job
 from schedules.models import Schedule, ScheduleRun
+from schedules.serializers import GAP_SAMPLE, _gap_sample
 from schedules.views import WEEKDAYS_IN_BERLIN as WEEKDAYS
 
 SCHEDULES = "/api/schedules/"
@@ -227,3 +228,10 @@ def test_a_bad_schedule_filter_on_jobs_is_a_400(auth_client):
 
     assert response.status_code == 400
     assert "schedule" in response.data
+
+
+def test_checking_a_sparse_expression_costs_a_few_searches_at_most():
+    # A fifth Monday of February comes every 28 years or so: each tick is a long search, so the
+    # check looks at the first only, not 50.
+    assert len(_gap_sample("0 0 * 2 mon#5")) == 1
+    assert len(_gap_sample("* * * * *")) == GAP_SAMPLE
