@@ -249,7 +249,7 @@ def simulate_window(zone: str, start: datetime, schedules: list, step_rng) -> di
         now = max(now, next_due - LOOKAHEAD * step_rng())
         dispatch_racing(now)
         steps += 1
-    runs = ScheduleRun.objects.filter(schedule_id__in=ids, fire_time__lte=end)
+    runs = ScheduleRun.objects.filter(schedule_id__in=ids, fire_time__gt=start, fire_time__lte=end)
     fired: dict = {}
     for schedule_id, fire_time in runs.values_list("schedule_id", "fire_time"):
         fired.setdefault(schedule_id, []).append(fire_time)
