@@ -58,11 +58,14 @@ JobTemplateSerializer._declared_fields = {
 
 class ScheduleSerializer(FieldsBuiltOnceMixin, StrictTypesMixin, serializers.ModelSerializer):
     name = serializers.CharField(max_length=200)
+    # Each is null in an answer when the schedule has the other; null in a request is the same
+    # as leaving it out.
     cron = serializers.CharField(
-        max_length=200, required=False, allow_blank=False, help_text=CRON_HELP
+        max_length=200, required=False, allow_blank=False, allow_null=True, help_text=CRON_HELP
     )
     interval_seconds = serializers.IntegerField(
         required=False,
+        allow_null=True,
         # The setting's bound is checked in validate_interval_seconds, as the setting may
         # change after start-up (tests change it).
         min_value=1,
@@ -141,7 +144,9 @@ class ScheduleSerializer(FieldsBuiltOnceMixin, StrictTypesMixin, serializers.Mod
         data["cron"] = instance.cron or None
         return data
 
-    def validate_cron(self, value: str) -> str:
+    def validate_cron(self, value: str | None) -> str | None:
+        if value is None:
+            return value
         value = " ".join(value.split())
         try:
             ticks.check_cron(value)
@@ -164,14 +169,17 @@ class ScheduleSerializer(FieldsBuiltOnceMixin, StrictTypesMixin, serializers.Mod
             )
         return value
 
-    def validate_interval_seconds(self, value: int) -> int:
-        if value < settings.SCHEDULE_MIN_INTERVAL_SECONDS:
+    def validate_interval_seconds(self, value: int | None) -> int | None:
+        if value is not None and value < settings.SCHEDULE_MIN_INTERVAL_SECONDS:
             raise serializers.ValidationError(_too_often(), code="min_value")
         return value
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         if "job" in attrs:
             attrs.update(attrs.pop("job"))
+        for name in ("cron", "interval_seconds"):
+            if name in attrs and attrs[name] is None:
+                del attrs[name]
         given = {name for name in ("cron", "interval_seconds") if name in attrs}
         if given == {"cron", "interval_seconds"}:
             raise serializers.ValidationError(

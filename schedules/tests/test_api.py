@@ -235,3 +235,17 @@ def test_checking_a_sparse_expression_costs_a_few_searches_at_most():
     # check looks at the first only, not 50.
     assert len(_gap_sample("0 0 * 2 mon#5")) == 1
     assert len(_gap_sample("* * * * *")) == GAP_SAMPLE
+
+
+def test_null_for_the_kind_a_schedule_does_not_have_is_the_same_as_leaving_it_out(auth_client):
+    response = auth_client.post(
+        SCHEDULES,
+        {"name": "poll", "cron": None, "interval_seconds": 900, "job": {}},
+        format="json",
+    )
+    patched = auth_client.patch(
+        f"{SCHEDULES}{response.data['id']}/", {"interval_seconds": None}, format="json"
+    )
+
+    assert response.status_code == 201, response.data
+    assert (patched.data["cron"], patched.data["interval_seconds"]) == (None, 900)
