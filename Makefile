@@ -13,7 +13,7 @@ TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/test
 CHAOS_ARGS ?=
 BENCH_ARGS ?=
 
-.PHONY: install run test test-postgres chaos soak bench bench-events fuzz lint format clean
+.PHONY: install run test test-postgres chaos soak bench bench-events bench-schedules fuzz lint format clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -66,6 +66,13 @@ bench: $(STAMP)
 BENCH_EVENTS_ARGS ?=
 bench-events: $(STAMP)
 	$(BIN)/python scripts/bench_events.py $(BENCH_EVENTS_ARGS)
+
+# Users' schedules: duplicate and missed ticks over 48 h around each DST change (3 dispatchers,
+# 10,000 schedules), the preview against what fired, the dispatcher's cost at 1,000 and 100,000
+# schedules, and fire -> start on real processes. make bench-schedules BENCH_SCHEDULES_ARGS="--quick"
+BENCH_SCHEDULES_ARGS ?=
+bench-schedules: $(STAMP)
+	$(BIN)/python scripts/bench_schedules.py $(BENCH_SCHEDULES_ARGS)
 
 # schemathesis against the live OpenAPI schema as a verified user, with its default checks;
 # fails on any server error, schema violation or accepted invalid input (scripts/fuzz.py).

@@ -31,6 +31,7 @@ ENDPOINTS = {
     "job_types": "job-types",
     "job_results": "job-result-list",
     "webhooks": "webhook-list",
+    "schedules": "schedule-list",
     "health": "health",
     "health_live": "health-live",
     "health_ready": "health-ready",

@@ -119,6 +119,7 @@ INSTALLED_APPS = [
     "jobs",
     "events",
     "webhooks",
+    "schedules",
 ]
 
 MIDDLEWARE = [
@@ -365,6 +366,10 @@ SPECTACULAR_SETTINGS = {
             "description": "Have your jobs' events POSTed to your URLs, signed (Standard "
             "Webhooks).",
         },
+        {
+            "name": "schedules",
+            "description": "Recurring jobs: cron or interval, in your time zone.",
+        },
         {"name": "health", "description": "Whether the system can run jobs."},
         {"name": "index", "description": "The API's entry points and the docs' addresses."},
     ],
@@ -475,6 +480,37 @@ WEBHOOK_SECRET_ROTATION_GRACE_SECONDS = env_int(
     "WEBHOOK_SECRET_ROTATION_GRACE_SECONDS", 24 * 60 * 60
 )
 
+# Users' recurring schedules (schedules/, README, Schedules).
+SCHEDULES_PER_USER = env_int("SCHEDULES_PER_USER", 100)
+# The shortest interval a schedule may have; a cron expression may not fire more often either.
+SCHEDULE_MIN_INTERVAL_SECONDS = env_int("SCHEDULE_MIN_INTERVAL_SECONDS", 60)
+if SCHEDULE_MIN_INTERVAL_SECONDS < 1:
+    raise ImproperlyConfigured("SCHEDULE_MIN_INTERVAL_SECONDS must be at least 1")
+# The dispatcher creates each tick's job this many seconds before its fire time, as a job
+# scheduled for it, so that it starts on time (never early) even when thousands fire at once.
+# The overlap policy is decided then too.
+SCHEDULE_LOOKAHEAD_SECONDS = env_float("SCHEDULE_LOOKAHEAD_SECONDS", 10.0)
+SCHEDULE_DISPATCH_INTERVAL_SECONDS = env_float("SCHEDULE_DISPATCH_INTERVAL_SECONDS", 1.0)
+if SCHEDULE_LOOKAHEAD_SECONDS <= SCHEDULE_DISPATCH_INTERVAL_SECONDS:
+    raise ImproperlyConfigured(
+        "SCHEDULE_LOOKAHEAD_SECONDS must be longer than SCHEDULE_DISPATCH_INTERVAL_SECONDS"
+    )
+# Due schedules taken per transaction; several dispatchers take different batches.
+SCHEDULE_DISPATCH_BATCH_SIZE = env_int("SCHEDULE_DISPATCH_BATCH_SIZE", 500)
+if SCHEDULE_DISPATCH_BATCH_SIZE < 1:
+    raise ImproperlyConfigured("SCHEDULE_DISPATCH_BATCH_SIZE must be at least 1")
+# A schedule whose next tick is older than this was missed (the service was down): its
+# catch-up policy decides what runs.
+SCHEDULE_CATCHUP_GRACE_SECONDS = env_int("SCHEDULE_CATCHUP_GRACE_SECONDS", 60)
+# The most runs the `all` catch-up policy makes for one schedule, and the longest window a
+# schedule may ask for.
+SCHEDULE_CATCHUP_MAX_RUNS = env_int("SCHEDULE_CATCHUP_MAX_RUNS", 10)
+SCHEDULE_CATCHUP_MAX_WINDOW_SECONDS = env_int("SCHEDULE_CATCHUP_MAX_WINDOW_SECONDS", 24 * 60 * 60)
+if SCHEDULE_CATCHUP_MAX_RUNS < 1 or SCHEDULE_CATCHUP_MAX_WINDOW_SECONDS < 1:
+    raise ImproperlyConfigured(
+        "SCHEDULE_CATCHUP_MAX_RUNS and SCHEDULE_CATCHUP_MAX_WINDOW_SECONDS must be at least 1"
+    )
+
 # Celery. The database is the truth about jobs; broker messages only carry job ids.
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", REDIS_URL)
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
@@ -514,6 +550,7 @@ CELERY_TASK_ROUTES = {
         "events.tasks.purge_expired_events",
         "webhooks.tasks.webhooks_send_due",
         "webhooks.tasks.webhooks_fan_out_missed",
+        "schedules.tasks.dispatch_due_schedules",
     )
 } | {
     task: {"queue": "webhooks"}
@@ -547,6 +584,11 @@ CELERY_BEAT_SCHEDULE = {
     "webhooks-send-due": {
         "task": "webhooks.tasks.webhooks_send_due",
         "schedule": env_float("WEBHOOK_SWEEP_INTERVAL_SECONDS", 1.0),
+        "options": {"expires": 10},
+    },
+    "dispatch-due-schedules": {
+        "task": "schedules.tasks.dispatch_due_schedules",
+        "schedule": SCHEDULE_DISPATCH_INTERVAL_SECONDS,
         "options": {"expires": 10},
     },
     "webhooks-fan-out-missed": {
@@ -583,7 +625,11 @@ LOGGING = {
         # Beat's tasks that run every few seconds, and log what they did themselves.
         "quiet_beat_sends": {
             "()": "job_system.logging.QuietBeatSends",
-            "tasks": ["jobs.tasks.dispatch_due_jobs", "jobs.tasks.reap_stale_jobs"],
+            "tasks": [
+                "jobs.tasks.dispatch_due_jobs",
+                "jobs.tasks.reap_stale_jobs",
+                "schedules.tasks.dispatch_due_schedules",
+            ],
         },
     },
     "formatters": {

@@ -25,6 +25,7 @@ urlpatterns = [
     # requests that come by the thousand.
     path("api/", include("jobs.urls")),
     path("api/", include("webhooks.urls")),
+    path("api/", include("schedules.urls")),
     path("api/", include("users.urls")),
     path("", include("job_system.docs")),
 ]

@@ -50,10 +50,15 @@ class JobFilter(OneValueFilterSet):
     # Listed, not a callable, so that the schema shows them; like JobCreateSerializer's, they
     # are read on import, after the app has registered every job type.
     job_type = django_filters.ChoiceFilter(choices=[(name, name) for name in handlers.names()])
+    # Through the schedule's runs (schedules.models.ScheduleRun); the view's owner filter
+    # still applies, so another user's schedule lists nothing.
+    schedule = django_filters.UUIDFilter(
+        field_name="schedule_run__schedule_id", help_text="Only the jobs this schedule made."
+    )
 
     class Meta:
         model = Job
-        fields = ["status", "job_type"]
+        fields = ["status", "job_type", "schedule"]
 
 
 class JobResultFilter(OneValueFilterSet):

@@ -101,20 +101,24 @@ class JobCreateSerializer(FieldsBuiltOnceMixin, StrictTypesMixin, serializers.Se
         return value
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
-        handler = handlers.get(attrs["job_type"])
-        attrs["parameters"] = validate_parameters(handler.Parameters, attrs["parameters"])
-        timeout = attrs.get("timeout_seconds")
-        if timeout is not None and timeout > handler.timeout_seconds:
-            raise serializers.ValidationError(
-                {
-                    "timeout_seconds": [
-                        f"{one_job_of(handler)} may run for at most "
-                        f"{handler.timeout_seconds} seconds."
-                    ]
-                },
-                code="max_value",
-            )
-        return attrs
+        return validate_for_job_type(attrs)
+
+
+def validate_for_job_type(attrs: dict[str, Any]) -> dict[str, Any]:
+    """Check a job's parameters and timeout against its type (a job's, or a schedule's)."""
+    handler = handlers.get(attrs["job_type"])
+    attrs["parameters"] = validate_parameters(handler.Parameters, attrs["parameters"])
+    timeout = attrs.get("timeout_seconds")
+    if timeout is not None and timeout > handler.timeout_seconds:
+        raise serializers.ValidationError(
+            {
+                "timeout_seconds": [
+                    f"{one_job_of(handler)} may run for at most {handler.timeout_seconds} seconds."
+                ]
+            },
+            code="max_value",
+        )
+    return attrs
 
 
 def one_job_of(handler: JobHandler) -> str:

@@ -25,6 +25,7 @@ SECTIONS = [
     "job-results",
     "events",
     "webhooks",
+    "schedules",
     "health",
     "index",
 ]

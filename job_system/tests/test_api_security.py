@@ -8,6 +8,8 @@ from rest_framework.test import APIClient
 from rest_framework.throttling import ScopedRateThrottle
 
 from jobs.models import Job, JobResult
+from schedules.models import Schedule
+from schedules.tests.factories import ScheduleFactory
 from users.models import CustomUser
 from webhooks.endpoints import callbacks_create
 
@@ -42,7 +44,15 @@ def someone_elses(job_result_factory):
     """One object of each kind that routes address, owned by another user."""
     result = job_result_factory()
     [callback] = callbacks_create(jobs=[result.job], urls=["https://hooks.example.com/"])
-    return {"job": result.job, "job-result": result, "webhook": callback}
+    schedule = ScheduleFactory()
+    return {"job": result.job, "job-result": result, "webhook": callback, "schedule": schedule}
+
+
+def snapshot(target) -> dict:
+    """The row a request on `target` could change: a schedule's own, else its job's."""
+    if isinstance(target, Schedule):
+        return Schedule.objects.values().get(pk=target.pk)
+    return Job.objects.values().get(pk=getattr(target, "job_id", target.pk))
 
 
 @pytest.mark.parametrize(("route", "basename", "method"), object_route_cases())
@@ -52,17 +62,17 @@ def test_another_users_object_is_a_404_on_every_route_and_method(
     assert basename in someone_elses, f"new object route {route}: add its kind to this test"
     target = someone_elses[basename]
     url = "/" + route.replace(PK, str(target.pk)).replace("^", "").replace("$", "")
-    before = Job.objects.values().get(pk=getattr(target, "job_id", target.pk))
+    before = snapshot(target)
 
     response = getattr(auth_client, method)(url, {}, format="json")
 
     assert response.status_code == 404, (method, url, response.content)
-    assert Job.objects.values().get(pk=before["id"]) == before
+    assert snapshot(target) == before
 
 
-def test_the_route_list_covers_jobs_results_and_webhooks():
+def test_the_route_list_covers_jobs_results_webhooks_and_schedules():
     basenames = {basename for _, basename, _ in object_routes()}
-    assert basenames == {"job", "job-result", "webhook"}
+    assert basenames == {"job", "job-result", "webhook", "schedule"}
 
 
 @pytest.mark.parametrize(

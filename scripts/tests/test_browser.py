@@ -420,6 +420,16 @@ def test_every_example_in_swagger_ui_succeeds_as_it_stands(stack, docs_url, page
             "webhooks-webhooks_destroy",
         ):
             ui.execute(operation_id, path={"id": hook["id"]})
+        schedule = ui.execute("schedules-schedules_create")
+        for operation_id in (
+            "schedules-schedules_retrieve",
+            "schedules-schedules_partial_update",
+            "schedules-schedules_trigger_create",
+            "schedules-schedules_pause_create",
+            "schedules-schedules_resume_create",
+            "schedules-schedules_destroy",
+        ):
+            ui.execute(operation_id, path={"id": schedule["id"]})
         # The events process serves the stream; the web server answers it with 421, which
         # the page shows as documented (events/tests/test_web_route.py covers it).
         ui.executed.append("events-events_stream")

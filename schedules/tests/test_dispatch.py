@@ -1,0 +1,244 @@
+"""The dispatcher: each tick one job, on time, through the catch-up and overlap policies."""
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from django.utils import timezone
+
+from jobs.models import Job
+from jobs.tests.concurrency import run_together
+from schedules.dispatch import schedules_dispatch_due
+from schedules.models import Schedule, ScheduleRun
+
+T = datetime(2030, 1, 7, 12, 0, tzinfo=UTC)  # A Monday, far enough ahead to be in the future.
+MINUTE = timedelta(minutes=1)
+
+
+def runs_of(schedule) -> list[tuple[datetime, str, str]]:
+    runs = ScheduleRun.objects.filter(schedule=schedule).order_by("fire_time")
+    return [(run.fire_time, run.kind, run.skipped) for run in runs]
+
+
+def test_a_due_tick_becomes_one_job_scheduled_for_its_fire_time(schedule_factory):
+    schedule = schedule_factory(next_fire_at=T, priority=7, parameters={"message": "hi"})
+
+    schedules_dispatch_due(now=T - timedelta(seconds=5))
+    schedules_dispatch_due(now=T - timedelta(seconds=4))
+
+    [run] = ScheduleRun.objects.filter(schedule=schedule)
+    job = run.job
+    assert (run.fire_time, run.kind) == (T, ScheduleRun.Kind.TICK)
+    assert (job.owner, job.name, job.priority, job.parameters) == (
+        schedule.owner, schedule.name, 7, {"message": "hi"}
+    )  # fmt: skip
+    # A scheduled job: the jobs' dispatcher publishes it with an ETA, and no claim starts it
+    # before run_after.
+    assert job.scheduled_time == job.run_after == T
+    assert job.status == Job.Status.PENDING
+    schedule.refresh_from_db()
+    assert (schedule.next_fire_at, schedule.latest_job) == (T + MINUTE, job)
+
+
+def test_ticks_beyond_the_look_ahead_wait(schedule_factory, settings):
+    schedule = schedule_factory(next_fire_at=T)
+
+    assert (
+        schedules_dispatch_due(now=T - timedelta(seconds=settings.SCHEDULE_LOOKAHEAD_SECONDS + 1))
+        == 0
+    )
+    assert not ScheduleRun.objects.filter(schedule=schedule).exists()
+
+
+def test_paused_schedules_do_not_fire(schedule_factory):
+    schedule_factory(next_fire_at=T, enabled=False)
+
+    assert schedules_dispatch_due(now=T) == 0
+    assert not Job.objects.exists()
+
+
+def test_a_tick_that_fired_before_is_not_fired_again(schedule_factory):
+    # As after a crash between creating the tick's job and advancing the schedule, had they
+    # been two transactions, or an edit that moved next_fire_at back over it.
+    schedule = schedule_factory(next_fire_at=T, overlap_policy="allow")
+    schedules_dispatch_due(now=T)
+    Schedule.objects.filter(pk=schedule.pk).update(next_fire_at=T)
+
+    schedules_dispatch_due(now=T)
+
+    assert ScheduleRun.objects.filter(schedule=schedule, fire_time=T).count() == 1
+    assert Job.objects.filter(schedule_run__schedule=schedule).count() == 1
+    assert Job.objects.count() == 1  # The second job was rolled back with its run.
+    schedule.refresh_from_db()
+    assert schedule.next_fire_at == T + MINUTE
+
+
+def test_an_ended_schedule_has_no_next_tick(schedule_factory):
+    schedule = schedule_factory(next_fire_at=T, end_at=T + timedelta(seconds=30))
+
+    schedules_dispatch_due(now=T)
+
+    schedule.refresh_from_db()
+    assert schedule.next_fire_at is None
+    assert [fire for fire, _, _ in runs_of(schedule)] == [T]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_dispatchers_racing_fire_every_tick_exactly_once(schedule_factory):
+    schedules = [schedule_factory(next_fire_at=T, overlap_policy="allow") for _ in range(60)]
+
+    for step in range(3):
+        run_together(3, lambda step=step: schedules_dispatch_due(now=T + step * MINUTE))
+
+    for schedule in schedules:
+        assert [fire for fire, _, _ in runs_of(schedule)] == [T, T + MINUTE, T + 2 * MINUTE]
+    assert Job.objects.count() == 180
+
+
+class TestCatchUp:
+    """Ticks missed while the service was down (next_fire_at older than the grace)."""
+
+    def test_skip_runs_none_of_them_and_moves_on(self, schedule_factory):
+        schedule = schedule_factory(next_fire_at=T, catchup_policy="skip")
+
+        schedules_dispatch_due(now=T + 30 * MINUTE + timedelta(seconds=5))
+
+        assert runs_of(schedule) == []
+        schedule.refresh_from_db()
+        assert schedule.next_fire_at == T + 31 * MINUTE
+
+    def test_latest_runs_the_latest_once_with_its_own_fire_time(self, schedule_factory):
+        schedule = schedule_factory(next_fire_at=T, catchup_policy="latest")
+
+        schedules_dispatch_due(now=T + 30 * MINUTE + timedelta(seconds=5))
+
+        assert runs_of(schedule) == [(T + 30 * MINUTE, "catch_up", "")]
+        job = ScheduleRun.objects.get(schedule=schedule).job
+        assert job.scheduled_time == T + 30 * MINUTE
+        assert job.run_after >= timezone.now() - MINUTE  # It starts at once.
+
+    def test_all_runs_those_within_the_window_up_to_the_limit(self, schedule_factory, settings):
+        settings.SCHEDULE_CATCHUP_MAX_RUNS = 4
+        windowed = schedule_factory(
+            next_fire_at=T, catchup_policy="all", catchup_window_seconds=180, overlap_policy="allow"
+        )
+        capped = schedule_factory(
+            next_fire_at=T,
+            catchup_policy="all",
+            catchup_window_seconds=3600,
+            overlap_policy="allow",
+        )
+
+        schedules_dispatch_due(now=T + 30 * MINUTE)
+
+        assert [fire for fire, _, _ in runs_of(windowed)] == [
+            T + m * MINUTE for m in (27, 28, 29, 30)
+        ]
+        assert [fire for fire, _, _ in runs_of(capped)] == [
+            T + m * MINUTE for m in (27, 28, 29, 30)
+        ]
+        settings.SCHEDULE_CATCHUP_MAX_RUNS = 10
+        schedule = schedule_factory(
+            next_fire_at=T, catchup_policy="all", catchup_window_seconds=180, overlap_policy="allow"
+        )
+        schedules_dispatch_due(now=T + 30 * MINUTE)
+        assert [fire for fire, _, _ in runs_of(schedule)] == [
+            T + m * MINUTE for m in (27, 28, 29, 30)
+        ]
+
+    def test_a_tick_late_within_the_grace_runs_as_a_tick(self, schedule_factory):
+        schedule = schedule_factory(next_fire_at=T, catchup_policy="skip")
+
+        schedules_dispatch_due(now=T + timedelta(seconds=20))
+
+        assert runs_of(schedule) == [(T, "tick", "")]
+
+
+class TestOverlap:
+    """A tick that comes while the schedule's latest job is pending or running."""
+
+    def busy(self, schedule_factory, policy: str):
+        schedule = schedule_factory(next_fire_at=T, overlap_policy=policy)
+        schedules_dispatch_due(now=T)
+        Job.objects.update(status=Job.Status.IN_PROGRESS, lease_expires_at=T + MINUTE)
+        return schedule
+
+    def test_skip_records_the_tick_as_skipped(self, schedule_factory):
+        schedule = self.busy(schedule_factory, "skip")
+
+        schedules_dispatch_due(now=T + MINUTE)
+
+        assert runs_of(schedule) == [(T, "tick", ""), (T + MINUTE, "tick", "overlap")]
+        assert Job.objects.count() == 1
+
+    def test_allow_runs_it_anyway(self, schedule_factory):
+        schedule = self.busy(schedule_factory, "allow")
+
+        schedules_dispatch_due(now=T + MINUTE)
+
+        assert runs_of(schedule) == [(T, "tick", ""), (T + MINUTE, "tick", "")]
+        assert Job.objects.count() == 2
+
+    def test_buffer_one_keeps_one_tick_for_when_the_run_finishes(self, schedule_factory):
+        schedule = self.busy(schedule_factory, "buffer_one")
+
+        schedules_dispatch_due(now=T + MINUTE)
+        schedules_dispatch_due(now=T + 2 * MINUTE)
+        assert runs_of(schedule) == [(T, "tick", ""), (T + 2 * MINUTE, "tick", "overlap")]
+
+        Job.objects.update(status=Job.Status.COMPLETED, lease_expires_at=None)
+        schedules_dispatch_due(now=T + 2 * MINUTE)
+
+        assert runs_of(schedule) == [
+            (T, "tick", ""), (T + MINUTE, "buffered", ""), (T + 2 * MINUTE, "tick", "overlap")
+        ]  # fmt: skip
+        schedule.refresh_from_db()
+        assert schedule.buffered_fire_at is None
+        assert Job.objects.filter(status=Job.Status.PENDING).count() == 1
+
+
+def test_jitter_is_fixed_per_tick_and_stays_short_of_the_next(schedule_factory):
+    schedule = schedule_factory(next_fire_at=T, jitter_seconds=3600, overlap_policy="allow")
+    other = schedule_factory(next_fire_at=T, jitter_seconds=3600, overlap_policy="allow")
+
+    schedules_dispatch_due(now=T)
+    first = {run.schedule_id: run.job.scheduled_time for run in ScheduleRun.objects.all()}
+    ScheduleRun.objects.all().delete()
+    Schedule.objects.update(next_fire_at=T)
+    schedules_dispatch_due(now=T)
+    again = {run.schedule_id: run.job.scheduled_time for run in ScheduleRun.objects.all()}
+
+    assert first == again
+    assert first[schedule.pk] != first[other.pk]
+    assert all(T <= start < T + MINUTE for start in first.values())
+
+
+def test_the_preview_is_what_fires(schedule_factory):
+    # Every 15 minutes in New York across the autumn change, with jitter.
+    start = datetime(2026, 11, 1, 4, 10, tzinfo=UTC)
+    schedule = schedule_factory(
+        interval_seconds=None,
+        cron="*/15 * * * *",
+        time_zone="America/New_York",
+        jitter_seconds=120,
+        overlap_policy="allow",
+    )
+    Schedule.objects.filter(pk=schedule.pk).update(next_fire_at=start + timedelta(minutes=5))
+    schedule.refresh_from_db()
+    preview = schedule.next_runs(10)
+
+    now = start
+    while ScheduleRun.objects.count() < 10:
+        schedules_dispatch_due(now=now)
+        now += timedelta(seconds=30)
+
+    assert [run.fire_time for run in ScheduleRun.objects.order_by("fire_time")[:10]] == preview
+
+
+def test_a_full_active_job_cap_skips_the_tick(schedule_factory, settings, own_cache_keys):
+    settings.MAX_ACTIVE_JOBS_PER_USER = 1
+    schedule = schedule_factory(next_fire_at=T, overlap_policy="allow")
+    Job.objects.create(owner=schedule.owner, name="already there")
+
+    schedules_dispatch_due(now=T)
+
+    assert runs_of(schedule) == [(T, "tick", "active_job_cap")]
