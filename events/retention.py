@@ -1,5 +1,6 @@
 """Deleting events past EVENT_RETENTION_DAYS, with their webhook deliveries and callbacks."""
 
+from collections.abc import Sequence
 from datetime import timedelta
 
 from django.conf import settings
@@ -9,18 +10,15 @@ from django.utils import timezone
 
 from events.models import Event, EventStream
 from events.recording import number_events
-from webhooks.models import Endpoint
+from job_system.deletion import delete_in_batches
+from webhooks.models import Delivery, DeliveryAttempt, Endpoint
 
 # Events deleted per transaction: short ones, which never hold a user's stream for long.
 PURGE_BATCH = 5_000
 
 
 def events_purge_expired() -> int:
-    """Delete the events older than the retention period, oldest first; return how many.
-
-    Each owner's stream remembers the last number deleted, so that a client resuming from
-    before it is told that it missed events.
-    """
+    """Delete the events older than the retention period, oldest first; return how many."""
     cutoff = timezone.now() - timedelta(days=settings.EVENT_RETENTION_DAYS)
     total = 0
     while True:
@@ -32,18 +30,45 @@ def events_purge_expired() -> int:
             )
             if not batch:
                 return total
-            expired = Event.objects.filter(pk__in=batch)
-            # Numbered first, so that a stream resuming from before them is told they went.
-            for owner_id in set(expired.filter(seq=None).values_list("owner_id", flat=True)):
-                while expired.filter(owner_id=owner_id, seq=None).exists():
-                    number_events(owner_id)
-            for owner_id, last in (
-                expired.values("owner_id").annotate(last=Max("seq")).values_list("owner_id", "last")
-            ):
-                EventStream.objects.filter(owner_id=owner_id, pruned_through__lt=last).update(
-                    pruned_through=last
-                )
-            # A job's callback has done its work once its one event is gone.
-            Endpoint.objects.filter(job__isnull=False, deliveries__event__in=batch).delete()
-            expired.delete()
+            events_delete(event_ids=batch, batch_size=PURGE_BATCH)
         total += len(batch)
+
+
+def events_delete(*, event_ids: Sequence[int], batch_size: int) -> None:
+    """Delete these events with their deliveries, in the caller's transaction.
+
+    At most `batch_size` rows per statement. Each owner's stream remembers the last number
+    deleted, so that a client resuming from before it is told that it missed events.
+    """
+    expired = Event.objects.filter(pk__in=event_ids)
+    # Numbered first, so that a stream resuming from before them is told they went.
+    for owner_id in sorted(set(expired.filter(seq=None).values_list("owner_id", flat=True))):
+        while expired.filter(owner_id=owner_id, seq=None).exists():
+            number_events(owner_id)
+    last_deleted = list(
+        expired.values("owner_id")
+        .annotate(last=Max("seq"))
+        .order_by("owner_id")
+        .values_list("owner_id", "last")
+    )
+    # A job's callback has done its work once its one event is gone.
+    callbacks = list(
+        Endpoint.objects.filter(job__isnull=False, deliveries__event__in=event_ids)
+        .values_list("pk", flat=True)
+        .distinct()
+    )
+    for rows in (
+        DeliveryAttempt.objects.filter(delivery__event__in=event_ids),
+        DeliveryAttempt.objects.filter(endpoint__in=callbacks),
+        Delivery.objects.filter(event__in=event_ids),
+        Delivery.objects.filter(endpoint__in=callbacks),
+        Endpoint.objects.filter(pk__in=callbacks),
+        expired,
+    ):
+        delete_in_batches(rows, batch_size=batch_size)
+    # Last, so the streams' rows are held from here to the commit only; in owner order, so
+    # that two purges never wait for each other's.
+    for owner_id, last in last_deleted:
+        EventStream.objects.filter(owner_id=owner_id, pruned_through__lt=last).update(
+            pruned_through=last
+        )
