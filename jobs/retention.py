@@ -17,6 +17,9 @@ from jobs.models import Job
 # How long a client may repeat a request with its Idempotency-Key and get the same job back.
 IDEMPOTENCY_KEY_KEPT = timedelta(hours=24)
 
+# The job's columns the rule reads: none of them ever changes once the job exists.
+READS = ("job_type", "created_at", "idempotency_key")
+
 RETENTION_SETTINGS = {
     Job.Status.COMPLETED: "JOB_RETENTION_COMPLETED_DAYS",
     Job.Status.FAILED: "JOB_RETENTION_FAILED_DAYS",

@@ -28,6 +28,7 @@ from events.retention import events_delete
 from job_system.deletion import delete_in_batches
 from jobs import retention
 from jobs.models import Job, JobAttempt, JobResult
+from jobs.services import transitions
 from webhooks.models import Delivery, DeliveryAttempt, Endpoint
 
 logger = logging.getLogger(__name__)
@@ -65,19 +66,12 @@ def jobs_prune_expired(*, among: QuerySet[Job] | None = None) -> dict[str, int]:
 
 
 def jobs_stamp_expiry(*, batch_size: int) -> int:
-    """Give the finished jobs that have no expires_at (from before retention) theirs.
-
-    Each from its own status, type and finishing time, by the rule the transitions use. The
-    UPDATE is conditional: a job rerun meanwhile, or stamped by a transition, is left alone.
-    """
+    """Give the finished jobs that have no expires_at (from before retention) theirs."""
     unstamped = Job.objects.filter(status__in=Job.FINISHED_STATUSES, expires_at=None)
-    fields = ("status", "job_type", "created_at", "idempotency_key", "completed_at", "updated_at")
+    fields = ("status", "completed_at", "updated_at", *retention.READS)
     stamped = 0
     while jobs := list(unstamped.order_by("completed_at").only(*fields)[:batch_size]):
-        for job in jobs:
-            finished_at = job.completed_at or job.updated_at
-            job.expires_at = retention.expiry(job, status=job.status, finished_at=finished_at)
-        stamped += unstamped.bulk_update(jobs, ["expires_at"], batch_size=batch_size)
+        stamped += transitions.stamp_expiry(jobs)
     return stamped
 
 
