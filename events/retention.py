@@ -5,7 +5,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Max
+from django.db.models import Max, QuerySet
 from django.utils import timezone
 
 from events.models import Event, EventStream
@@ -30,27 +30,38 @@ def events_purge_expired() -> int:
             )
             if not batch:
                 return total
+            events_mark_pruned(Event.objects.filter(pk__in=batch))
             events_delete(event_ids=batch, batch_size=PURGE_BATCH)
         total += len(batch)
+
+
+def events_mark_pruned(events: QuerySet[Event]) -> None:
+    """Tell the owners' streams that `events` are deleted, before they are.
+
+    Each stream remembers the last number deleted, so that a client resuming from before it
+    is told that it missed events. Events without a number yet are numbered first. Told
+    early, a client only resumes from a later point than it had to; told late, it would miss
+    events without knowing.
+    """
+    for owner_id in sorted(set(events.filter(seq=None).values_list("owner_id", flat=True))):
+        while events.filter(owner_id=owner_id, seq=None).exists():
+            number_events(owner_id)
+    # In owner order, so that two callers never wait for each other's rows.
+    last_deleted = (
+        events.order_by("owner_id").values("owner_id").annotate(last=Max("seq"))
+    ).values_list("owner_id", "last")
+    for owner_id, last in last_deleted:
+        EventStream.objects.filter(owner_id=owner_id, pruned_through__lt=last).update(
+            pruned_through=last
+        )
 
 
 def events_delete(*, event_ids: Sequence[int], batch_size: int) -> None:
     """Delete these events with their deliveries, in the caller's transaction.
 
-    At most `batch_size` rows per statement. Each owner's stream remembers the last number
-    deleted, so that a client resuming from before it is told that it missed events.
+    At most `batch_size` rows per statement. The caller tells the streams first
+    (events_mark_pruned).
     """
-    expired = Event.objects.filter(pk__in=event_ids)
-    # Numbered first, so that a stream resuming from before them is told they went.
-    for owner_id in sorted(set(expired.filter(seq=None).values_list("owner_id", flat=True))):
-        while expired.filter(owner_id=owner_id, seq=None).exists():
-            number_events(owner_id)
-    last_deleted = list(
-        expired.values("owner_id")
-        .annotate(last=Max("seq"))
-        .order_by("owner_id")
-        .values_list("owner_id", "last")
-    )
     # A job's callback has done its work once its one event is gone.
     callbacks = list(
         Endpoint.objects.filter(job__isnull=False, deliveries__event__in=event_ids)
@@ -63,12 +74,6 @@ def events_delete(*, event_ids: Sequence[int], batch_size: int) -> None:
         Delivery.objects.filter(event__in=event_ids),
         Delivery.objects.filter(endpoint__in=callbacks),
         Endpoint.objects.filter(pk__in=callbacks),
-        expired,
+        Event.objects.filter(pk__in=event_ids),
     ):
         delete_in_batches(rows, batch_size=batch_size)
-    # Last, so the streams' rows are held from here to the commit only; in owner order, so
-    # that two purges never wait for each other's.
-    for owner_id, last in last_deleted:
-        EventStream.objects.filter(owner_id=owner_id, pruned_through__lt=last).update(
-            pruned_through=last
-        )

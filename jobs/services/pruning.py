@@ -3,7 +3,8 @@
 The pruner works in batches, each one short transaction:
 1. take up to JOB_PRUNE_BATCH_SIZE expired jobs, the soonest expired first, and lock them
    (FOR UPDATE SKIP LOCKED on PostgreSQL, so two pruners take different jobs and neither
-   waits for a job being rerun; on SQLite one writer runs at a time);
+   waits for a job being rerun; on SQLite one writer runs at a time); their owners' event
+   streams were told just before, outside it (events.retention.events_mark_pruned);
 2. delete them, under the same conditions again, so a job rerun meanwhile stays;
 3. delete what referred to them: attempts, results, events with their webhook deliveries,
    and callback endpoints, no statement deleting more than JOB_PRUNE_BATCH_SIZE rows.
@@ -24,7 +25,7 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from events.models import Event
-from events.retention import events_delete
+from events.retention import events_delete, events_mark_pruned
 from job_system.deletion import delete_in_batches
 from jobs import retention
 from jobs.models import Job, JobAttempt, JobResult
@@ -76,12 +77,23 @@ def jobs_stamp_expiry(*, batch_size: int) -> int:
 
 
 def _prune_batch(expired: QuerySet[Job], *, batch_size: int) -> int:
-    """Delete one batch of `expired` jobs and what refers to them; return how many jobs."""
+    """Delete one batch of `expired` jobs and what refers to them; return how many jobs.
+
+    0 when there are none left, or when another pruner holds every one of them: it deletes
+    the rest.
+    """
+    candidates = list(expired.order_by("expires_at").values_list("pk", flat=True)[:batch_size])
+    if not candidates:
+        return 0
+    # Before the transaction, one short statement per owner, so that no owner's stream (which
+    # numbers each of their events) waits for the batch: told early, a stream resuming from
+    # before these events only skips to after them.
+    events_mark_pruned(Event.objects.filter(job__in=candidates))
     with transaction.atomic():
         taken = list(
-            expired.order_by("expires_at")
+            expired.filter(pk__in=candidates)
             .select_for_update(skip_locked=True)
-            .values_list("pk", flat=True)[:batch_size]
+            .values_list("pk", flat=True)
         )
         if not taken:
             return 0
@@ -100,8 +112,6 @@ def _delete_rows_of(job_ids: set[uuid.UUID], *, batch_size: int) -> None:
         JobResult.objects.filter(job__in=job_ids),
     ):
         delete_in_batches(rows, batch_size=batch_size)
-    # Events last but for the callbacks left: they update their owners' streams, whose rows
-    # are then held until the commit.
     events = Event.objects.filter(job__in=job_ids).order_by().values_list("pk", flat=True)
     while event_ids := list(events[:batch_size]):
         events_delete(event_ids=event_ids, batch_size=batch_size)
