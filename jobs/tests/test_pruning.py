@@ -160,6 +160,25 @@ def test_a_job_rerun_between_the_choice_and_the_delete_stays_with_its_history(
     assert kept == history + 1  # and the rerun's job.pending event
 
 
+def test_a_retry_of_a_job_pruned_during_the_request_is_a_404(
+    auth_client, verified_user, job_factory
+):
+    job = finished(job_factory, verified_user, Job.Status.FAILED)
+    done = []
+
+    def prune_first(execute, sql, params, many, context):
+        # The pruner commits between the view's read of the job and the retry's UPDATE.
+        if sql.startswith('UPDATE "jobs_job"') and not done:
+            done.append(jobs_prune_expired())
+        return execute(sql, params, many, context)
+
+    with later(91 * DAY), connection.execute_wrapper(prune_first):
+        response = auth_client.post(f"/api/jobs/{job.pk}/retry/")
+
+    assert done == [{"stamped": 0, "deleted": 1}]
+    assert response.status_code == 404
+
+
 def test_no_delete_removes_more_rows_than_the_batch_size(verified_user, job_factory, settings):
     settings.JOB_PRUNE_BATCH_SIZE = 2
     jobs = [run(job_factory(owner=verified_user)) for _ in range(5)]
