@@ -1,5 +1,6 @@
 """Deleting events past EVENT_RETENTION_DAYS, with their webhook deliveries and callbacks."""
 
+import uuid
 from collections.abc import Sequence
 from datetime import timedelta
 
@@ -68,12 +69,22 @@ def events_delete(*, event_ids: Sequence[int], batch_size: int) -> None:
         .values_list("pk", flat=True)
         .distinct()
     )
+    deliveries = Delivery.objects.filter(event__in=event_ids)
+    # One query instead of four for the events of an owner without webhooks, most of them.
+    if callbacks or deliveries.exists():
+        webhooks_delete(deliveries, callbacks=callbacks, batch_size=batch_size)
+    delete_in_batches(Event.objects.filter(pk__in=event_ids), batch_size=batch_size)
+
+
+def webhooks_delete(
+    deliveries: QuerySet[Delivery], *, callbacks: Sequence[uuid.UUID], batch_size: int
+) -> None:
+    """Delete `deliveries` and the `callbacks` endpoints, with their logs, in batches."""
     for rows in (
-        DeliveryAttempt.objects.filter(delivery__event__in=event_ids),
+        DeliveryAttempt.objects.filter(delivery__in=deliveries),
         DeliveryAttempt.objects.filter(endpoint__in=callbacks),
-        Delivery.objects.filter(event__in=event_ids),
+        deliveries,
         Delivery.objects.filter(endpoint__in=callbacks),
         Endpoint.objects.filter(pk__in=callbacks),
-        Event.objects.filter(pk__in=event_ids),
     ):
         delete_in_batches(rows, batch_size=batch_size)

@@ -25,12 +25,12 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from events.models import Event
-from events.retention import events_delete, events_mark_pruned
+from events.retention import events_delete, events_mark_pruned, webhooks_delete
 from job_system.deletion import delete_in_batches
 from jobs import retention
 from jobs.models import Job, JobAttempt, JobResult
 from jobs.services import transitions
-from webhooks.models import Delivery, DeliveryAttempt, Endpoint
+from webhooks.models import Delivery, Endpoint
 
 logger = logging.getLogger(__name__)
 
@@ -106,7 +106,6 @@ def _prune_batch(expired: QuerySet[Job], *, batch_size: int) -> int:
 
 def _delete_rows_of(job_ids: set[uuid.UUID], *, batch_size: int) -> None:
     """Delete every row that refers to these (deleted) jobs, in the caller's transaction."""
-    callbacks = Endpoint.objects.filter(job__in=job_ids)
     for rows in (
         JobAttempt.objects.filter(job__in=job_ids),
         JobResult.objects.filter(job__in=job_ids),
@@ -116,9 +115,5 @@ def _delete_rows_of(job_ids: set[uuid.UUID], *, batch_size: int) -> None:
     while event_ids := list(events[:batch_size]):
         events_delete(event_ids=event_ids, batch_size=batch_size)
     # Callbacks whose event had gone already (events are kept a shorter time).
-    for rows in (
-        DeliveryAttempt.objects.filter(endpoint__in=callbacks),
-        Delivery.objects.filter(endpoint__in=callbacks),
-        callbacks,
-    ):
-        delete_in_batches(rows, batch_size=batch_size)
+    if callbacks := list(Endpoint.objects.filter(job__in=job_ids).values_list("pk", flat=True)):
+        webhooks_delete(Delivery.objects.none(), callbacks=callbacks, batch_size=batch_size)
