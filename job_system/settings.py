@@ -435,6 +435,20 @@ JOB_MAX_RESULT_BYTES = env_int("JOB_MAX_RESULT_BYTES", 1024 * 1024)
 if JOB_MAX_RESULT_BYTES < 1:
     raise ImproperlyConfigured("JOB_MAX_RESULT_BYTES must be at least 1")
 
+# Retention of finished jobs (jobs.retention): each is deleted with its result, attempts and
+# events this many days after it finished, by its final status; a job type may keep its own
+# longer or shorter. A job holding an Idempotency-Key is kept at least 24 h after its creation.
+# Beat's pruner deletes them in batches of JOB_PRUNE_BATCH_SIZE jobs, one short transaction
+# each, with no statement deleting more rows than that.
+JOB_RETENTION_COMPLETED_DAYS = env_int("JOB_RETENTION_COMPLETED_DAYS", 30)
+JOB_RETENTION_FAILED_DAYS = env_int("JOB_RETENTION_FAILED_DAYS", 90)
+JOB_RETENTION_CANCELLED_DAYS = env_int("JOB_RETENTION_CANCELLED_DAYS", 90)
+if min(JOB_RETENTION_COMPLETED_DAYS, JOB_RETENTION_FAILED_DAYS, JOB_RETENTION_CANCELLED_DAYS) < 0:
+    raise ImproperlyConfigured("JOB_RETENTION_*_DAYS must each be 0 or more")
+JOB_PRUNE_BATCH_SIZE = env_int("JOB_PRUNE_BATCH_SIZE", 1_000)
+if not 1 <= JOB_PRUNE_BATCH_SIZE <= 5_000:
+    raise ImproperlyConfigured("JOB_PRUNE_BATCH_SIZE must be between 1 and 5000")
+
 # Where clients reach the API, for the links in events and webhook payloads (no request to
 # take it from there).
 PUBLIC_URL = env_str("PUBLIC_URL", "http://127.0.0.1:8000").rstrip("/")
@@ -548,6 +562,7 @@ CELERY_TASK_ROUTES = {
         "users.tasks.purge_expired_codes",
         "users.tasks.flush_expired_tokens",
         "events.tasks.purge_expired_events",
+        "jobs.tasks.prune_expired_jobs",
         "webhooks.tasks.webhooks_send_due",
         "webhooks.tasks.webhooks_fan_out_missed",
         "schedules.tasks.dispatch_due_schedules",
@@ -579,6 +594,12 @@ CELERY_BEAT_SCHEDULE = {
     "purge-expired-events": {
         "task": "events.tasks.purge_expired_events",
         "schedule": 60 * 60,
+    },
+    "prune-expired-jobs": {
+        "task": "jobs.tasks.prune_expired_jobs",
+        "schedule": env_int("JOB_PRUNE_INTERVAL_SECONDS", 10 * 60),
+        # A run that is late is not worth running twice: the next one deletes the same.
+        "options": {"expires": 5 * 60},
     },
     # Retries whose wait is over; the wait's lateness is at most this interval.
     "webhooks-send-due": {

@@ -93,6 +93,13 @@ class Job(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
     started_at = models.DateTimeField(null=True, blank=True)
     completed_at = models.DateTimeField(null=True, blank=True)
+    # Stamped by the transition that finishes the job (jobs.retention), cleared by a rerun.
+    expires_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        editable=False,
+        help_text="When the finished job may be deleted with its result, attempts and events.",
+    )
 
     # Bookkeeping for workers and Beat; clients never write these.
     run_after = models.DateTimeField(
@@ -159,6 +166,17 @@ class Job(models.Model):
                 fields=["lease_expires_at"],
                 name="job_running_lease",
                 condition=Q(status="in_progress", lease_expires_at__isnull=False),
+            ),
+            # The pruner deletes the expired jobs, soonest first (jobs.services.pruning).
+            models.Index(
+                fields=["expires_at"], name="job_expiring", condition=Q(expires_at__isnull=False)
+            ),
+            # Finished jobs from before retention, which the pruner gives an expires_at. Empty
+            # once it has: every job finished since has one.
+            models.Index(
+                fields=["completed_at"],
+                name="job_finished_unstamped",
+                condition=Q(expires_at=None, status__in=["completed", "failed", "cancelled"]),
             ),
         ]
         constraints = [

@@ -241,6 +241,7 @@ class JobSerializer(FieldsBuiltOnceMixin, serializers.ModelSerializer):
             "updated_at",
             "started_at",
             "completed_at",
+            "expires_at",
         ]
         read_only_fields = fields
 

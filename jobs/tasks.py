@@ -35,6 +35,11 @@ def reap_stale_jobs() -> dict[str, int]:
     return services.jobs_reap_stale()
 
 
+@shared_task(name="jobs.tasks.prune_expired_jobs")
+def prune_expired_jobs() -> dict[str, int]:
+    return services.jobs_prune_expired()
+
+
 @worker_shutting_down.connect
 def hand_back_running_jobs(sender: str, **kwargs) -> None:
     """On a warm shutdown, let running jobs finish for a while, then hand the rest back."""

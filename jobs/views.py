@@ -11,7 +11,7 @@ from drf_spectacular.utils import (
 )
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.exceptions import APIException, ValidationError
+from rest_framework.exceptions import APIException, NotFound, ValidationError
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -106,6 +106,8 @@ def _state_change(change, job: Job) -> Response:
         job = change(job=job)
     except services.JobStateError as exc:
         raise Conflict(str(exc)) from exc
+    except Job.DoesNotExist as exc:
+        raise NotFound from exc  # The pruner deleted it since the request found it.
     return Response(JobDetailSerializer(job).data)
 
 

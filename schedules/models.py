@@ -118,6 +118,10 @@ class Schedule(models.Model):
         return self.timing().next_ticks(self.next_fire_at, count, inclusive=True)
 
 
+# How many of its newest runs a schedule shows (API and admin); retention keeps their jobs.
+LAST_RUNS = 10
+
+
 class ScheduleRun(models.Model):
     """One tick of a schedule that fired (or was skipped), and the job it made."""
 

@@ -1,16 +1,14 @@
 """Reads about schedules: a user's own, a schedule's latest runs, and the jobs they show.
 
 The owner filter is written once, in schedules_of(). LAST_RUNS is how many runs a schedule
-shows; recent_run_job_ids() is the same set, for retention to keep those jobs.
+shows; jobs.services.pruning keeps those runs' jobs.
 """
 
-from django.db.models import F, QuerySet, Window
-from django.db.models.functions import RowNumber
+from django.db.models import QuerySet
 
 from schedules.dispatch import jitter
-from schedules.models import Schedule, ScheduleRun
+from schedules.models import LAST_RUNS, Schedule, ScheduleRun
 
-LAST_RUNS = 10
 NEXT_RUNS = 10
 
 
@@ -33,18 +31,3 @@ def last_runs(schedule: Schedule, count: int = LAST_RUNS) -> list[ScheduleRun]:
     return list(
         runs.only("fire_time", "kind", "skipped", "job__status").order_by("-fire_time")[:count]
     )
-
-
-def recent_run_job_ids(count: int = LAST_RUNS) -> QuerySet:
-    """The ids of every job that some schedule shows among its last runs (last_runs()).
-
-    A flat values_list, usable as a subquery: `Job.objects.exclude(pk__in=recent_run_job_ids())`.
-    Skipped runs count among the last ones, as they are shown, but have no job.
-    """
-    ranked = ScheduleRun.objects.annotate(
-        newest=Window(RowNumber(), partition_by=F("schedule_id"), order_by=F("fire_time").desc())
-    )
-    # Ranked over all runs first: a job filter beside the rank would rank only runs with jobs.
-    shown = ranked.filter(newest__lte=count).values("pk")
-    runs = ScheduleRun.objects.filter(pk__in=shown, job__isnull=False)
-    return runs.values_list("job_id", flat=True)

@@ -4,7 +4,7 @@ A handler knows nothing about Celery, HTTP or the ORM: it gets validated paramet
 progress callback, and returns a JSON-serialisable dict.
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 from rest_framework import serializers
@@ -53,6 +53,10 @@ class JobHandler:
     # At most this many jobs of the type run (or are about to) at once, across all users;
     # None for no limit. For a type that strains something shared: the CPU, a remote service.
     concurrency_limit: ClassVar[int | None] = None
+    # Days a finished job of the type is kept, by final status ("completed", "failed",
+    # "cancelled"), where it should differ from JOB_RETENTION_*_DAYS: {"completed": 7} for a
+    # type whose results are large and soon stale. Statuses it leaves out follow the settings.
+    retention_days: ClassVar[Mapping[str, int]] = {}
 
     def run(self, params: dict[str, Any], progress: Progress) -> dict[str, Any]:
         raise NotImplementedError

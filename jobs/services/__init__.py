@@ -8,6 +8,7 @@ most one result. Broker messages only carry job ids and are hints; the database 
 - admission: which waiting jobs get a message, in fair order and within the limits.
 - execution: what a worker does (claim, lease, run, complete, fail).
 - recovery: what Beat and shutting-down workers do (dispatch, reap, hand back).
+- pruning: what Beat deletes once it has expired (finished jobs past their expires_at).
 - transitions: the table of every write to a job, and the only code that makes them.
 """
 
@@ -27,6 +28,7 @@ from jobs.services.execution import (
     job_run,
     jobs_run_in_turn,
 )
+from jobs.services.pruning import jobs_prune_expired
 from jobs.services.recovery import (
     job_release_if_early,
     jobs_dispatch_due,
@@ -62,6 +64,7 @@ __all__ = [
     "jobs_create_bulk",
     "jobs_dispatch_due",
     "jobs_hand_back",
+    "jobs_prune_expired",
     "jobs_reap_stale",
     "jobs_requeue_stuck",
     "jobs_run_in_turn",

@@ -5,7 +5,9 @@ its WHERE clause) and what it always writes. Callers name one, pass the job (or,
 ones, a queryset of jobs) and the values that vary; this module adds the from-status and the
 fence, stamps updated_at, and answers with the row count, or the updated row where the caller
 needs it. A write that is not in TRANSITIONS cannot be expressed, and one that finds the job
-in another status, or held by another claim, writes nothing.
+in another status, or held by another claim, writes nothing. A transition that finishes a job
+also stamps its expires_at (jobs.retention), worked out from the caller's copy of the job,
+whose type, creation time and Idempotency-Key never change.
 
 Single-row transitions are compiled from the ORM once per shape (the transition and the
 names of the caller's values) and cached as SQL with slots: compiling an UPDATE through the
@@ -39,6 +41,7 @@ from django.utils import timezone
 
 from events import recording as events
 from events.models import Event, EventType
+from jobs import retention
 from jobs.models import Job, JobAttempt, JobResult, WaitingFor
 
 MAX_ERROR_MESSAGE_LENGTH = 2000
@@ -170,6 +173,11 @@ class Transition:
         return self.targets != self.sources
 
     @cached_property
+    def finishes(self) -> bool:
+        """Whether it can end the job (completed, failed, cancelled), and so stamps expires_at."""
+        return self.changes_status and any(s in Job.FINISHED_STATUSES for s in self.targets)
+
+    @cached_property
     def told(self) -> bool:
         """Whether it records an event."""
         return EVENT in self.records
@@ -297,6 +305,7 @@ RERUN = Transition(
         "claim_token": None,
         "lease_expires_at": None,
         "worker": "",
+        "expires_at": None,
     },
     records=(EVENT,),
 )
@@ -478,6 +487,8 @@ def _run(
             raise IllegalTransition(f"{transition} is fenced by a claim: pass the claimed job.")
         slots[CLAIM_TOKEN.name] = job.claim_token
     _check_values(transition, changes)
+    if transition.finishes:
+        slots["expires_at"] = _expiry(transition, job, changes, now=now)
     if transition.told:
         slots.update(_event_slots(transition, changes, now=now))
     using = router.db_for_write(Job)
@@ -496,6 +507,19 @@ def _run(
     if count and transition.told:
         events.announce_on_commit(updated.owner_id, slots["event_type"], using=using)
     return count, updated if returning else None
+
+
+def _expiry(
+    transition: Transition, job: Job | uuid.UUID, changes: Mapping[str, Any], *, now: datetime
+) -> datetime | None:
+    """When the job expires as `transition` leaves it: None unless that is finished."""
+    if not isinstance(job, Job):
+        # What the rule reads never changes, so it may be read apart from the UPDATE.
+        job = Job.objects.filter(pk=job).only(*retention.READS).first()
+        if job is None:
+            return None  # The UPDATE will find no job either.
+    status = changes.get("status") or transition.targets[0]
+    return retention.expiry(job, status=status, finished_at=changes.get("completed_at") or now)
 
 
 def _event_slots(
@@ -596,6 +620,8 @@ def _compiled(transition: Transition, using: str, names: tuple[str, ...], form: 
     jobs = Job.objects.using(using).filter(_from_status(transition), fence)
     writes = _fixed_writes(transition)
     writes.update({name: _Slot(name, meta.get_field(name)) for name in names})
+    if transition.finishes:
+        writes["expires_at"] = _Slot("expires_at", meta.get_field("expires_at"))
     writes["updated_at"] = _Slot(NOW.name, meta.get_field("updated_at"))
     query = jobs.query.chain(UpdateQuery)
     query.add_update_values(writes)
@@ -751,6 +777,20 @@ def _insert_row(row: Row, job: Job, slots: Mapping[str, Any], *, using: str, cla
     row.model._default_manager.using(using).bulk_create(
         [row.model(**values)], ignore_conflicts=row.ignore_conflicts
     )
+
+
+def stamp_expiry(jobs: Sequence[Job]) -> int:
+    """Give finished jobs that have no expires_at (they finished before retention) theirs.
+
+    Each by the rule a finishing transition follows, from the time it finished. Only jobs
+    still finished and unstamped are written: one retried, or finished again, meanwhile is
+    left as it is. No transition: the status does not change, nor updated_at.
+    """
+    for job in jobs:
+        finished_at = job.completed_at or job.updated_at
+        job.expires_at = retention.expiry(job, status=job.status, finished_at=finished_at)
+    unstamped = Job.objects.filter(status__in=Job.FINISHED_STATUSES, expires_at=None)
+    return unstamped.bulk_update(jobs, ["expires_at"])
 
 
 def record_attempt(job: Job, *, outcome: str) -> None:

@@ -109,3 +109,20 @@ def test_admission_reads_owners_and_their_next_jobs_by_index(backlog_after_quiet
     assert "job_awaiting_admission" in plan(*owners)
     assert "Seq Scan" not in plan(*owners)
     assert "job_awaiting_admission" in plan(*next_jobs.query.sql_with_params())
+
+
+def test_the_pruner_finds_expired_jobs_by_their_expiry(job_factory, verified_user):
+    from datetime import timedelta
+
+    from jobs.services.pruning import expired_jobs
+
+    now = timezone.now()
+    job_factory.create_batch(400, owner=verified_user, status=Job.Status.COMPLETED)
+    job_factory.create_batch(
+        100, owner=verified_user, status=Job.Status.COMPLETED, expires_at=now + timedelta(days=1)
+    )
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE jobs_job")
+    candidates = expired_jobs(now=now).order_by("expires_at").values("pk")[:1000]
+
+    assert "job_expiring" in plan(*candidates.query.sql_with_params())

@@ -141,6 +141,7 @@ JOB_FIELDS = [
     "claim_token",
     "lease_expires_at",
     "worker",
+    "expires_at",
 ]
 ATTEMPT_FIELDS = [
     "number",
@@ -202,6 +203,7 @@ def test_the_sequence_leaves_the_rows_it_should(job_factory, verified_user):
         "lease_expires_at": None,
         "claim_token": token(1),
         "updated_at": None,
+        "expires_at": at(3) + timedelta(days=30),
     }
     assert done["job"]["updated_at"] == at(3)
     assert done["results"] == [
@@ -222,6 +224,8 @@ def test_the_sequence_leaves_the_rows_it_should(job_factory, verified_user):
     assert (handed["job"]["status"], handed["job"]["run_attempts"]) == ("pending", 1)
     assert [a["outcome"] for a in handed["attempts"]] == ["handed_back", "lost"]
     assert cancelled["job"]["status"] == "cancelled"
+    assert cancelled["job"]["expires_at"] == at(2) + timedelta(days=90)
+    assert (retried["job"]["expires_at"], handed["job"]["expires_at"]) == (None, None)
     assert [(a["claim_token"], a["outcome"]) for a in cancelled["attempts"]] == [
         (token(6), "cancelled")
     ]

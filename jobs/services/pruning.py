@@ -1,0 +1,141 @@
+"""Deleting expired jobs with their results, attempts and events (jobs.retention says when).
+
+The pruner works in batches, each one short transaction:
+1. take up to JOB_PRUNE_BATCH_SIZE expired jobs, the soonest expired first, and lock them
+   (FOR UPDATE SKIP LOCKED on PostgreSQL, so two pruners take different jobs and neither
+   waits for a job being rerun; on SQLite one writer runs at a time); their owners' event
+   streams were told just before, outside it (events.retention.events_mark_pruned);
+2. delete them, under the same conditions again, so a job rerun meanwhile stays;
+3. delete what referred to them: attempts, results, events with their webhook deliveries,
+   and callback endpoints, no statement deleting more than JOB_PRUNE_BATCH_SIZE rows.
+The jobs can go first because Django declares foreign keys DEFERRABLE INITIALLY DEFERRED:
+they are checked at the commit, by which time nothing refers to the jobs. Rows are locked
+only as they are deleted, and pending and running jobs are never candidates.
+
+Finished jobs from before retention have no expires_at: each run stamps them first.
+"""
+
+import logging
+import uuid
+from datetime import datetime
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Exists, OuterRef, QuerySet, Subquery
+from django.utils import timezone
+
+from events.models import Event
+from events.retention import events_delete, events_mark_pruned, webhooks_delete
+from job_system.deletion import delete_in_batches
+from jobs import retention
+from jobs.models import Job, JobAttempt, JobResult
+from jobs.services import transitions
+from schedules.models import LAST_RUNS, Schedule, ScheduleRun
+from webhooks.models import Delivery, Endpoint
+
+logger = logging.getLogger(__name__)
+
+# The most rows one statement deletes, whatever JOB_PRUNE_BATCH_SIZE says (settings checks
+# it too): bigger statements hold their locks and the WAL longer.
+MAX_BATCH_SIZE = 5_000
+
+
+def expired_jobs(*, now: datetime, among: QuerySet[Job] | None = None) -> QuerySet[Job]:
+    """The jobs the pruner may delete at `now`: finished and past their expires_at.
+
+    Both the pruner's choice and its DELETE read this, so an exclusion added here (a job
+    that something still shows) protects a job in both.
+    """
+    jobs = Job.objects.filter(status__in=Job.FINISHED_STATUSES, expires_at__lte=now)
+    jobs = jobs.filter(~Exists(_shown_by_a_schedule()))
+    if among is not None:
+        jobs = jobs.filter(pk__in=among.order_by().values("pk"))
+    return jobs
+
+
+def _shown_by_a_schedule() -> QuerySet[ScheduleRun]:
+    """The run that made the outer job, if its schedule shows it among its last runs.
+
+    Shown means fewer than LAST_RUNS newer runs of the same schedule: the LAST_RUNS-th newer
+    one does not exist. Asked per candidate job through the (schedule, fire_time) index, so
+    it costs the batch, not the whole run table.
+    """
+    newer = ScheduleRun.objects.filter(
+        schedule=OuterRef("schedule"), fire_time__gt=OuterRef("fire_time")
+    ).order_by("-fire_time")
+    return (
+        ScheduleRun.objects.filter(job=OuterRef("pk"))
+        .annotate(nth_newer=Subquery(newer.values("pk")[LAST_RUNS - 1 : LAST_RUNS]))
+        .filter(nth_newer__isnull=True)
+    )
+
+
+def jobs_prune_expired(*, among: QuerySet[Job] | None = None) -> dict[str, int]:
+    """Delete the jobs that have expired (of `among`, if given); count what was done."""
+    batch_size = min(settings.JOB_PRUNE_BATCH_SIZE, MAX_BATCH_SIZE)
+    stamped = jobs_stamp_expiry(batch_size=batch_size)
+    # One `now` for the run: jobs expiring while it runs wait for the next one, so it ends.
+    now = timezone.now()
+    deleted = 0
+    while pruned := _prune_batch(expired_jobs(now=now, among=among), batch_size=batch_size):
+        deleted += pruned
+    counts = {"stamped": stamped, "deleted": deleted}
+    if any(counts.values()):
+        logger.info("pruner: %s", counts)
+    return counts
+
+
+def jobs_stamp_expiry(*, batch_size: int) -> int:
+    """Give the finished jobs that have no expires_at (from before retention) theirs."""
+    unstamped = Job.objects.filter(status__in=Job.FINISHED_STATUSES, expires_at=None)
+    fields = ("status", "completed_at", "updated_at", *retention.READS)
+    stamped = 0
+    while jobs := list(unstamped.order_by("completed_at").only(*fields)[:batch_size]):
+        stamped += transitions.stamp_expiry(jobs)
+    return stamped
+
+
+def _prune_batch(expired: QuerySet[Job], *, batch_size: int) -> int:
+    """Delete one batch of `expired` jobs and what refers to them; return how many jobs.
+
+    0 when there are none left, or when another pruner holds every one of them: it deletes
+    the rest.
+    """
+    candidates = list(expired.order_by("expires_at").values_list("pk", flat=True)[:batch_size])
+    if not candidates:
+        return 0
+    # Before the transaction, one short statement per owner, so that no owner's stream (which
+    # numbers each of their events) waits for the batch: told early, a stream resuming from
+    # before these events only skips to after them.
+    events_mark_pruned(Event.objects.filter(job__in=candidates))
+    with transaction.atomic():
+        taken = list(
+            expired.filter(pk__in=candidates)
+            .select_for_update(skip_locked=True)
+            .values_list("pk", flat=True)
+        )
+        if not taken:
+            return 0
+        expired.filter(pk__in=taken)._raw_delete(expired.db)
+        # What the DELETE's conditions kept (none while the lock holds) keeps its rows too.
+        gone = set(taken) - set(Job.objects.filter(pk__in=taken).values_list("pk", flat=True))
+        _delete_rows_of(gone, batch_size=batch_size)
+    return len(gone)
+
+
+def _delete_rows_of(job_ids: set[uuid.UUID], *, batch_size: int) -> None:
+    """Delete every row that refers to these (deleted) jobs, in the caller's transaction."""
+    # Schedules keep their runs (a tick's row is what stops it firing again), without the job.
+    ScheduleRun.objects.filter(job__in=job_ids).update(job=None)
+    Schedule.objects.filter(latest_job__in=job_ids).update(latest_job=None)
+    for rows in (
+        JobAttempt.objects.filter(job__in=job_ids),
+        JobResult.objects.filter(job__in=job_ids),
+    ):
+        delete_in_batches(rows, batch_size=batch_size)
+    events = Event.objects.filter(job__in=job_ids).order_by().values_list("pk", flat=True)
+    while event_ids := list(events[:batch_size]):
+        events_delete(event_ids=event_ids, batch_size=batch_size)
+    # Callbacks whose event had gone already (events are kept a shorter time).
+    if callbacks := list(Endpoint.objects.filter(job__in=job_ids).values_list("pk", flat=True)):
+        webhooks_delete(Delivery.objects.none(), callbacks=callbacks, batch_size=batch_size)

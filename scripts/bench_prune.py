@@ -1,0 +1,360 @@
+"""Pruning a million expired jobs from a two-million-row table while single submissions run.
+
+PostgreSQL only, on real processes on 127.0.0.1 (scripts/stack.py). One run:
+1. builds the table straight in SQL (generate_series, not the ORM): JOBS jobs over 50 owners,
+   half of them expired, each with its result, its attempt and two events (job.pending and
+   job.completed), then VACUUM ANALYZE;
+2. times single submissions over HTTP at a steady rate (CLIENTS clients, each RATE a second)
+   for a baseline window, then while the pruner runs as a process of its own, then for the
+   same window again after it, so the three are side by side in one run;
+3. meanwhile samples pg_stat_activity every 50 ms for backends waiting on a lock.
+
+The pruner process times each of its statements and each of its batches (a batch's
+transaction holds its row locks; the batch's time bounds it) and reports its peak RSS
+(VmHWM). Figures are printed as
+`name: value unit`.
+
+    python scripts/bench_prune.py                 # `make bench-prune`: 2M jobs, 1M expired
+    python scripts/bench_prune.py --jobs 200000   # a quicker run
+
+PostgreSQL is BENCH_PRUNE_DATABASE_URL (default: the local server's `jobsystem_bench_prune`,
+dropped and created afresh by every run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from scripts.bench import Figures
+from scripts.stack import Api, Stack, connect_database, recreate_postgres_database
+
+DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/jobsystem_bench_prune"
+OWNERS = 50
+SEED_CHUNK = 250_000
+LOCK_SAMPLE_SECONDS = 0.05
+
+# One chunk of jobs numbered first..last, with their rows in the other tables. Job n is owned
+# by owners[n % len(owners)]; its events are that owner's numbers 2k+1 and 2k+2, k = n div
+# len(owners), so each owner's numbering has no gaps. Jobs up to `expired` expired a day or
+# more ago; the others expire in ten days or more.
+SEED_SQL = """
+WITH n AS (
+    SELECT g AS n, md5('job' || g)::uuid AS id,
+           (%(owners)s::int[])[1 + g %% cardinality(%(owners)s::int[])] AS owner_id,
+           CASE WHEN g <= %(expired)s::int
+                THEN now() - interval '1 day' - (g %% 10000) * interval '1 second'
+                ELSE now() + interval '10 days' + (g %% 10000) * interval '1 second'
+           END AS expires_at
+    FROM generate_series(%(first)s::int, %(last)s::int) AS g
+), jobs AS (
+    INSERT INTO jobs_job (id, owner_id, name, description, job_type, queue, priority,
+        parameters, status, progress, attempts, run, run_attempts, max_retries,
+        timeout_seconds, error_message, created_at, updated_at, started_at, completed_at,
+        run_after, enqueued_at, worker, error_traceback, idempotency_key,
+        request_fingerprint, batch_position, expires_at)
+    SELECT id, owner_id, 'seeded ' || n, '', 'echo', 'default', 5,
+        '{"message": "hello", "data": null}', 'completed', 100, 1, 1, 1, 3, 60, '',
+        expires_at - interval '30 days' - interval '1 second', expires_at - interval '30 days',
+        expires_at - interval '30 days' - interval '1 second', expires_at - interval '30 days',
+        expires_at - interval '30 days' - interval '1 second', NULL, 'seed@host', '', '', '',
+        0, expires_at
+    FROM n
+), results AS (
+    INSERT INTO jobs_jobresult (job_id, output, output_bytes, completed_at, duration_ms)
+    SELECT id, '{"message": "hello", "data": null}', 33, expires_at - interval '30 days', 1
+    FROM n
+), attempts AS (
+    INSERT INTO jobs_jobattempt (job_id, number, run, claim_token, worker, started_at,
+        finished_at, outcome, error_message)
+    SELECT id, 1, 1, md5('claim' || n)::uuid, 'seed@host',
+        expires_at - interval '30 days' - interval '1 second', expires_at - interval '30 days',
+        'succeeded', ''
+    FROM n
+)
+INSERT INTO events_event (owner_id, seq, type, job_id, status, attempt, progress,
+    waiting_for, created_at)
+SELECT owner_id, 2 * (n / cardinality(%(owners)s::int[])) + e.k, e.type, id, e.status,
+    e.k - 1, 100 * (e.k - 1), '', expires_at - interval '30 days'
+FROM n, (VALUES (1, 'job.pending', 'pending'), (2, 'job.completed', 'completed'))
+    AS e(k, type, status)
+"""
+
+# Each owner's stream, numbered as far as its seeded events go.
+STREAMS_SQL = """
+INSERT INTO events_eventstream (owner_id, last_seq, pruned_through, fanned_out_seq)
+SELECT owner_id, max(seq), 0, max(seq) FROM events_event GROUP BY owner_id
+ON CONFLICT (owner_id) DO UPDATE SET last_seq = excluded.last_seq,
+    fanned_out_seq = excluded.fanned_out_seq
+"""
+
+# Backends of this database waiting for a lock, and the longest such wait right now.
+LOCK_WAITS_SQL = """
+SELECT count(*), coalesce(max(extract(epoch FROM now() - state_change)) * 1000, 0)
+FROM pg_stat_activity
+WHERE datname = current_database() AND wait_event_type = 'Lock'
+"""
+
+# Runs in the pruner's own process: the pruner as Beat's task runs it, timed.
+PRUNER = """
+import json, time
+from django.db import connection
+from jobs.services import pruning
+
+# Totals only, kept as it goes: a list of every statement would add to the RSS it reports.
+count, slowest, by_kind, transactions = 0, (0.0, ""), {}, []
+
+def timed(execute, sql, params, many, context):
+    global count, slowest
+    began = time.perf_counter()
+    try:
+        return execute(sql, params, many, context)
+    finally:
+        ms = (time.perf_counter() - began) * 1000
+        count += 1
+        slowest = max(slowest, (ms, sql[:60]))
+        by_kind[sql[:60]] = by_kind.get(sql[:60], 0) + ms
+
+batch = pruning._prune_batch
+
+def timed_batch(*args, **kwargs):
+    began = time.perf_counter()
+    try:
+        return batch(*args, **kwargs)
+    finally:
+        transactions.append((time.perf_counter() - began) * 1000)
+
+pruning._prune_batch = timed_batch
+began = time.perf_counter()
+with connection.execute_wrapper(timed):
+    counts = pruning.jobs_prune_expired()
+elapsed = time.perf_counter() - began
+status = open("/proc/self/status").read()
+peak_kb = int(status.split("VmHWM:")[1].split()[0])
+transactions.sort()
+print("RESULT" + json.dumps({
+    "counts": counts, "seconds": elapsed, "peak_rss_mb": peak_kb / 1024,
+    "statements": count, "slowest_statement_ms": slowest[0],
+    "slowest_statement": slowest[1], "transactions": len(transactions),
+    "slowest_transaction_ms": transactions[-1],
+    "transaction_p99_ms": transactions[int(0.99 * len(transactions))],
+    "time_by_statement": sorted(by_kind.items(), key=lambda kv: -kv[1])[:8],
+}))
+"""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--jobs", type=int, default=2_000_000, help="rows in the jobs table")
+    parser.add_argument("--clients", type=int, default=4, help="submitting clients")
+    parser.add_argument("--rate", type=float, default=5.0, help="submissions a second per client")
+    parser.add_argument("--window", type=float, default=60.0, help="baseline window, seconds")
+    parser.add_argument("--batch-size", type=int, default=None, help="JOB_PRUNE_BATCH_SIZE")
+    args = parser.parse_args()
+    database_url = os.environ.get("BENCH_PRUNE_DATABASE_URL", DEFAULT_DATABASE_URL)
+    recreate_postgres_database(database_url)
+    env = {
+        "JOB_PRUNE_INTERVAL_SECONDS": str(7 * 24 * 3600),  # Beat's pruner stays out of it.
+        "JWT_ACCESS_MINUTES": str(24 * 60),  # The run outlasts the default 15 minutes.
+    }
+    if args.batch_size:
+        env["JOB_PRUNE_BATCH_SIZE"] = str(args.batch_size)
+    figures = Figures()
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-prune-") as workdir,
+        Stack(Path(workdir), database_url=database_url, env=env) as stack,
+    ):
+        seed(stack, figures, jobs=args.jobs)
+        token = stack.login(*stack.create_verified_user())
+        run_side_by_side(stack, figures, token, args)
+
+
+def seed(stack: Stack, figures: Figures, *, jobs: int) -> None:
+    owners = [pk for pk, _ in _owner_ids(stack)]
+    began = time.perf_counter()
+    connection = connect_database(stack.database_url)
+    try:
+        for first in range(1, jobs + 1, SEED_CHUNK):
+            last = min(jobs, first + SEED_CHUNK - 1)
+            connection.execute(
+                SEED_SQL,
+                {"owners": owners, "expired": jobs // 2, "first": first, "last": last},
+            )
+        connection.execute(STREAMS_SQL)
+        connection.execute("VACUUM ANALYZE")
+        count = connection.execute("SELECT count(*) FROM jobs_job").fetchone()[0]
+    finally:
+        connection.close()
+    figures.add("jobs_table_rows", count, "rows")
+    figures.add("expired_jobs", jobs // 2, "jobs")
+    figures.add("seed_seconds", time.perf_counter() - began, "s")
+
+
+def _owner_ids(stack: Stack) -> list[tuple[int, str]]:
+    emails = [email for email, _ in stack.create_verified_users(OWNERS)]
+    connection = connect_database(stack.database_url)
+    try:
+        rows = connection.execute(
+            "SELECT id, email FROM users_customuser WHERE email = ANY(%s) ORDER BY id", [emails]
+        ).fetchall()
+    finally:
+        connection.close()
+    return rows
+
+
+class Submitter:
+    """Clients submitting single jobs at a steady rate; latencies tagged with the phase."""
+
+    def __init__(self, base_url: str, token: str, clients: int, rate: float) -> None:
+        self.base_url, self.token, self.clients, self.interval = base_url, token, clients, 1 / rate
+        self.phase = "warmup"
+        self.samples: list[tuple[str, float, int]] = []
+        self.stopping = threading.Event()
+        self.lock = threading.Lock()
+        self.threads = [threading.Thread(target=self._client, args=(n,)) for n in range(clients)]
+
+    def start(self) -> None:
+        for thread in self.threads:
+            thread.start()
+
+    def stop(self) -> None:
+        self.stopping.set()
+        for thread in self.threads:
+            thread.join()
+
+    def _client(self, number: int) -> None:
+        api = Api(self.base_url, self.token)
+        # Clients start spread over one interval, then keep to their own schedule.
+        due = time.perf_counter() + self.interval * number / self.clients
+        sent = 0
+        while not self.stopping.is_set():
+            time.sleep(max(0.0, due - time.perf_counter()))
+            phase, began = self.phase, time.perf_counter()
+            body = {"name": f"bench {number}-{sent}", "parameters": {"message": "hi"}}
+            status, _ = api.request("POST", "/api/jobs/", body)
+            with self.lock:
+                self.samples.append((phase, (time.perf_counter() - began) * 1000, status))
+            sent += 1
+            due += self.interval
+        api.close()
+
+    def latencies(self, phase: str) -> list[float]:
+        return sorted(ms for p, ms, status in self.samples if p == phase and status == 201)
+
+    def failures(self) -> str:
+        """Answers other than 201, by status code: "0", or "429:12 503:1"."""
+        counts: dict[int, int] = {}
+        for phase, _, status in self.samples:
+            if phase != "warmup" and status != 201:
+                counts[status] = counts.get(status, 0) + 1
+        return " ".join(f"{status}:{n}" for status, n in sorted(counts.items())) or "0"
+
+
+class LockSampler:
+    """Samples backends waiting for a lock, every LOCK_SAMPLE_SECONDS."""
+
+    def __init__(self, database_url: str) -> None:
+        self.database_url = database_url
+        self.samples = self.waiting_samples = 0
+        self.longest_wait_ms = 0.0
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._run)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.thread.join()
+
+    def _run(self) -> None:
+        connection = connect_database(self.database_url)
+        try:
+            while not self.stopping.wait(LOCK_SAMPLE_SECONDS):
+                waiting, longest = connection.execute(LOCK_WAITS_SQL).fetchone()
+                self.samples += 1
+                self.waiting_samples += 1 if waiting else 0
+                self.longest_wait_ms = max(self.longest_wait_ms, float(longest))
+        finally:
+            connection.close()
+
+
+def run_side_by_side(stack: Stack, figures: Figures, token: str, args: Any) -> None:
+    submitter = Submitter(stack.base_url, token, args.clients, args.rate)
+    submitter.start()
+    try:
+        time.sleep(5)  # Connections opened, caches warm.
+        submitter.phase = "baseline"
+        time.sleep(args.window)
+        sampler = LockSampler(stack.database_url)
+        sampler.start()
+        submitter.phase = "pruning"
+        pruner = prune_in_own_process(stack)
+        sampler.stop()
+        submitter.phase = "after"
+        time.sleep(args.window)
+    finally:
+        submitter.stop()
+    baseline, pruning, after = (
+        submitter.latencies(phase) for phase in ("baseline", "pruning", "after")
+    )
+    for name, samples in (("baseline", baseline), ("pruning", pruning), ("after", after)):
+        figures.add(f"submit_{name}_count", len(samples), "requests")
+        figures.add(f"submit_{name}_p50", percentile(samples, 0.50), "ms")
+        figures.add(f"submit_{name}_p99", percentile(samples, 0.99), "ms")
+    figures.add("submit_failures", submitter.failures(), "requests")
+    figures.add("submit_p50_ratio", percentile(pruning, 0.5) / percentile(baseline, 0.5), "x")
+    figures.add("submit_p99_ratio", percentile(pruning, 0.99) / percentile(baseline, 0.99), "x")
+    figures.add("pruner_deleted_jobs", pruner["counts"]["deleted"], "jobs")
+    figures.add("pruner_seconds", pruner["seconds"], "s")
+    figures.add("pruner_jobs_per_second", pruner["counts"]["deleted"] / pruner["seconds"], "/s")
+    figures.add("pruner_peak_rss", pruner["peak_rss_mb"], "MB")
+    figures.add("pruner_statements", pruner["statements"], "statements")
+    figures.add("pruner_slowest_statement", pruner["slowest_statement_ms"], "ms")
+    print(f"pruner_slowest_statement_sql: {pruner['slowest_statement']}")
+    for sql, ms in pruner["time_by_statement"]:
+        print(f"pruner_time_in: {ms:.0f} ms {sql}")
+    # A batch: its transaction (which holds the row locks) and the stream updates before it.
+    figures.add("pruner_batches", pruner["transactions"], "batches")
+    figures.add("pruner_batch_p99", pruner["transaction_p99_ms"], "ms")
+    figures.add("pruner_slowest_batch", pruner["slowest_transaction_ms"], "ms")
+    figures.add("lock_wait_samples", f"{sampler.waiting_samples}/{sampler.samples}")
+    figures.add("lock_wait_longest_seen", sampler.longest_wait_ms, "ms")
+    left = connect_database(stack.database_url)
+    try:
+        remaining = left.execute("SELECT count(*) FROM jobs_job").fetchone()[0]
+    finally:
+        left.close()
+    figures.add("jobs_table_rows_after", remaining, "rows")
+
+
+def prune_in_own_process(stack: Stack) -> dict[str, Any]:
+    """Run the pruner as a process of its own, as the housekeeping worker would; its report."""
+    completed = subprocess.run(  # noqa: S603 - our own command line.
+        [sys.executable, "manage.py", "shell", "-c", PRUNER],
+        cwd=Path(__file__).resolve().parent.parent,
+        env=stack.env(),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    line = next(line for line in completed.stdout.splitlines() if line.startswith("RESULT"))
+    return json.loads(line.removeprefix("RESULT"))
+
+
+def percentile(samples: list[float], q: float) -> float:
+    return samples[min(len(samples) - 1, int(q * len(samples)))] if samples else float("nan")
+
+
+if __name__ == "__main__":
+    main()
