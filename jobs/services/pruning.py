@@ -21,7 +21,7 @@ from datetime import datetime
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Exists, OuterRef, QuerySet, Subquery
+from django.db.models import SET_NULL, Exists, OuterRef, QuerySet, Subquery
 from django.utils import timezone
 
 from events.models import Event
@@ -30,7 +30,7 @@ from job_system.deletion import delete_in_batches
 from jobs import retention
 from jobs.models import Job, JobAttempt, JobResult
 from jobs.services import transitions
-from schedules.models import LAST_RUNS, Schedule, ScheduleRun
+from schedules.models import LAST_RUNS, ScheduleRun
 from webhooks.models import Delivery, Endpoint
 
 logger = logging.getLogger(__name__)
@@ -125,9 +125,7 @@ def _prune_batch(expired: QuerySet[Job], *, batch_size: int) -> int:
 
 def _delete_rows_of(job_ids: set[uuid.UUID], *, batch_size: int) -> None:
     """Delete every row that refers to these (deleted) jobs, in the caller's transaction."""
-    # Schedules keep their runs (a tick's row is what stops it firing again), without the job.
-    ScheduleRun.objects.filter(job__in=job_ids).update(job=None)
-    Schedule.objects.filter(latest_job__in=job_ids).update(latest_job=None)
+    _clear_nullable_references(job_ids)
     for rows in (
         JobAttempt.objects.filter(job__in=job_ids),
         JobResult.objects.filter(job__in=job_ids),
@@ -139,3 +137,17 @@ def _delete_rows_of(job_ids: set[uuid.UUID], *, batch_size: int) -> None:
     # Callbacks whose event had gone already (events are kept a shorter time).
     if callbacks := list(Endpoint.objects.filter(job__in=job_ids).values_list("pk", flat=True)):
         webhooks_delete(Delivery.objects.none(), callbacks=callbacks, batch_size=batch_size)
+
+
+def _clear_nullable_references(job_ids: set[uuid.UUID]) -> None:
+    """Do what on_delete=SET_NULL would: the raw DELETE above skips Django's collector.
+
+    Every such reference to a job, hidden ones included (a schedule's runs and its latest
+    job), so that a new one is never left to fail the batch at the deferred foreign-key check.
+    Each points at one job at most, so each UPDATE stays within the batch's size.
+    """
+    for relation in Job._meta.get_fields(include_hidden=True):
+        if relation.auto_created and relation.is_relation and relation.on_delete is SET_NULL:
+            field = relation.field.name
+            references = relation.related_model._base_manager.filter(**{f"{field}__in": job_ids})
+            references.update(**{field: None})
