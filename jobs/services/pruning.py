@@ -144,7 +144,9 @@ def _clear_nullable_references(job_ids: set[uuid.UUID]) -> None:
 
     Every such reference to a job, hidden ones included (a schedule's runs and its latest
     job), so that a new one is never left to fail the batch at the deferred foreign-key check.
-    Each points at one job at most, so each UPDATE stays within the batch's size.
+    Today's are one row per job at most (a run's job is one-to-one, a schedule's latest job is
+    its own), so each UPDATE stays within the batch's size; a many-to-one one would need its
+    own batches.
     """
     for relation in Job._meta.get_fields(include_hidden=True):
         if relation.auto_created and relation.is_relation and relation.on_delete is SET_NULL:
