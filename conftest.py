@@ -6,6 +6,7 @@ import redis
 from django.core.cache import cache
 from rest_framework.test import APIClient
 
+from events import recording
 from job_system.cache import cache_redis
 from job_system.health import recent_readiness
 from job_system.heartbeats import heartbeat_redis
@@ -22,6 +23,13 @@ def _forget_recent_users():
     """Drop the users a test authenticated (users.authentication): ids repeat on SQLite."""
     yield
     recent_users.clear()
+
+
+@pytest.fixture(autouse=True)
+def _forget_unheard_users():
+    """Drop which users this process believed had no listener (events.recording)."""
+    yield
+    recording.forget_unheard()
 
 
 @pytest.fixture(autouse=True)

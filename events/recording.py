@@ -9,15 +9,21 @@ Numbering at write time instead would lock the user's counter from the change to
 commit, WAL flush included, and a busy user's every claim and completion would queue on it.
 
 Announcements are hints: the Redis message says only "this user has new events", and
-whoever listens numbers and reads them from the table.
+whoever listens numbers and reads them from the table. Most users listen to nothing (no open
+stream, no webhook), so a process that heard so from Redis believes it for UNHEARD_SECONDS and
+announces nothing for that user meanwhile: a round trip less per change. A listener that
+appears meanwhile loses no event, and waits little: a new stream reads the table often for
+that long (events.stream), and a new webhook's first events are fanned out by Beat's sweep.
 """
 
 import logging
+import time
 from functools import partial
 
 import redis
 from django.db import DEFAULT_DB_ALIAS, connections, transaction
 
+from events.limits import USER_STREAMS_KEY
 from events.models import Event, EventStream, EventType
 from job_system.cache import cache_redis
 from jobs.models import Job, WaitingFor
@@ -33,6 +39,12 @@ FAN_OUT_KEY = "jobsys:fan-out:{owner}"
 FAN_OUT_TASK = "webhooks.tasks.webhooks_fan_out"
 # How long a fan-out counts as on its way: if its task was lost, the next event sends another.
 FAN_OUT_PENDING_MS = 60_000
+# How long a process believes that a user has no listener, from Redis's answer.
+UNHEARD_SECONDS = 1.0
+# The users this process believes unheard, with the monotonic time that belief ends. Pruned
+# when it grows past this, so a process that serves many users holds a bounded map.
+_unheard: dict[int, float] = {}
+_UNHEARD_MAX_ENTRIES = 10_000
 WEBHOOK_QUEUE = "webhooks"
 
 EVENT_FOR_STATUS = {
@@ -138,12 +150,15 @@ def announce_on_commit(owner_id: int, event_type: str, *, using: str) -> None:
     transaction.on_commit(partial(announce, owner_id, event_type), using=using)
 
 
-# PUBLISH, and if the owner has webhooks for this type of event and no fan-out is on its way,
-# mark one as such and answer 1: the caller sends it. One round trip.
+# If the owner has an open stream, PUBLISH. If they have webhooks for this type of event and
+# no fan-out is on its way, mark one as such and answer 1: the caller sends it. Answer -1 if
+# they have neither a stream nor a webhook, else 0. One round trip.
 _ANNOUNCE = """
-redis.call('PUBLISH', KEYS[1], ARGV[1])
+local streaming = redis.call('EXISTS', KEYS[4]) == 1
+if streaming then redis.call('PUBLISH', KEYS[1], ARGV[1]) end
 local wanted = redis.call('HGET', KEYS[2], ARGV[1])
-if wanted and string.find(wanted, ',' .. ARGV[3] .. ',', 1, true) then
+if not wanted then return streaming and 0 or -1 end
+if string.find(wanted, ',' .. ARGV[3] .. ',', 1, true) then
     if redis.call('SET', KEYS[3], '1', 'NX', 'PX', ARGV[2]) then return 1 end
 end
 return 0
@@ -156,14 +171,39 @@ def announce(owner_id: int, event_type: str) -> None:
     A lost announcement delays, and never loses, an event: streams read the table again at
     each keep-alive, and Beat's webhook sweep fans out what an announcement missed.
     """
-    keys = [CHANNEL, HOOKED_OWNERS_KEY, FAN_OUT_KEY.format(owner=owner_id)]
+    now = time.monotonic()
+    if _unheard.get(owner_id, 0.0) > now:
+        return
+    keys = [
+        CHANNEL,
+        HOOKED_OWNERS_KEY,
+        FAN_OUT_KEY.format(owner=owner_id),
+        USER_STREAMS_KEY.format(owner=owner_id),
+    ]
     try:
-        fan_out = cache_redis().eval(_ANNOUNCE, 3, *keys, owner_id, FAN_OUT_PENDING_MS, event_type)
+        answer = cache_redis().eval(_ANNOUNCE, 4, *keys, owner_id, FAN_OUT_PENDING_MS, event_type)
     except redis.RedisError as error:
         logger.warning("could not announce events of user %s: %s", owner_id, error)
         return
-    if fan_out:
+    if answer < 0:
+        _believe_unheard(owner_id, until=now + UNHEARD_SECONDS)
+    elif answer:
         fan_out_now(owner_id)
+
+
+def forget_unheard() -> None:
+    """Ask Redis again at each user's next announcement."""
+    _unheard.clear()
+
+
+def _believe_unheard(owner_id: int, *, until: float) -> None:
+    if len(_unheard) >= _UNHEARD_MAX_ENTRIES:
+        now = time.monotonic()
+        for stale in [owner for owner, ends in _unheard.items() if ends <= now]:
+            del _unheard[stale]
+        if len(_unheard) >= _UNHEARD_MAX_ENTRIES:
+            _unheard.clear()
+    _unheard[owner_id] = until
 
 
 def fan_out_now(owner_id: int) -> None:

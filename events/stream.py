@@ -3,9 +3,10 @@
 A stream is a loop: read the owner's events after the client's position from the table, send
 them, then wait until the hub says the owner has new ones, or until the keep-alive, and read
 again. The table is the truth, so a lost announcement only delays an event to the next
-keep-alive, and a resumed stream is gapless: a user's events are numbered after they commit,
-one numbering at a time (events.recording.number_events, which a read runs first), so once a
-reader has seen n it has seen everything before n.
+keep-alive (and a new stream reads every UNHEARD_READ_SECONDS for its first second, when
+announcements may not come yet). A resumed stream is gapless: a user's events are numbered
+after they commit, one numbering at a time (events.recording.number_events, which a read
+runs first), so once a reader has seen n it has seen everything before n.
 
 Streams wait in one event loop; their reads run in a small pool of threads, each with its own
 database connection kept as a web thread keeps one, so a thousand streams use a few
@@ -31,7 +32,7 @@ from django.db import close_old_connections
 from events.hub import Hub
 from events.limits import ProcessSlots, UserSlots
 from events.payloads import event_payload
-from events.recording import number_events
+from events.recording import UNHEARD_SECONDS, number_events
 from events.selectors import events_after, stream_position
 from events.views import EventStreamOpeningView, StreamOpening
 
@@ -44,6 +45,9 @@ READ_LIMIT = 500
 RECONNECT_MILLISECONDS = 1000
 # When this process is full, retry after about this many seconds.
 RETRY_AFTER_SECONDS = 5
+# How often a new stream reads the table while processes may still believe that its user has
+# no listener (events.recording.UNHEARD_SECONDS), and so announce nothing to it.
+UNHEARD_READ_SECONDS = 0.1
 
 _db_threads = ThreadPoolExecutor(settings.EVENT_STREAM_DB_THREADS, thread_name_prefix="events-db")
 hub = Hub(settings.REDIS_URL)
@@ -174,6 +178,8 @@ class Stream:
         await self.send({"type": "http.response.body", "body": b"", "more_body": False})
 
     async def _loop(self, wake: asyncio.Event, watcher: asyncio.Task) -> None:
+        # This stream was counted before it began: beliefs taken before that end by then.
+        heard_from = time.monotonic() + UNHEARD_SECONDS
         position, reset = await in_db_thread(starting_position, self.opening)
         if reset:
             await self._write(reset)
@@ -186,9 +192,11 @@ class Stream:
             if more:
                 continue
             now = time.monotonic()
-            expires_in = self.opening.token_expires_at - time.time()
+            wait = min(next_keepalive - now, self.opening.token_expires_at - time.time())
+            if now < heard_from:
+                wait = min(wait, UNHEARD_READ_SECONDS)
             with suppress(TimeoutError):
-                await asyncio.wait_for(wake.wait(), max(0, min(next_keepalive - now, expires_in)))
+                await asyncio.wait_for(wake.wait(), max(0, wait))
             if watcher.done():
                 return
             if time.time() >= self.opening.token_expires_at:

@@ -1,13 +1,17 @@
 """Every change of a job's status is an event, numbered per user, told only once committed."""
 
+import asyncio
 import threading
+import time
 from datetime import timedelta
 
 import pytest
+from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
 from events import recording
+from events.limits import UserSlots
 from events.models import Event, EventStream, EventType
 from job_system.cache import cache_redis
 from jobs import services
@@ -119,19 +123,59 @@ def test_a_change_that_is_rolled_back_is_neither_stored_nor_told(verified_user):
     assert EventStream.objects.filter(owner=verified_user, last_seq__gt=0).count() == 0
 
 
-@pytest.mark.django_db(transaction=True)
-def test_events_are_announced_only_after_the_commit(verified_user):
+def _open_stream(owner) -> None:
+    """Count a stream of the owner's in Redis, as the events process does when one opens."""
+    slots = UserSlots(settings.REDIS_URL, limit=10, keepalive_seconds=15)
+    assert asyncio.run(slots.take(owner.pk)) is not None
+
+
+def _announcements(pubsub, timeout: float) -> list[bytes]:
+    """What the channel carries within `timeout` (None also stands for a subscribe reply)."""
+    heard = []
+    deadline = time.monotonic() + timeout
+    while (left := deadline - time.monotonic()) > 0:
+        if (message := pubsub.get_message(timeout=left)) is not None:
+            heard.append(message["data"])
+    return heard
+
+
+@pytest.fixture
+def channel():
     pubsub = cache_redis().pubsub(ignore_subscribe_messages=True)
     pubsub.subscribe(recording.CHANNEL)
-    try:
-        with transaction.atomic():
-            services.job_create(owner=verified_user, name="a", job_type="echo", parameters={})
-            assert pubsub.get_message(timeout=0.2) is None
-        message = pubsub.get_message(timeout=2)
-    finally:
-        pubsub.close()
+    yield pubsub
+    pubsub.close()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_events_are_announced_only_after_the_commit(verified_user, channel):
+    _open_stream(verified_user)
+    with transaction.atomic():
+        services.job_create(owner=verified_user, name="a", job_type="echo", parameters={})
+        assert channel.get_message(timeout=0.2) is None
+    message = channel.get_message(timeout=2)
 
     assert message["data"] == str(verified_user.pk).encode()
+
+
+def test_a_user_without_listeners_is_not_announced_to_for_a_while(verified_user, channel):
+    # Nobody listens: Redis says so, and this process believes it for UNHEARD_SECONDS.
+    recording.announce(verified_user.pk, EventType.PENDING)
+    _open_stream(verified_user)
+    recording.announce(verified_user.pk, EventType.STARTED)
+    assert _announcements(channel, timeout=0.3) == []
+
+    recording.forget_unheard()  # As when UNHEARD_SECONDS have passed.
+    recording.announce(verified_user.pk, EventType.COMPLETED)
+    assert _announcements(channel, timeout=2) == [str(verified_user.pk).encode()]
+
+
+def test_a_user_with_a_stream_is_announced_to_every_time(verified_user, channel):
+    _open_stream(verified_user)
+    for event_type in (EventType.PENDING, EventType.STARTED, EventType.COMPLETED):
+        recording.announce(verified_user.pk, event_type)
+
+    assert _announcements(channel, timeout=1) == [str(verified_user.pk).encode()] * 3
 
 
 @pytest.mark.django_db(transaction=True)

@@ -270,6 +270,28 @@ def test_an_event_whose_announcement_was_lost_comes_at_the_next_keepalive(
     assert event.id == 1  # ...which read the table again.
 
 
+def test_a_new_stream_reads_often_while_its_user_may_be_believed_unheard(
+    django_db_setup, tmp_path, verified_user, monkeypatch
+):
+    # Processes that heard "nobody listens to this user" just before the stream opened
+    # announce nothing to it for up to UNHEARD_SECONDS: as if every announcement were lost.
+    monkeypatch.setattr(recording, "announce", lambda *told: None)
+    events = EventsProcess(tmp_path, EVENT_STREAM_KEEPALIVE_SECONDS="60")
+    try:
+        with open_stream(events.url, token_for(verified_user)) as stream:
+            opened = time.monotonic()
+            later_job(verified_user)
+            created = time.monotonic() - opened
+            [event] = stream.events(1, timeout=5)
+            waited = time.monotonic() - opened
+    finally:
+        events.stop()
+
+    assert created < recording.UNHEARD_SECONDS / 2, "too slow to test the first second"
+    assert event.id == 1
+    assert waited < recording.UNHEARD_SECONDS  # Not the keep-alive's read, a minute away.
+
+
 def test_a_full_events_process_answers_503_with_retry_after(
     django_db_setup, tmp_path, verified_user
 ):
