@@ -17,12 +17,4 @@ class Migration(migrations.Migration):
             name='expires_at',
             field=models.DateTimeField(blank=True, editable=False, help_text='When the finished job may be deleted with its result, attempts and events.', null=True),
         ),
-        migrations.AddIndex(
-            model_name='job',
-            index=models.Index(condition=models.Q(('expires_at__isnull', False)), fields=['expires_at'], name='job_expiring'),
-        ),
-        migrations.AddIndex(
-            model_name='job',
-            index=models.Index(condition=models.Q(('expires_at', None), ('status__in', ['completed', 'failed', 'cancelled'])), fields=['completed_at'], name='job_finished_unstamped'),
-        ),
     ]

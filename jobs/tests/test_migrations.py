@@ -25,7 +25,7 @@ def migrate():
     executor.migrate(executor.loader.graph.leaf_nodes())
 
 
-LATEST = "0011_expires_at"
+LATEST = "0012_expiry_indexes"
 
 
 def test_attempts_numbered_per_run_are_renumbered_for_life(migrate, user_factory):

@@ -21,8 +21,4 @@ class Migration(migrations.Migration):
             model_name='event',
             name='event_created',
         ),
-        migrations.AddConstraint(
-            model_name='event',
-            constraint=models.UniqueConstraint(condition=models.Q(('seq__isnull', False)), fields=('owner', 'seq'), name='event_unique_owner_seq'),
-        ),
     ]
