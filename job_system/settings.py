@@ -566,6 +566,7 @@ CELERY_TASK_ROUTES = {
         "webhooks.tasks.webhooks_send_due",
         "webhooks.tasks.webhooks_fan_out_missed",
         "schedules.tasks.dispatch_due_schedules",
+        "schedules.tasks.prune_schedule_runs",
     )
 } | {
     task: {"queue": "webhooks"}
@@ -611,6 +612,10 @@ CELERY_BEAT_SCHEDULE = {
         "task": "schedules.tasks.dispatch_due_schedules",
         "schedule": SCHEDULE_DISPATCH_INTERVAL_SECONDS,
         "options": {"expires": 10},
+    },
+    "prune-schedule-runs": {
+        "task": "schedules.tasks.prune_schedule_runs",
+        "schedule": 60 * 60,
     },
     "webhooks-fan-out-missed": {
         "task": "webhooks.tasks.webhooks_fan_out_missed",

@@ -156,6 +156,10 @@ class ScheduleRun(models.Model):
             # schedule's latest runs are read through.
             models.UniqueConstraint(fields=["schedule", "fire_time"], name="schedule_run_once"),
         ]
+        indexes = [
+            # The runs retention may delete (schedules.retention): those without a job.
+            models.Index(fields=["fire_time"], name="schedule_run_unlinked", condition=Q(job=None)),
+        ]
 
     def __str__(self) -> str:
         return f"{self.schedule_id} at {self.fire_time}: {self.job_id or self.skipped}"

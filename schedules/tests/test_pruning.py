@@ -55,7 +55,8 @@ def test_the_jobs_a_schedule_shows_are_kept_and_the_older_ones_pruned(schedule_f
     assert set(Job.objects.values_list("pk", flat=True)) == shown
     assert len(shown) == 8 + 3  # busy's newest 10 runs (5 to 14) hold 2 skipped ones.
     assert not Job.objects.filter(pk=by_hand.pk).exists()
-    # The pruned jobs' runs stay, without their jobs: a tick's row is what stops it refiring.
+    # The pruned jobs' runs stay, without their jobs, until the runs' own retention
+    # (test_run_retention).
     assert ScheduleRun.objects.filter(schedule=busy).count() == LAST_RUNS + 5
     assert ScheduleRun.objects.filter(pk__in=[r.pk for r in busy_runs[1:4]], job=None).count() == 3
 
