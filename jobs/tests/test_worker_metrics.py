@@ -74,12 +74,10 @@ def test_a_worker_host_serves_the_job_metrics_of_all_its_processes(
     metrics_worker, job_factory, client, settings
 ):
     published = {"enqueued_at": timezone.now()}  # no dispatcher publishes them elsewhere
-    sleepers = [
-        run_on(
-            metrics_worker, job_factory(job_type="sleep", parameters={"seconds": 1}, **published)
-        )
-        for _ in range(2)
-    ]
+    # Long enough that the second job is sent while the first still runs, however busy the
+    # machine: they must run side by side, in two processes.
+    jobs = [job_factory(job_type="sleep", parameters={"seconds": 3}, **published) for _ in range(2)]
+    sleepers = [run_on(metrics_worker, job) for job in jobs]
     for job in sleepers:
         wait_for(
             lambda job=job: Job.objects.filter(pk=job.pk, status=Job.Status.COMPLETED).exists(),
