@@ -41,7 +41,7 @@ logger = logging.getLogger(__name__)
 # it too): bigger statements hold their locks and the WAL longer.
 MAX_BATCH_SIZE = 5_000
 # A deleted job costs PostgreSQL two index lookups for each of the six foreign keys that refer
-# to jobs (foreign_keys_checked_per_statement), on top of its nine index entries: the jobs'
+# to jobs (foreign_keys_checked_per_statement), an event two, an attempt none: the jobs'
 # DELETEs take this fraction of the batch each, to last about as long as the others.
 JOB_DELETE_FRACTION = 4
 
@@ -110,9 +110,9 @@ def _prune_batch(expired: QuerySet[Job], *, batch_size: int) -> int:
     candidates = list(expired.order_by("expires_at").values_list("pk", flat=True)[:batch_size])
     if not candidates:
         return 0
-    # Before the transaction, one short statement per owner, so that no owner's stream (which
-    # numbers each of their events) waits for the batch: told early, a stream resuming from
-    # before these events only skips to after them.
+    # Before the batch's transaction, in a short one of its own, so that no owner's stream
+    # (which numbers each of their events) waits for the batch: told early, a stream resuming
+    # from before these events only skips to after them.
     events_mark_pruned(Event.objects.filter(job__in=candidates))
     with transaction.atomic(), foreign_keys_checked_per_statement(expired.db):
         # Locked, and checked against the conditions again (a job rerun since it was chosen
