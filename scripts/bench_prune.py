@@ -105,11 +105,14 @@ ON CONFLICT (owner_id) DO UPDATE SET last_seq = excluded.last_seq,
     fanned_out_seq = excluded.fanned_out_seq
 """
 
-# Backends of this database waiting for a lock, and the longest such wait right now.
+# Backends of this database waiting for a lock: how long their statement has run, what it
+# is, and what the first backend it waits for is running.
 LOCK_WAITS_SQL = """
-SELECT count(*), coalesce(max(extract(epoch FROM now() - state_change)) * 1000, 0)
-FROM pg_stat_activity
-WHERE datname = current_database() AND wait_event_type = 'Lock'
+SELECT extract(epoch FROM now() - w.query_start) * 1000, left(w.query, 60),
+       (SELECT left(b.query, 60) FROM pg_stat_activity b
+        WHERE b.pid = (pg_blocking_pids(w.pid))[1])
+FROM pg_stat_activity w
+WHERE w.datname = current_database() AND w.wait_event_type = 'Lock'
 """
 
 # Runs in the pruner's own process: the pruner as Beat's task runs it, timed. Every statement
@@ -176,6 +179,21 @@ def timed_batch(*args, **kwargs):
 pruning._prune_batch = timed_batch
 connection._commit = timed_commit
 connection.ensure_connection()
+# The server's own time for statements over 100 ms (auto_explain, sent back as notices), to
+# tell a slow statement from a client or a backend that waited for a CPU.
+server_slow, server_slow_count = [], 0
+
+def server_notice(notice):
+    global server_slow_count
+    server_slow_count += 1
+    if len(server_slow) < 20:
+        server_slow.append(notice.message_primary[:160])
+
+connection.connection.add_notice_handler(server_notice)
+with connection.cursor() as cursor:
+    for statement in ("LOAD 'auto_explain'", "SET auto_explain.log_min_duration = 100",
+                      "SET client_min_messages = log"):
+        cursor.execute(statement)
 rss_before = rss_mb("VmRSS")
 began = time.perf_counter()
 with connection.execute_wrapper(timed):
@@ -194,6 +212,7 @@ print("RESULT" + json.dumps({
     "slowest_transaction_ms": transactions[-1],
     "transaction_p99_ms": transactions[int(0.99 * len(transactions))],
     "time_by_statement": sorted(by_kind.items(), key=lambda kv: -kv[1])[:8],
+    "server_slow": server_slow, "server_slow_count": server_slow_count,
 }))
 """
 
@@ -312,6 +331,7 @@ class LockSampler:
         self.database_url = database_url
         self.samples = self.waiting_samples = 0
         self.longest_wait_ms = 0.0
+        self.longest_wait: tuple[str, str | None] = ("", None)
         self.stopping = threading.Event()
         self.thread = threading.Thread(target=self._run)
 
@@ -326,10 +346,12 @@ class LockSampler:
         connection = connect_database(self.database_url)
         try:
             while not self.stopping.wait(LOCK_SAMPLE_SECONDS):
-                waiting, longest = connection.execute(LOCK_WAITS_SQL).fetchone()
+                waiting = connection.execute(LOCK_WAITS_SQL).fetchall()
                 self.samples += 1
                 self.waiting_samples += 1 if waiting else 0
-                self.longest_wait_ms = max(self.longest_wait_ms, float(longest))
+                for ms, query, blocker in waiting:
+                    if float(ms) > self.longest_wait_ms:
+                        self.longest_wait_ms, self.longest_wait = float(ms), (query, blocker)
         finally:
             connection.close()
 
@@ -376,6 +398,9 @@ def run_side_by_side(stack: Stack, figures: Figures, token: RenewedToken, args: 
     print(f"pruner_slowest_locking_statement_sql: {pruner['slowest_locking']}")
     figures.add("pruner_slowest_statement", pruner["slowest_statement_ms"], "ms")
     print(f"pruner_slowest_statement_sql: {pruner['slowest_statement']}")
+    figures.add("pruner_server_side_over_100ms", pruner["server_slow_count"], "statements")
+    for line in pruner["server_slow"]:
+        print(f"pruner_server_side_slow: {' '.join(line.split())}")
     for sql, ms in pruner["time_by_statement"]:
         print(f"pruner_time_in: {ms:.0f} ms {sql}")
     # A batch: its transaction (which holds the row locks) and the stream updates before it.
@@ -384,6 +409,8 @@ def run_side_by_side(stack: Stack, figures: Figures, token: RenewedToken, args: 
     figures.add("pruner_slowest_batch", pruner["slowest_transaction_ms"], "ms")
     figures.add("lock_wait_samples", f"{sampler.waiting_samples}/{sampler.samples}")
     figures.add("lock_wait_longest_seen", sampler.longest_wait_ms, "ms")
+    print(f"lock_wait_longest_waiter: {sampler.longest_wait[0]}")
+    print(f"lock_wait_longest_blocker: {sampler.longest_wait[1]}")
     left = connect_database(stack.database_url)
     try:
         remaining = left.execute("SELECT count(*) FROM jobs_job").fetchone()[0]
