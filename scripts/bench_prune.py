@@ -123,6 +123,7 @@ PRUNER = """
 import json, time
 from django.db import connection
 from jobs.services import pruning
+from jobs.tasks import prune_expired_jobs
 
 def rss_mb(field):
     status = open("/proc/self/status").read()
@@ -197,7 +198,7 @@ with connection.cursor() as cursor:
 rss_before = rss_mb("VmRSS")
 began = time.perf_counter()
 with connection.execute_wrapper(timed):
-    counts = pruning.jobs_prune_expired()
+    counts = prune_expired_jobs()
 elapsed = time.perf_counter() - began
 transactions.sort()
 print("RESULT" + json.dumps({

@@ -18,6 +18,7 @@ Finished jobs from before retention have no expires_at: each run stamps them fir
 """
 
 import logging
+import time
 import uuid
 from datetime import datetime
 
@@ -76,15 +77,26 @@ def _shown_by_a_schedule() -> QuerySet[ScheduleRun]:
     )
 
 
-def jobs_prune_expired(*, among: QuerySet[Job] | None = None) -> dict[str, int]:
-    """Delete the jobs that have expired (of `among`, if given); count what was done."""
+def jobs_prune_expired(
+    *, among: QuerySet[Job] | None = None, pause_ratio: float = 0.0
+) -> dict[str, int]:
+    """Delete the jobs that have expired (of `among`, if given); count what was done.
+
+    After each batch, pause `pause_ratio` times as long as the batch took: the pruner shares
+    the database server's CPUs with the requests it must not slow down, and a busier server
+    makes its batches, and so its pauses, longer.
+    """
     batch_size = min(settings.JOB_PRUNE_BATCH_SIZE, MAX_BATCH_SIZE)
     stamped = jobs_stamp_expiry(batch_size=batch_size)
     # One `now` for the run: jobs expiring while it runs wait for the next one, so it ends.
     now = timezone.now()
     deleted = 0
-    while pruned := _prune_batch(expired_jobs(now=now, among=among), batch_size=batch_size):
+    while True:
+        began = time.monotonic()
+        if not (pruned := _prune_batch(expired_jobs(now=now, among=among), batch_size=batch_size)):
+            break
         deleted += pruned
+        time.sleep((time.monotonic() - began) * pause_ratio)
     counts = {"stamped": stamped, "deleted": deleted}
     if any(counts.values()):
         logger.info("pruner: %s", counts)

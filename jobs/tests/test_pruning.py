@@ -1,5 +1,6 @@
 """The pruner: expired jobs go with every row that refers to them; nothing else does."""
 
+import itertools
 from datetime import timedelta
 
 import pytest
@@ -273,3 +274,25 @@ def test_beat_prunes_on_the_housekeeping_queue(settings):
     schedule = settings.CELERY_BEAT_SCHEDULE["prune-expired-jobs"]
     assert schedule["task"] == "jobs.tasks.prune_expired_jobs"
     assert settings.CELERY_TASK_ROUTES[schedule["task"]] == {"queue": "housekeeping"}
+
+
+def test_beats_pruner_pauses_after_each_batch_for_its_share_of_the_time(
+    verified_user, job_factory, settings, monkeypatch
+):
+    from jobs.services import pruning
+    from jobs.tasks import prune_expired_jobs
+
+    settings.JOB_PRUNE_BATCH_SIZE = 1
+    settings.JOB_PRUNE_PAUSE_RATIO = 2.0
+    for _ in range(3):
+        run(job_factory(owner=verified_user))
+    # A clock where each batch takes half a second, and a pause takes none.
+    ticks = itertools.count(step=0.5)
+    monkeypatch.setattr(pruning.time, "monotonic", lambda: next(ticks))
+    pauses: list[float] = []
+    monkeypatch.setattr(pruning.time, "sleep", pauses.append)
+
+    with later(31 * DAY):
+        assert prune_expired_jobs()["deleted"] == 3
+
+    assert pauses == [1.0, 1.0, 1.0]
