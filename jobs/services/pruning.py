@@ -18,9 +18,9 @@ Finished jobs from before retention have no expires_at: each run stamps them fir
 """
 
 import logging
-import time
 import uuid
 from datetime import datetime
+from time import monotonic, sleep
 
 from django.conf import settings
 from django.db import transaction
@@ -92,11 +92,11 @@ def jobs_prune_expired(
     now = timezone.now()
     deleted = 0
     while True:
-        began = time.monotonic()
+        began = monotonic()
         if not (pruned := _prune_batch(expired_jobs(now=now, among=among), batch_size=batch_size)):
             break
         deleted += pruned
-        time.sleep((time.monotonic() - began) * pause_ratio)
+        sleep((monotonic() - began) * pause_ratio)
     counts = {"stamped": stamped, "deleted": deleted}
     if any(counts.values()):
         logger.info("pruner: %s", counts)

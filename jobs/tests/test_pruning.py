@@ -288,9 +288,9 @@ def test_beats_pruner_pauses_after_each_batch_for_its_share_of_the_time(
         run(job_factory(owner=verified_user))
     # A clock where each batch takes half a second, and a pause takes none.
     ticks = itertools.count(step=0.5)
-    monkeypatch.setattr(pruning.time, "monotonic", lambda: next(ticks))
+    monkeypatch.setattr(pruning, "monotonic", lambda: next(ticks))
     pauses: list[float] = []
-    monkeypatch.setattr(pruning.time, "sleep", pauses.append)
+    monkeypatch.setattr(pruning, "sleep", pauses.append)
 
     with later(31 * DAY):
         assert prune_expired_jobs()["deleted"] == 3
