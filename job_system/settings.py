@@ -439,15 +439,20 @@ if JOB_MAX_RESULT_BYTES < 1:
 # events this many days after it finished, by its final status; a job type may keep its own
 # longer or shorter. A job holding an Idempotency-Key is kept at least 24 h after its creation.
 # Beat's pruner deletes them in batches of JOB_PRUNE_BATCH_SIZE jobs, one short transaction
-# each, with no statement deleting more rows than that.
+# each, with no statement deleting more rows than that (the jobs' own DELETEs, a quarter).
 JOB_RETENTION_COMPLETED_DAYS = env_int("JOB_RETENTION_COMPLETED_DAYS", 30)
 JOB_RETENTION_FAILED_DAYS = env_int("JOB_RETENTION_FAILED_DAYS", 90)
 JOB_RETENTION_CANCELLED_DAYS = env_int("JOB_RETENTION_CANCELLED_DAYS", 90)
 if min(JOB_RETENTION_COMPLETED_DAYS, JOB_RETENTION_FAILED_DAYS, JOB_RETENTION_CANCELLED_DAYS) < 0:
     raise ImproperlyConfigured("JOB_RETENTION_*_DAYS must each be 0 or more")
-JOB_PRUNE_BATCH_SIZE = env_int("JOB_PRUNE_BATCH_SIZE", 1_000)
+JOB_PRUNE_BATCH_SIZE = env_int("JOB_PRUNE_BATCH_SIZE", 250)
 if not 1 <= JOB_PRUNE_BATCH_SIZE <= 5_000:
     raise ImproperlyConfigured("JOB_PRUNE_BATCH_SIZE must be between 1 and 5000")
+# After each batch, Beat's pruner pauses this many times as long as the batch took, so that it
+# leaves the database server's CPUs to requests for at least that share of its run.
+JOB_PRUNE_PAUSE_RATIO = env_float("JOB_PRUNE_PAUSE_RATIO", 1.0)
+if not 0 <= JOB_PRUNE_PAUSE_RATIO <= 10:
+    raise ImproperlyConfigured("JOB_PRUNE_PAUSE_RATIO must be between 0 and 10")
 
 # Where clients reach the API, for the links in events and webhook payloads (no request to
 # take it from there).

@@ -9,10 +9,11 @@ PostgreSQL only, on real processes on 127.0.0.1 (scripts/stack.py). One run:
    same window again after it, so the three are side by side in one run;
 3. meanwhile samples pg_stat_activity every 50 ms for backends waiting on a lock.
 
-The pruner process times each of its statements and each of its batches (a batch's
-transaction holds its row locks; the batch's time bounds it) and reports its peak RSS
-(VmHWM). Figures are printed as
-`name: value unit`.
+The pruner process times each of its statements, its COMMITs among them, and each of its
+batches (a batch's transaction holds its row locks; the batch's time bounds it), and reports
+its peak RSS (VmHWM) beside its RSS before it began. The clients renew their access token
+as it nears its end, so a run may last longer than JWT_ACCESS_MINUTES. Figures are printed
+as `name: value unit`.
 
     python scripts/bench_prune.py                 # `make bench-prune`: 2M jobs, 1M expired
     python scripts/bench_prune.py --jobs 200000   # a quicker run
@@ -37,7 +38,13 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from scripts.bench import Figures
-from scripts.stack import Api, Stack, connect_database, recreate_postgres_database
+from scripts.stack import (
+    Api,
+    RenewedToken,
+    Stack,
+    connect_database,
+    recreate_postgres_database,
+)
 
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/jobsystem_bench_prune"
 OWNERS = 50
@@ -98,32 +105,68 @@ ON CONFLICT (owner_id) DO UPDATE SET last_seq = excluded.last_seq,
     fanned_out_seq = excluded.fanned_out_seq
 """
 
-# Backends of this database waiting for a lock, and the longest such wait right now.
+# Backends of this database waiting for a lock: how long their statement has run, what it
+# is, and what the first backend it waits for is running.
 LOCK_WAITS_SQL = """
-SELECT count(*), coalesce(max(extract(epoch FROM now() - state_change)) * 1000, 0)
-FROM pg_stat_activity
-WHERE datname = current_database() AND wait_event_type = 'Lock'
+SELECT extract(epoch FROM now() - w.query_start) * 1000, left(w.query, 60),
+       (SELECT left(b.query, 60) FROM pg_stat_activity b
+        WHERE b.pid = (pg_blocking_pids(w.pid))[1])
+FROM pg_stat_activity w
+WHERE w.datname = current_database() AND w.wait_event_type = 'Lock'
 """
 
-# Runs in the pruner's own process: the pruner as Beat's task runs it, timed.
+# Runs in the pruner's own process: the pruner as Beat's task runs it, timed. Every statement
+# is timed, and the COMMITs too (which run whatever checks were deferred to them, holding the
+# transaction's locks); a statement holds row locks if it writes, locks (FOR UPDATE) or
+# commits.
 PRUNER = """
 import json, time
 from django.db import connection
 from jobs.services import pruning
+from jobs.tasks import prune_expired_jobs
+
+def rss_mb(field):
+    status = open("/proc/self/status").read()
+    return int(status.split(field + ":")[1].split()[0]) / 1024
 
 # Totals only, kept as it goes: a list of every statement would add to the RSS it reports.
-count, slowest, by_kind, transactions = 0, (0.0, ""), {}, []
+# The locking statements' durations in whole milliseconds, for their percentiles.
+count, slowest, slowest_locking, by_kind, transactions = 0, (0.0, ""), (0.0, ""), {}, []
+locking_ms = [0] * 1001
+
+def record(ms, sql):
+    global count, slowest, slowest_locking
+    count += 1
+    slowest = max(slowest, (ms, sql[:60]))
+    words = sql.lstrip().split(None, 1)
+    if words[0] in ("UPDATE", "DELETE", "INSERT", "COMMIT") or "FOR UPDATE" in sql:
+        slowest_locking = max(slowest_locking, (ms, sql[:60]))
+        locking_ms[min(int(ms), 1000)] += 1
+    by_kind[sql[:60]] = by_kind.get(sql[:60], 0) + ms
+
+def locking_percentile(q):
+    rank, seen = q * sum(locking_ms), 0
+    for ms, n in enumerate(locking_ms):
+        seen += n
+        if seen > rank:
+            return ms
+    return 1000
 
 def timed(execute, sql, params, many, context):
-    global count, slowest
     began = time.perf_counter()
     try:
         return execute(sql, params, many, context)
     finally:
-        ms = (time.perf_counter() - began) * 1000
-        count += 1
-        slowest = max(slowest, (ms, sql[:60]))
-        by_kind[sql[:60]] = by_kind.get(sql[:60], 0) + ms
+        record((time.perf_counter() - began) * 1000, sql)
+
+commit = connection._commit
+
+def timed_commit():
+    began = time.perf_counter()
+    try:
+        return commit()
+    finally:
+        record((time.perf_counter() - began) * 1000, "COMMIT")
 
 batch = pruning._prune_batch
 
@@ -135,20 +178,42 @@ def timed_batch(*args, **kwargs):
         transactions.append((time.perf_counter() - began) * 1000)
 
 pruning._prune_batch = timed_batch
+connection._commit = timed_commit
+connection.ensure_connection()
+# The server's own time for statements over 100 ms (auto_explain, sent back as notices), to
+# tell a slow statement from a client or a backend that waited for a CPU.
+server_slow, server_slow_count = [], 0
+
+def server_notice(notice):
+    global server_slow_count
+    server_slow_count += 1
+    if len(server_slow) < 20:
+        server_slow.append(notice.message_primary[:160])
+
+connection.connection.add_notice_handler(server_notice)
+with connection.cursor() as cursor:
+    for statement in ("LOAD 'auto_explain'", "SET auto_explain.log_min_duration = 100",
+                      "SET client_min_messages = log"):
+        cursor.execute(statement)
+rss_before = rss_mb("VmRSS")
 began = time.perf_counter()
 with connection.execute_wrapper(timed):
-    counts = pruning.jobs_prune_expired()
+    counts = prune_expired_jobs()
 elapsed = time.perf_counter() - began
-status = open("/proc/self/status").read()
-peak_kb = int(status.split("VmHWM:")[1].split()[0])
 transactions.sort()
 print("RESULT" + json.dumps({
-    "counts": counts, "seconds": elapsed, "peak_rss_mb": peak_kb / 1024,
+    "counts": counts, "seconds": elapsed, "peak_rss_mb": rss_mb("VmHWM"),
+    "rss_before_mb": rss_before,
     "statements": count, "slowest_statement_ms": slowest[0],
-    "slowest_statement": slowest[1], "transactions": len(transactions),
+    "slowest_statement": slowest[1], "slowest_locking_ms": slowest_locking[0],
+    "slowest_locking": slowest_locking[1], "locking_statements": sum(locking_ms),
+    "locking_over_100ms": sum(locking_ms[101:]),
+    "locking_p99_ms": locking_percentile(0.99), "locking_p999_ms": locking_percentile(0.999),
+    "transactions": len(transactions),
     "slowest_transaction_ms": transactions[-1],
     "transaction_p99_ms": transactions[int(0.99 * len(transactions))],
     "time_by_statement": sorted(by_kind.items(), key=lambda kv: -kv[1])[:8],
+    "server_slow": server_slow, "server_slow_count": server_slow_count,
 }))
 """
 
@@ -163,10 +228,9 @@ def main() -> None:
     args = parser.parse_args()
     database_url = os.environ.get("BENCH_PRUNE_DATABASE_URL", DEFAULT_DATABASE_URL)
     recreate_postgres_database(database_url)
-    env = {
-        "JOB_PRUNE_INTERVAL_SECONDS": str(7 * 24 * 3600),  # Beat's pruner stays out of it.
-        "JWT_ACCESS_MINUTES": str(24 * 60),  # The run outlasts the default 15 minutes.
-    }
+    # Beat's pruner stays out of it. The clients renew their token as a real client would: the
+    # run outlasts JWT_ACCESS_MINUTES, which keeps its default.
+    env = {"JOB_PRUNE_INTERVAL_SECONDS": str(7 * 24 * 3600)}
     if args.batch_size:
         env["JOB_PRUNE_BATCH_SIZE"] = str(args.batch_size)
     figures = Figures()
@@ -175,7 +239,7 @@ def main() -> None:
         Stack(Path(workdir), database_url=database_url, env=env) as stack,
     ):
         seed(stack, figures, jobs=args.jobs)
-        token = stack.login(*stack.create_verified_user())
+        token = RenewedToken(stack.base_url, stack.login_tokens(*stack.create_verified_user()))
         run_side_by_side(stack, figures, token, args)
 
 
@@ -215,7 +279,7 @@ def _owner_ids(stack: Stack) -> list[tuple[int, str]]:
 class Submitter:
     """Clients submitting single jobs at a steady rate; latencies tagged with the phase."""
 
-    def __init__(self, base_url: str, token: str, clients: int, rate: float) -> None:
+    def __init__(self, base_url: str, token: RenewedToken, clients: int, rate: float) -> None:
         self.base_url, self.token, self.clients, self.interval = base_url, token, clients, 1 / rate
         self.phase = "warmup"
         self.samples: list[tuple[str, float, int]] = []
@@ -233,15 +297,16 @@ class Submitter:
             thread.join()
 
     def _client(self, number: int) -> None:
-        api = Api(self.base_url, self.token)
+        api = Api(self.base_url)
         # Clients start spread over one interval, then keep to their own schedule.
         due = time.perf_counter() + self.interval * number / self.clients
         sent = 0
         while not self.stopping.is_set():
             time.sleep(max(0.0, due - time.perf_counter()))
+            authorization = {"Authorization": f"Bearer {self.token.access()}"}
             phase, began = self.phase, time.perf_counter()
             body = {"name": f"bench {number}-{sent}", "parameters": {"message": "hi"}}
-            status, _ = api.request("POST", "/api/jobs/", body)
+            status, _ = api.request("POST", "/api/jobs/", body, authorization)
             with self.lock:
                 self.samples.append((phase, (time.perf_counter() - began) * 1000, status))
             sent += 1
@@ -267,6 +332,7 @@ class LockSampler:
         self.database_url = database_url
         self.samples = self.waiting_samples = 0
         self.longest_wait_ms = 0.0
+        self.longest_wait: tuple[str, str | None] = ("", None)
         self.stopping = threading.Event()
         self.thread = threading.Thread(target=self._run)
 
@@ -281,15 +347,17 @@ class LockSampler:
         connection = connect_database(self.database_url)
         try:
             while not self.stopping.wait(LOCK_SAMPLE_SECONDS):
-                waiting, longest = connection.execute(LOCK_WAITS_SQL).fetchone()
+                waiting = connection.execute(LOCK_WAITS_SQL).fetchall()
                 self.samples += 1
                 self.waiting_samples += 1 if waiting else 0
-                self.longest_wait_ms = max(self.longest_wait_ms, float(longest))
+                for ms, query, blocker in waiting:
+                    if float(ms) > self.longest_wait_ms:
+                        self.longest_wait_ms, self.longest_wait = float(ms), (query, blocker)
         finally:
             connection.close()
 
 
-def run_side_by_side(stack: Stack, figures: Figures, token: str, args: Any) -> None:
+def run_side_by_side(stack: Stack, figures: Figures, token: RenewedToken, args: Any) -> None:
     submitter = Submitter(stack.base_url, token, args.clients, args.rate)
     submitter.start()
     try:
@@ -319,9 +387,21 @@ def run_side_by_side(stack: Stack, figures: Figures, token: str, args: Any) -> N
     figures.add("pruner_seconds", pruner["seconds"], "s")
     figures.add("pruner_jobs_per_second", pruner["counts"]["deleted"] / pruner["seconds"], "/s")
     figures.add("pruner_peak_rss", pruner["peak_rss_mb"], "MB")
+    figures.add("pruner_rss_before_pruning", pruner["rss_before_mb"], "MB")
     figures.add("pruner_statements", pruner["statements"], "statements")
+    # A statement holds row locks if it writes, locks (FOR UPDATE) or commits.
+    locking = pruner["locking_statements"]
+    figures.add("pruner_locking_statements", locking, "statements")
+    figures.add("pruner_locking_over_100ms", pruner["locking_over_100ms"], "statements")
+    figures.add("pruner_locking_p99", pruner["locking_p99_ms"], "ms")
+    figures.add("pruner_locking_p999", pruner["locking_p999_ms"], "ms")
+    figures.add("pruner_slowest_locking_statement", pruner["slowest_locking_ms"], "ms")
+    print(f"pruner_slowest_locking_statement_sql: {pruner['slowest_locking']}")
     figures.add("pruner_slowest_statement", pruner["slowest_statement_ms"], "ms")
     print(f"pruner_slowest_statement_sql: {pruner['slowest_statement']}")
+    figures.add("pruner_server_side_over_100ms", pruner["server_slow_count"], "statements")
+    for line in pruner["server_slow"]:
+        print(f"pruner_server_side_slow: {' '.join(line.split())}")
     for sql, ms in pruner["time_by_statement"]:
         print(f"pruner_time_in: {ms:.0f} ms {sql}")
     # A batch: its transaction (which holds the row locks) and the stream updates before it.
@@ -330,6 +410,8 @@ def run_side_by_side(stack: Stack, figures: Figures, token: str, args: Any) -> N
     figures.add("pruner_slowest_batch", pruner["slowest_transaction_ms"], "ms")
     figures.add("lock_wait_samples", f"{sampler.waiting_samples}/{sampler.samples}")
     figures.add("lock_wait_longest_seen", sampler.longest_wait_ms, "ms")
+    print(f"lock_wait_longest_waiter: {sampler.longest_wait[0]}")
+    print(f"lock_wait_longest_blocker: {sampler.longest_wait[1]}")
     left = connect_database(stack.database_url)
     try:
         remaining = left.execute("SELECT count(*) FROM jobs_job").fetchone()[0]

@@ -21,6 +21,7 @@ it (prctl(2), PR_SET_PDEATHSIG). A worker restarted from a short-lived thread st
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import http.client
 import json
@@ -31,6 +32,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -312,12 +314,16 @@ class Stack:
         return users
 
     def login(self, email: str, password: str) -> str:
+        return self.login_tokens(email, password)["access"]
+
+    def login_tokens(self, email: str, password: str) -> dict[str, str]:
+        """The access and refresh tokens of a login."""
         status, body = Api(self.base_url).request(
             "POST", "/api/login/", {"email": email, "password": password}
         )
         if status != 200:
             raise RuntimeError(f"login failed: {status} {body}")
-        return body["access"]
+        return body
 
     def env(self) -> dict[str, str]:
         return {
@@ -443,6 +449,42 @@ def drop_postgres_database(url: str) -> None:
 def _on_postgres_server(url: str, statement: str) -> None:
     server = url.rsplit("/", 1)[0] + "/postgres"
     subprocess.run(["psql", server, "-q", "-c", statement], check=True)  # noqa: S603,S607
+
+
+class RenewedToken:
+    """An access token that is renewed with its refresh token before it expires.
+
+    For runs that outlast JWT_ACCESS_MINUTES under the service's own settings. Threads share
+    one; the first to ask once a third of the token's lifetime is left renews it for all (a
+    refresh token works once), outside any request it times.
+    """
+
+    def __init__(self, base_url: str, tokens: dict[str, str]) -> None:
+        self.base_url = base_url
+        self.lock = threading.Lock()
+        self._take(tokens)
+
+    def access(self) -> str:
+        with self.lock:
+            if time.time() >= self.renew_at:
+                status, body = Api(self.base_url).request(
+                    "POST", "/api/token/refresh/", {"refresh": self.refresh}
+                )
+                if status != 200:
+                    raise RuntimeError(f"token refresh failed: {status} {body}")
+                self._take(body)
+            return self.token
+
+    def _take(self, tokens: dict[str, str]) -> None:
+        self.token, self.refresh = tokens["access"], tokens["refresh"]
+        claims = _jwt_claims(self.token)
+        self.renew_at = claims["exp"] - (claims["exp"] - claims["iat"]) / 3
+
+
+def _jwt_claims(token: str) -> dict[str, Any]:
+    """A JWT's payload, unverified: the client only reads when its own token expires."""
+    payload = token.split(".")[1]
+    return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
 
 
 class Api:

@@ -5,6 +5,7 @@ import time_machine
 from django.utils import timezone
 
 from events.models import Event, EventStream
+from events.recording import number_events
 from events.retention import events_purge_expired
 from jobs import services
 
@@ -94,3 +95,18 @@ def test_a_callback_goes_once_its_event_is_gone(verified_user, settings):
     events_purge_expired()
 
     assert list(Endpoint.objects.values_list("job_id", flat=True)) == [waiting.pk]
+
+
+def test_a_stream_never_forgets_a_later_deletion(verified_user, user_factory, settings):
+    other = user_factory()
+    with time_machine.travel(timezone.now() - timedelta(days=settings.EVENT_RETENTION_DAYS + 1)):
+        _submit(verified_user, 2)
+        _submit(other, 3)
+    number_events(verified_user.pk)
+    # As if a later purge had told this stream first (two pruners, one ahead of the other).
+    assert EventStream.objects.filter(owner=verified_user).update(pruned_through=10) == 1
+
+    assert events_purge_expired() == 5
+
+    assert EventStream.objects.get(owner=verified_user).pruned_through == 10
+    assert EventStream.objects.get(owner=other).pruned_through == 3

@@ -1,16 +1,18 @@
 """Deleting expired jobs with their results, attempts and events (jobs.retention says when).
 
 The pruner works in batches, each one short transaction:
-1. take up to JOB_PRUNE_BATCH_SIZE expired jobs, the soonest expired first, and lock them
-   (FOR UPDATE SKIP LOCKED on PostgreSQL, so two pruners take different jobs and neither
-   waits for a job being rerun; on SQLite one writer runs at a time); their owners' event
-   streams were told just before, outside it (events.retention.events_mark_pruned);
-2. delete them, under the same conditions again, so a job rerun meanwhile stays;
-3. delete what referred to them: attempts, results, events with their webhook deliveries,
-   and callback endpoints, no statement deleting more than JOB_PRUNE_BATCH_SIZE rows.
-The jobs can go first because Django declares foreign keys DEFERRABLE INITIALLY DEFERRED:
-they are checked at the commit, by which time nothing refers to the jobs. Rows are locked
-only as they are deleted, and pending and running jobs are never candidates.
+1. choose up to JOB_PRUNE_BATCH_SIZE expired jobs, the soonest expired first, and tell their
+   owners' event streams, before the transaction (events.retention.events_mark_pruned);
+2. in the transaction, lock them under the same conditions again, so a job rerun meanwhile
+   stays (FOR UPDATE SKIP LOCKED on PostgreSQL, so two pruners take different jobs and
+   neither waits for a job being rerun; on SQLite one writer runs at a time);
+3. delete what refers to them: attempts, results, events with their webhook deliveries, and
+   callback endpoints; then the jobs.
+Foreign keys are checked as each statement ends (job_system.deletion), not at the commit,
+which would run every check of the batch in one statement that holds all the batch's locks.
+So every statement is bounded: none deletes more than JOB_PRUNE_BATCH_SIZE rows, and the
+jobs' DELETEs, whose checks cost most, delete a quarter of that each. Pending and running
+jobs are never candidates.
 
 Finished jobs from before retention have no expires_at: each run stamps them first.
 """
@@ -18,6 +20,7 @@ Finished jobs from before retention have no expires_at: each run stamps them fir
 import logging
 import uuid
 from datetime import datetime
+from time import monotonic, sleep
 
 from django.conf import settings
 from django.db import transaction
@@ -26,7 +29,7 @@ from django.utils import timezone
 
 from events.models import Event
 from events.retention import events_delete, events_mark_pruned, webhooks_delete
-from job_system.deletion import delete_in_batches
+from job_system.deletion import delete_in_batches, foreign_keys_checked_per_statement
 from jobs import retention
 from jobs.models import Job, JobAttempt, JobResult
 from jobs.services import transitions
@@ -38,6 +41,10 @@ logger = logging.getLogger(__name__)
 # The most rows one statement deletes, whatever JOB_PRUNE_BATCH_SIZE says (settings checks
 # it too): bigger statements hold their locks and the WAL longer.
 MAX_BATCH_SIZE = 5_000
+# A deleted job costs PostgreSQL two index lookups for each of the six foreign keys that refer
+# to jobs (foreign_keys_checked_per_statement), an event two, an attempt none: the jobs'
+# DELETEs take this fraction of the batch each, to last about as long as the others.
+JOB_DELETE_FRACTION = 4
 
 
 def expired_jobs(*, now: datetime, among: QuerySet[Job] | None = None) -> QuerySet[Job]:
@@ -70,15 +77,26 @@ def _shown_by_a_schedule() -> QuerySet[ScheduleRun]:
     )
 
 
-def jobs_prune_expired(*, among: QuerySet[Job] | None = None) -> dict[str, int]:
-    """Delete the jobs that have expired (of `among`, if given); count what was done."""
+def jobs_prune_expired(
+    *, among: QuerySet[Job] | None = None, pause_ratio: float = 0.0
+) -> dict[str, int]:
+    """Delete the jobs that have expired (of `among`, if given); count what was done.
+
+    After each batch, pause `pause_ratio` times as long as the batch took: the pruner shares
+    the database server's CPUs with the requests it must not slow down, and a busier server
+    makes its batches, and so its pauses, longer.
+    """
     batch_size = min(settings.JOB_PRUNE_BATCH_SIZE, MAX_BATCH_SIZE)
     stamped = jobs_stamp_expiry(batch_size=batch_size)
     # One `now` for the run: jobs expiring while it runs wait for the next one, so it ends.
     now = timezone.now()
     deleted = 0
-    while pruned := _prune_batch(expired_jobs(now=now, among=among), batch_size=batch_size):
+    while True:
+        began = monotonic()
+        if not (pruned := _prune_batch(expired_jobs(now=now, among=among), batch_size=batch_size)):
+            break
         deleted += pruned
+        sleep((monotonic() - began) * pause_ratio)
     counts = {"stamped": stamped, "deleted": deleted}
     if any(counts.values()):
         logger.info("pruner: %s", counts)
@@ -104,33 +122,37 @@ def _prune_batch(expired: QuerySet[Job], *, batch_size: int) -> int:
     candidates = list(expired.order_by("expires_at").values_list("pk", flat=True)[:batch_size])
     if not candidates:
         return 0
-    # Before the transaction, one short statement per owner, so that no owner's stream (which
-    # numbers each of their events) waits for the batch: told early, a stream resuming from
-    # before these events only skips to after them.
+    # Before the batch's transaction, in a short one of its own, so that no owner's stream
+    # (which numbers each of their events) waits for the batch: told early, a stream resuming
+    # from before these events only skips to after them.
     events_mark_pruned(Event.objects.filter(job__in=candidates))
-    with transaction.atomic():
+    with transaction.atomic(), foreign_keys_checked_per_statement(expired.db):
+        # Locked, and checked against the conditions again (a job rerun since it was chosen
+        # stays): nothing changes these jobs until the commit, so what refers to them can go
+        # first, and the jobs last.
         taken = list(
             expired.filter(pk__in=candidates)
             .select_for_update(skip_locked=True)
             .values_list("pk", flat=True)
         )
-        if not taken:
-            return 0
-        expired.filter(pk__in=taken)._raw_delete(expired.db)
-        # What the DELETE's conditions kept (none while the lock holds) keeps its rows too.
-        gone = set(taken) - set(Job.objects.filter(pk__in=taken).values_list("pk", flat=True))
-        _delete_rows_of(gone, batch_size=batch_size)
-    return len(gone)
+        _delete_rows_of(taken, batch_size=batch_size)
+        per_statement = max(1, batch_size // JOB_DELETE_FRACTION)
+        for first in range(0, len(taken), per_statement):
+            jobs = Job.objects.filter(pk__in=taken[first : first + per_statement])
+            jobs._raw_delete(jobs.db)
+    return len(taken)
 
 
-def _delete_rows_of(job_ids: set[uuid.UUID], *, batch_size: int) -> None:
-    """Delete every row that refers to these (deleted) jobs, in the caller's transaction."""
+def _delete_rows_of(job_ids: list[uuid.UUID], *, batch_size: int) -> None:
+    """Delete every row that refers to these jobs, in the caller's transaction."""
+    if not job_ids:
+        return
     _clear_nullable_references(job_ids)
-    for rows in (
-        JobAttempt.objects.filter(job__in=job_ids),
-        JobResult.objects.filter(job__in=job_ids),
-    ):
-        delete_in_batches(rows, batch_size=batch_size)
+    delete_in_batches(JobAttempt.objects.filter(job__in=job_ids), batch_size=batch_size)
+    # One result per job at most: one statement, without the empty one after it that
+    # delete_in_batches needs to know a full batch was the last.
+    results = JobResult.objects.filter(job__in=job_ids)
+    results._raw_delete(results.db)
     events = Event.objects.filter(job__in=job_ids).order_by().values_list("pk", flat=True)
     while event_ids := list(events[:batch_size]):
         events_delete(event_ids=event_ids, batch_size=batch_size)
@@ -139,7 +161,7 @@ def _delete_rows_of(job_ids: set[uuid.UUID], *, batch_size: int) -> None:
         webhooks_delete(Delivery.objects.none(), callbacks=callbacks, batch_size=batch_size)
 
 
-def _clear_nullable_references(job_ids: set[uuid.UUID]) -> None:
+def _clear_nullable_references(job_ids: list[uuid.UUID]) -> None:
     """Do what on_delete=SET_NULL would: the raw DELETE above skips Django's collector.
 
     Every such reference to a job, hidden ones included (a schedule's runs and its latest

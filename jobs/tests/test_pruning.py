@@ -1,5 +1,6 @@
 """The pruner: expired jobs go with every row that refers to them; nothing else does."""
 
+import itertools
 from datetime import timedelta
 
 import pytest
@@ -14,6 +15,7 @@ from jobs.models import Job, JobAttempt, JobResult
 from jobs.services.pruning import jobs_prune_expired
 from jobs.tests.concurrency import run_together
 from jobs.tests.test_runs import FAILS_FOR_GOOD, run
+from webhooks.endpoints import endpoint_create
 from webhooks.fanout import webhooks_fan_out
 from webhooks.models import Delivery, DeliveryAttempt, Endpoint
 
@@ -34,6 +36,25 @@ def finished(job_factory, owner, status: str) -> Job:
     if status == Job.Status.FAILED:
         return run(job_factory(owner=owner, job_type="fail", parameters=FAILS_FOR_GOOD))
     return run(job_factory(owner=owner))
+
+
+def with_callback(owner) -> Job:
+    """A job submitted with a callback_url."""
+    job, _ = services.job_create(
+        owner=owner,
+        name="a",
+        job_type="echo",
+        parameters={"message": "hi", "data": None},
+        callback_url="https://hooks.example.com/cb",
+    )
+    return job
+
+
+def deliver_once(owner) -> None:
+    """Make the deliveries of the owner's events, and one attempt of each."""
+    webhooks_fan_out(owner_id=owner.pk)
+    for delivery in Delivery.objects.filter(log=None):
+        DeliveryAttempt.objects.create(delivery=delivery, endpoint=delivery.endpoint)
 
 
 @pytest.mark.parametrize(("status", "days"), [("completed", 30), ("failed", 90), ("cancelled", 90)])
@@ -65,21 +86,10 @@ def test_pending_and_running_jobs_are_never_pruned(verified_user, job_factory):
 def test_a_job_goes_with_its_result_attempts_events_deliveries_and_callback(
     verified_user, job_factory
 ):
-    from webhooks.endpoints import endpoint_create
-
     endpoint_create(owner=verified_user, url="https://hooks.example.com/")
-    doomed, _ = services.job_create(
-        owner=verified_user,
-        name="a",
-        job_type="echo",
-        parameters={"message": "hi", "data": None},
-        callback_url="https://hooks.example.com/cb",
-    )
-    doomed = run(doomed)
+    doomed = run(with_callback(verified_user))
     kept = run(job_factory(owner=verified_user))
-    webhooks_fan_out(owner_id=verified_user.pk)
-    for delivery in Delivery.objects.all():
-        DeliveryAttempt.objects.create(delivery=delivery, endpoint=delivery.endpoint)
+    deliver_once(verified_user)
     # Its job.completed event, to the owner's endpoint and to its callback.
     assert Delivery.objects.filter(event__job=doomed).count() == 2
     Job.objects.filter(pk=kept.pk).update(expires_at=timezone.now() + 40 * DAY)
@@ -102,14 +112,7 @@ def test_a_job_goes_with_its_result_attempts_events_deliveries_and_callback(
 
 
 def test_a_callback_whose_event_went_first_goes_with_its_job(verified_user, settings):
-    job, _ = services.job_create(
-        owner=verified_user,
-        name="a",
-        job_type="echo",
-        parameters={"message": "hi", "data": None},
-        callback_url="https://hooks.example.com/cb",
-    )
-    run(job)
+    run(with_callback(verified_user))
     Event.objects.all().delete()  # as the shorter event retention does
 
     with later(31 * DAY):
@@ -135,7 +138,7 @@ def test_a_job_holding_an_idempotency_key_answers_repeats_for_a_day(auth_client,
 IDEMPOTENCY_DAY = timedelta(hours=24)
 
 
-def test_a_job_rerun_between_the_choice_and_the_delete_stays_with_its_history(
+def test_a_job_rerun_between_the_choice_and_the_lock_stays_with_its_history(
     verified_user, job_factory
 ):
     rerun = finished(job_factory, verified_user, Job.Status.FAILED)
@@ -144,8 +147,9 @@ def test_a_job_rerun_between_the_choice_and_the_delete_stays_with_its_history(
     done = []
 
     def rerun_first(execute, sql, params, many, context):
-        # The moment between the pruner's SELECT of candidates and its DELETE of them.
-        if sql.startswith('DELETE FROM "jobs_job"') and not done:
+        # The moment between the pruner's choice of candidates and its lock on those of them
+        # that are still expired (the SELECT of the chosen ones by id).
+        if sql.startswith('SELECT "jobs_job"."id"') and '"jobs_job"."id" IN (' in sql and not done:
             done.append(True)
             services.job_retry(job=Job.objects.get(pk=rerun.pk))
         return execute(sql, params, many, context)
@@ -180,9 +184,9 @@ def test_a_retry_of_a_job_pruned_during_the_request_is_a_404(
 
 
 def test_no_delete_removes_more_rows_than_the_batch_size(verified_user, job_factory, settings):
-    settings.JOB_PRUNE_BATCH_SIZE = 2
-    jobs = [run(job_factory(owner=verified_user)) for _ in range(5)]
-    for job in jobs:  # events enough that one job's are more than a batch
+    settings.JOB_PRUNE_BATCH_SIZE = 8
+    jobs = [run(job_factory(owner=verified_user)) for _ in range(10)]
+    for job in jobs:  # events enough that a batch's are more than a statement deletes
         for _ in range(3):
             Event.objects.create(owner=verified_user, type="job.progress", job=job, status="x")
     events = Event.objects.count()
@@ -195,11 +199,13 @@ def test_no_delete_removes_more_rows_than_the_batch_size(verified_user, job_fact
         return result
 
     with later(31 * DAY), connection.execute_wrapper(count_rows):
-        assert jobs_prune_expired()["deleted"] == 5
+        assert jobs_prune_expired()["deleted"] == 10
 
-    assert max(rows for _, rows in deletes) == 2
-    assert sum(rows for table, rows in deletes if table == "jobs_job") == 5
-    assert sum(rows for table, rows in deletes if table == "events_event") == events > 5 * 2
+    assert max(rows for _, rows in deletes) == 8
+    # The jobs' own DELETEs a quarter of that: each deleted job's foreign-key checks cost more.
+    assert max(rows for table, rows in deletes if table == "jobs_job") == 2
+    assert sum(rows for table, rows in deletes if table == "jobs_job") == 10
+    assert sum(rows for table, rows in deletes if table == "events_event") == events > 8
     assert not Event.objects.exists()
     assert not JobAttempt.objects.exists()
 
@@ -268,3 +274,25 @@ def test_beat_prunes_on_the_housekeeping_queue(settings):
     schedule = settings.CELERY_BEAT_SCHEDULE["prune-expired-jobs"]
     assert schedule["task"] == "jobs.tasks.prune_expired_jobs"
     assert settings.CELERY_TASK_ROUTES[schedule["task"]] == {"queue": "housekeeping"}
+
+
+def test_beats_pruner_pauses_after_each_batch_for_its_share_of_the_time(
+    verified_user, job_factory, settings, monkeypatch
+):
+    from jobs.services import pruning
+    from jobs.tasks import prune_expired_jobs
+
+    settings.JOB_PRUNE_BATCH_SIZE = 1
+    settings.JOB_PRUNE_PAUSE_RATIO = 2.0
+    for _ in range(3):
+        run(job_factory(owner=verified_user))
+    # A clock where each batch takes half a second, and a pause takes none.
+    ticks = itertools.count(step=0.5)
+    monkeypatch.setattr(pruning, "monotonic", lambda: next(ticks))
+    pauses: list[float] = []
+    monkeypatch.setattr(pruning, "sleep", pauses.append)
+
+    with later(31 * DAY):
+        assert prune_expired_jobs()["deleted"] == 3
+
+    assert pauses == [1.0, 1.0, 1.0]

@@ -11,8 +11,14 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
-from jobs.models import Job
+from events.models import Event
+from jobs.models import Job, JobAttempt, JobResult
 from jobs.services import admission, transitions
+from jobs.services.pruning import jobs_prune_expired
+from jobs.tests.test_pruning import DAY, deliver_once, later, with_callback
+from jobs.tests.test_runs import run
+from webhooks.endpoints import endpoint_create
+from webhooks.models import Delivery, DeliveryAttempt, Endpoint
 
 pytestmark = pytest.mark.skipif(
     connection.vendor != "postgresql", reason="PostgreSQL's planner; SQLite has its own"
@@ -126,3 +132,92 @@ def test_the_pruner_finds_expired_jobs_by_their_expiry(job_factory, verified_use
     candidates = expired_jobs(now=now).order_by("expires_at").values("pk")[:1000]
 
     assert "job_expiring" in plan(*candidates.query.sql_with_params())
+
+
+@pytest.fixture
+def expired_job_with_everything(verified_user):
+    """A job with a result, an attempt, events, deliveries and a callback."""
+    endpoint_create(owner=verified_user, url="https://hooks.example.com/")
+    job = run(with_callback(verified_user))
+    deliver_once(verified_user)
+    return job
+
+
+def test_every_statement_of_the_pruner_can_use_an_index(expired_job_with_everything):
+    """With sequential scans made a last resort, none is left: each has an index to use.
+
+    On a big table a statement without one reads the whole table while it holds its locks;
+    on the small tables of a test the planner may prefer a sequential scan, hence the switch.
+    """
+    statements: list[tuple[str, object]] = []
+
+    def record(execute, sql, params, many, context):
+        if sql.lstrip().startswith(("SELECT", "UPDATE", "DELETE", "WITH")):
+            statements.append((sql, params))
+        return execute(sql, params, many, context)
+
+    with later(31 * DAY), connection.execute_wrapper(record):
+        assert jobs_prune_expired()["deleted"] == 1
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_seqscan = off")
+
+    tables = {sql.split('"')[1] for sql, _ in statements}
+    assert {"jobs_jobattempt", "jobs_jobresult", "events_event", "webhooks_delivery"} <= tables
+    assert [
+        (sql, scanned) for sql, params in statements if "Seq Scan" in (scanned := plan(sql, params))
+    ] == []
+
+
+def test_every_foreign_key_to_a_pruned_table_has_an_index_that_leads_with_it(db):
+    """A deleted row makes PostgreSQL look up its referrers; without an index, by a full scan."""
+    from django.apps import apps
+
+    pruned = {Job, JobAttempt, JobResult, Event, Endpoint, Delivery, DeliveryAttempt}
+    indexed = {}
+    with connection.cursor() as cursor:
+        for model in apps.get_models():
+            table = model._meta.db_table
+            leading = {
+                constraint["columns"][0]
+                for constraint in connection.introspection.get_constraints(cursor, table).values()
+                if (constraint["index"] or constraint["unique"]) and constraint["columns"]
+            }
+            for field in model._meta.concrete_fields:
+                if field.remote_field and field.remote_field.model in pruned:
+                    indexed[f"{table}.{field.column}"] = field.column in leading
+
+    assert {"jobs_jobattempt.job_id", "webhooks_delivery.event_id"} <= set(indexed)
+    assert [column for column, has_index in indexed.items() if not has_index] == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_foreign_key_the_pruner_breaks_fails_its_statement_not_its_commit(
+    verified_user, job_factory
+):
+    """Checked per statement: a COMMIT that ran every check of the batch would hold its locks."""
+    from django.db import IntegrityError
+
+    job = run(job_factory(owner=verified_user))
+    failed: list[str] = []
+
+    def refer_to_the_job_first(execute, sql, params, many, context):
+        if sql.startswith('DELETE FROM "jobs_job"'):
+            JobAttempt.objects.create(
+                job_id=job.pk, number=99, claim_token=uuid.uuid4(), started_at=timezone.now()
+            )
+            try:
+                return execute(sql, params, many, context)
+            except IntegrityError:
+                failed.append(sql)
+                raise
+        return execute(sql, params, many, context)
+
+    with (
+        later(31 * DAY),
+        connection.execute_wrapper(refer_to_the_job_first),
+        pytest.raises(IntegrityError),
+    ):
+        jobs_prune_expired()
+
+    assert failed
+    assert Job.objects.filter(pk=job.pk).exists()

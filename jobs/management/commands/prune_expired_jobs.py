@@ -1,5 +1,6 @@
 """`manage.py prune_expired_jobs`: what Beat's pruner does, now, from a shell."""
 
+from django.conf import settings
 from django.core.management.base import BaseCommand
 
 from jobs import services
@@ -12,5 +13,5 @@ class Command(BaseCommand):
     )
 
     def handle(self, *args, **options) -> None:
-        counts = services.jobs_prune_expired()
+        counts = services.jobs_prune_expired(pause_ratio=settings.JOB_PRUNE_PAUSE_RATIO)
         self.stdout.write(f"stamped {counts['stamped']} deleted {counts['deleted']}")
