@@ -453,6 +453,12 @@ if not 1 <= JOB_PRUNE_BATCH_SIZE <= 5_000:
 JOB_PRUNE_PAUSE_RATIO = env_float("JOB_PRUNE_PAUSE_RATIO", 1.0)
 if not 0 <= JOB_PRUNE_PAUSE_RATIO <= 10:
     raise ImproperlyConfigured("JOB_PRUNE_PAUSE_RATIO must be between 0 and 10")
+# Each of Beat's pruner runs starts no batch after this long, pauses included: it shares the
+# housekeeping worker with admission, the reaper and the schedules' dispatcher. Runs come
+# every JOB_PRUNE_INTERVAL_SECONDS and go on where the last one stopped.
+JOB_PRUNE_RUN_SECONDS = env_float("JOB_PRUNE_RUN_SECONDS", 2.0)
+if not 0 < JOB_PRUNE_RUN_SECONDS <= 60:
+    raise ImproperlyConfigured("JOB_PRUNE_RUN_SECONDS must be more than 0 and at most 60")
 
 # Where clients reach the API, for the links in events and webhook payloads (no request to
 # take it from there).
@@ -603,9 +609,9 @@ CELERY_BEAT_SCHEDULE = {
     },
     "prune-expired-jobs": {
         "task": "jobs.tasks.prune_expired_jobs",
-        "schedule": env_int("JOB_PRUNE_INTERVAL_SECONDS", 10 * 60),
+        "schedule": env_int("JOB_PRUNE_INTERVAL_SECONDS", 10),
         # A run that is late is not worth running twice: the next one deletes the same.
-        "options": {"expires": 5 * 60},
+        "options": {"expires": env_int("JOB_PRUNE_INTERVAL_SECONDS", 10)},
     },
     # Retries whose wait is over; the wait's lateness is at most this interval.
     "webhooks-send-due": {

@@ -37,7 +37,9 @@ def reap_stale_jobs() -> dict[str, int]:
 
 @shared_task(name="jobs.tasks.prune_expired_jobs")
 def prune_expired_jobs() -> dict[str, int]:
-    return services.jobs_prune_expired(pause_ratio=settings.JOB_PRUNE_PAUSE_RATIO)
+    return services.jobs_prune_expired(
+        pause_ratio=settings.JOB_PRUNE_PAUSE_RATIO, max_seconds=settings.JOB_PRUNE_RUN_SECONDS
+    )
 
 
 @worker_shutting_down.connect

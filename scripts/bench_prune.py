@@ -197,8 +197,12 @@ with connection.cursor() as cursor:
         cursor.execute(statement)
 rss_before = rss_mb("VmRSS")
 began = time.perf_counter()
+# Beat's runs back to back, each within JOB_PRUNE_RUN_SECONDS: the pruner's busiest, where
+# Beat leaves JOB_PRUNE_INTERVAL_SECONDS between their starts.
+counts = {"stamped": 0, "deleted": 0}
 with connection.execute_wrapper(timed):
-    counts = prune_expired_jobs()
+    while any((ran := prune_expired_jobs()).values()):
+        counts = {name: counts[name] + ran[name] for name in counts}
 elapsed = time.perf_counter() - began
 transactions.sort()
 print("RESULT" + json.dumps({

@@ -78,37 +78,46 @@ def _shown_by_a_schedule() -> QuerySet[ScheduleRun]:
 
 
 def jobs_prune_expired(
-    *, among: QuerySet[Job] | None = None, pause_ratio: float = 0.0
+    *,
+    among: QuerySet[Job] | None = None,
+    pause_ratio: float = 0.0,
+    max_seconds: float | None = None,
 ) -> dict[str, int]:
     """Delete the jobs that have expired (of `among`, if given); count what was done.
 
     After each batch, pause `pause_ratio` times as long as the batch took: the pruner shares
     the database server's CPUs with the requests it must not slow down, and a busier server
-    makes its batches, and so its pauses, longer.
+    makes its batches, and so its pauses, longer. Start no batch after `max_seconds`, pauses
+    included: Beat's run shares the housekeeping worker with admission, the reaper and the
+    schedules' dispatcher, which must not wait long; the next run goes on where it stopped.
     """
     batch_size = min(settings.JOB_PRUNE_BATCH_SIZE, MAX_BATCH_SIZE)
-    stamped = jobs_stamp_expiry(batch_size=batch_size)
+    deadline = monotonic() + max_seconds if max_seconds is not None else float("inf")
+    stamped = jobs_stamp_expiry(batch_size=batch_size, deadline=deadline)
     # One `now` for the run: jobs expiring while it runs wait for the next one, so it ends.
     now = timezone.now()
     deleted = 0
-    while True:
+    while monotonic() < deadline:
         began = monotonic()
         if not (pruned := _prune_batch(expired_jobs(now=now, among=among), batch_size=batch_size)):
             break
         deleted += pruned
-        sleep((monotonic() - began) * pause_ratio)
+        sleep(min((monotonic() - began) * pause_ratio, max(0.0, deadline - monotonic())))
     counts = {"stamped": stamped, "deleted": deleted}
     if any(counts.values()):
         logger.info("pruner: %s", counts)
     return counts
 
 
-def jobs_stamp_expiry(*, batch_size: int) -> int:
-    """Give the finished jobs that have no expires_at (from before retention) theirs."""
+def jobs_stamp_expiry(*, batch_size: int, deadline: float = float("inf")) -> int:
+    """Give the finished jobs that have no expires_at (from before retention) theirs, a
+    batch at a time until the `deadline` (monotonic)."""
     unstamped = Job.objects.filter(status__in=Job.FINISHED_STATUSES, expires_at=None)
     fields = ("status", "completed_at", "updated_at", *retention.READS)
     stamped = 0
-    while jobs := list(unstamped.order_by("completed_at").only(*fields)[:batch_size]):
+    while monotonic() < deadline and (
+        jobs := list(unstamped.order_by("completed_at").only(*fields)[:batch_size])
+    ):
         stamped += transitions.stamp_expiry(jobs)
     return stamped
 

@@ -1,6 +1,5 @@
 """The pruner: expired jobs go with every row that refers to them; nothing else does."""
 
-import itertools
 from datetime import timedelta
 
 import pytest
@@ -276,23 +275,59 @@ def test_beat_prunes_on_the_housekeeping_queue(settings):
     assert settings.CELERY_TASK_ROUTES[schedule["task"]] == {"queue": "housekeeping"}
 
 
-def test_beats_pruner_pauses_after_each_batch_for_its_share_of_the_time(
-    verified_user, job_factory, settings, monkeypatch
-):
+@pytest.fixture
+def pruner_clock(monkeypatch) -> list[float]:
+    """A clock for the pruner where each batch takes half a second; returns its pauses."""
     from jobs.services import pruning
+
+    now = [0.0]
+    pauses: list[float] = []
+    batch = pruning._prune_batch
+
+    def timed_batch(*args, **kwargs):
+        now[0] += 0.5
+        return batch(*args, **kwargs)
+
+    def sleep(seconds: float) -> None:
+        pauses.append(seconds)
+        now[0] += seconds
+
+    monkeypatch.setattr(pruning, "_prune_batch", timed_batch)
+    monkeypatch.setattr(pruning, "monotonic", lambda: now[0])
+    monkeypatch.setattr(pruning, "sleep", sleep)
+    return pauses
+
+
+def test_beats_pruner_pauses_after_each_batch_for_its_share_of_the_time(
+    verified_user, job_factory, settings, pruner_clock
+):
     from jobs.tasks import prune_expired_jobs
 
     settings.JOB_PRUNE_BATCH_SIZE = 1
     settings.JOB_PRUNE_PAUSE_RATIO = 2.0
+    settings.JOB_PRUNE_RUN_SECONDS = 60.0
     for _ in range(3):
         run(job_factory(owner=verified_user))
-    # A clock where each batch takes half a second, and a pause takes none.
-    ticks = itertools.count(step=0.5)
-    monkeypatch.setattr(pruning, "monotonic", lambda: next(ticks))
-    pauses: list[float] = []
-    monkeypatch.setattr(pruning, "sleep", pauses.append)
 
     with later(31 * DAY):
         assert prune_expired_jobs()["deleted"] == 3
 
-    assert pauses == [1.0, 1.0, 1.0]
+    assert pruner_clock == [1.0, 1.0, 1.0]
+
+
+def test_beats_pruner_stops_after_its_run_seconds_and_the_next_run_goes_on(
+    verified_user, job_factory, settings, pruner_clock
+):
+    from jobs.tasks import prune_expired_jobs
+
+    settings.JOB_PRUNE_BATCH_SIZE = 1
+    settings.JOB_PRUNE_PAUSE_RATIO = 2.0
+    settings.JOB_PRUNE_RUN_SECONDS = 2.0
+    for _ in range(3):
+        run(job_factory(owner=verified_user))
+
+    with later(31 * DAY):
+        # A batch (0.5 s) and its pause (1 s), then a batch and no pause: 2 s are up.
+        assert prune_expired_jobs()["deleted"] == 2
+        assert pruner_clock == [1.0, 0.0]
+        assert prune_expired_jobs()["deleted"] == 1
