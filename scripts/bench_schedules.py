@@ -185,7 +185,9 @@ def make_schedules(
             time_zone=zone_of(n),
             overlap_policy="allow",
             enabled=False,
-            parameters={"message": "tick"},
+            # As the API stores them, validated with the handler's defaults: echo reads `data`,
+            # and a job without it failed and started again a second or so later.
+            parameters={"message": "tick", "data": None},
         )
         if each:
             each(n, schedule)
