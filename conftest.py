@@ -41,7 +41,7 @@ def _forget_readiness():
 
 @pytest.fixture(autouse=True)
 def _forget_active_job_counts():
-    """Drop the active-job counts a test cached (jobs.services.submission).
+    """Drop the active-job counts a test cached (jobs.services.active_cap).
 
     User ids repeat across tests on SQLite, so a later test would see an earlier one's count.
     """

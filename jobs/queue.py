@@ -104,8 +104,8 @@ def _publish_and_admit(messages: list[JobMessage], admit: Iterable[str]) -> None
 def publish(messages: list[JobMessage], *, app: Celery = celery_app) -> None:
     """Send the jobs' messages; on failure, leave the jobs to the dispatcher.
 
-    A job gets a run_job message of its own, except quick jobs due now, which share run_jobs
-    messages by queue (JobHandler.quick, JOB_MESSAGE_BATCH_SIZE).
+    A job gets a run_job message of its own, except quick jobs due at the same moment (now, or
+    one ETA), which share run_jobs messages by queue (JobHandler.quick, JOB_MESSAGE_BATCH_SIZE).
     """
     hard_grace = settings.JOB_HARD_TIMEOUT_GRACE.total_seconds()
     now = timezone.now()
@@ -133,6 +133,7 @@ def publish(messages: list[JobMessage], *, app: Celery = celery_app) -> None:
                         RUN_JOBS_TASK,
                         args=[[str(message.job_id) for message in group]],
                         queue=queue_for(first.job_type),
+                        eta=_eta(first, now=now),  # The same for every job of the message.
                         # The worker's watchdog gives each job its time limit; Celery's hard
                         # limit covers them all, one after another.
                         time_limit=sum(m.timeout_seconds + hard_grace for m in group),
@@ -216,12 +217,15 @@ os.register_at_fork(after_in_child=publisher.reset)
 
 
 def _message_groups(messages: list[JobMessage], *, now: datetime) -> Iterator[list[JobMessage]]:
-    """The jobs of each message to send: quick due jobs together by queue, the rest alone."""
-    quick: defaultdict[str, list[JobMessage]] = defaultdict(list)
+    """The jobs of each message: quick jobs due at one moment together by queue, the rest alone."""
+    # Quick jobs scheduled for one instant (a minute's schedules) share an ETA message as due
+    # ones share theirs: a message each made the worker's per-message cost the bulk of their
+    # work, and the last of them started late.
+    quick: defaultdict[tuple[str, datetime | None], list[JobMessage]] = defaultdict(list)
     for message in messages:
         handler = handlers.find(message.job_type)
-        if handler and handler.quick and _eta(message, now=now) is None:
-            quick[handler.queue].append(message)
+        if handler and handler.quick:
+            quick[(handler.queue, _eta(message, now=now))].append(message)
         else:
             yield [message]
     size = settings.JOB_MESSAGE_BATCH_SIZE

@@ -42,6 +42,7 @@ from jobs.services.submission import (
     job_create,
     job_retry,
     jobs_create_bulk,
+    jobs_create_for_owners,
 )
 
 __all__ = [
@@ -62,6 +63,7 @@ __all__ = [
     "jobs_admit",
     "jobs_admit_if_waiting",
     "jobs_create_bulk",
+    "jobs_create_for_owners",
     "jobs_dispatch_due",
     "jobs_hand_back",
     "jobs_prune_expired",

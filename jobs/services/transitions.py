@@ -348,7 +348,7 @@ def job_insert(job: Job) -> None:
 
 
 def jobs_insert(jobs: list[Job]) -> None:
-    """Create: store new pending jobs of one owner with one bulk INSERT, and their events."""
+    """Create: store new pending jobs, of any owners, with one bulk INSERT, and their events."""
     _check_new(jobs)
     using = router.db_for_write(Job)
     now = timezone.now()
@@ -359,7 +359,8 @@ def jobs_insert(jobs: list[Job]) -> None:
         with transaction.atomic(using=using, savepoint=False):
             Job.objects.using(using).bulk_create(jobs)
             _tell_created(jobs, now=now, using=using)
-    events.announce_on_commit(jobs[0].owner_id, EventType.PENDING, using=using)
+    for owner_id in dict.fromkeys(job.owner_id for job in jobs):
+        events.announce_on_commit(owner_id, EventType.PENDING, using=using)
 
 
 def _insert_told(jobs: list[Job], *, now: datetime, using: str) -> None:
@@ -410,8 +411,6 @@ def _tell_created(jobs: list[Job], *, now: datetime, using: str) -> None:
 
 
 def _check_new(jobs: Sequence[Job]) -> None:
-    if len({job.owner_id for job in jobs}) != 1:
-        raise IllegalTransition("Jobs are created one owner at a time.")
     for job in jobs:
         if job.status not in CREATE.targets or job.claim_token is not None:
             raise IllegalTransition(f"A new job starts pending and unclaimed, not {job.status}.")

@@ -6,7 +6,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from jobs.models import Job
-from jobs.services import submission
+from jobs.services import active_cap
 
 JOBS = "/api/jobs/"
 
@@ -50,7 +50,7 @@ def test_refused_jobs_do_not_count(auth_client, verified_user, job_factory, sett
 def test_room_made_by_finished_jobs_shows_at_the_next_count(
     auth_client, verified_user, settings, monkeypatch
 ):
-    monkeypatch.setattr(submission, "ACTIVE_COUNT_SECONDS", 1)
+    monkeypatch.setattr(active_cap, "ACTIVE_COUNT_SECONDS", 1)
     settings.MAX_ACTIVE_JOBS_PER_USER = 1
     auth_client.post(JOBS, {"name": "first"}, format="json")
     Job.objects.filter(owner=verified_user).update(status=Job.Status.COMPLETED)

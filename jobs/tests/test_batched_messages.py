@@ -1,7 +1,7 @@
 """Quick jobs published together share broker messages, and a worker runs them in turn."""
 
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from django.conf import settings
@@ -37,6 +37,26 @@ def test_quick_due_jobs_share_messages_and_the_rest_go_alone(job_factory, settin
     # No soft limit: the worker's watchdog stops the handler at the job's limit.
     assert eta_headers["timelimit"] == [soon.timeout_seconds + HARD_GRACE, None]
     assert sorted(args for _, args in take_queue("long")) == sorted([str(j.pk)] for j in long)
+
+
+def test_quick_jobs_due_at_one_moment_share_a_message_with_that_eta(job_factory, settings):
+    # A minute's schedules: their jobs are published together ahead of the same instant.
+    settings.JOB_MESSAGE_BATCH_SIZE = 20
+    settings.JOB_DISPATCH_LOOKAHEAD_SECONDS = 60  # Still ahead, however slow the test.
+    take_queue("default")
+    at = timezone.now() + timedelta(seconds=30)
+    together = [job_factory(job_type="echo", run_after=at) for _ in range(25)]
+    jittered = job_factory(job_type="echo", run_after=at + timedelta(milliseconds=1))
+
+    queue.publish([queue.message_for(job) for job in [*together, jittered]])
+
+    default = take_queue("default")
+    shared = [(h["eta"], args[0]) for h, args in default if h["task"] == queue.RUN_JOBS_TASK]
+    batches = [[str(job.pk) for job in together[n : n + 20]] for n in (0, 20)]
+    assert [ids for _, ids in shared] == batches
+    assert {datetime.fromisoformat(eta) for eta, _ in shared} == {at}
+    [(eta, args)] = [(h["eta"], args) for h, args in default if h["task"] == queue.RUN_JOB_TASK]
+    assert (datetime.fromisoformat(eta), args) == (jittered.run_after, [str(jittered.pk)])
 
 
 def test_a_batch_size_of_one_gives_every_job_its_own_message(job_factory, settings):

@@ -14,4 +14,4 @@ class ScheduleFactory(factory.django.DjangoModelFactory):
     name = factory.Sequence(lambda n: f"schedule {n}")
     interval_seconds = 60
     job_type = "echo"
-    parameters = factory.LazyFunction(lambda: {"message": "tick"})
+    parameters = factory.LazyFunction(lambda: {"message": "tick", "data": None})

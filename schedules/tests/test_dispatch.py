@@ -242,3 +242,68 @@ def test_a_full_active_job_cap_skips_the_tick(schedule_factory, settings, own_ca
     schedules_dispatch_due(now=T)
 
     assert runs_of(schedule) == [(T, "tick", "active_job_cap")]
+
+
+class TestManyOwnersInOneBatch:
+    """A batch creates the ticks of all its owners together, each within its own cap."""
+
+    def test_each_tick_is_one_job_of_its_schedules_owner(
+        self, schedule_factory, django_assert_max_num_queries
+    ):
+        schedules = [schedule_factory(next_fire_at=T) for _ in range(30)]  # 30 owners
+
+        # Not a dozen per owner: the owners' jobs and their runs are one INSERT each.
+        with django_assert_max_num_queries(20):
+            schedules_dispatch_due(now=T)
+
+        for schedule in schedules:
+            [run] = ScheduleRun.objects.filter(schedule=schedule).select_related("job")
+            assert (run.fire_time, run.skipped, run.job.owner_id) == (T, "", schedule.owner_id)
+            assert run.job.scheduled_time == T
+            schedule.refresh_from_db()
+            assert (schedule.next_fire_at, schedule.latest_job_id) == (T + MINUTE, run.job_id)
+        assert Job.objects.count() == 30
+
+    def test_a_full_cap_skips_only_its_owners_ticks(
+        self, schedule_factory, settings, own_cache_keys
+    ):
+        settings.MAX_ACTIVE_JOBS_PER_USER = 1
+        full = schedule_factory(next_fire_at=T)
+        Job.objects.create(owner=full.owner, name="already there")
+        others = [schedule_factory(next_fire_at=T) for _ in range(3)]
+
+        schedules_dispatch_due(now=T)
+
+        assert runs_of(full) == [(T, "tick", "active_job_cap")]
+        for schedule in others:
+            assert runs_of(schedule) == [(T, "tick", "")]
+        assert Job.objects.filter(owner=full.owner).count() == 1
+
+    def test_refused_ticks_leave_room_under_the_cap(
+        self, schedule_factory, settings, own_cache_keys
+    ):
+        settings.MAX_ACTIVE_JOBS_PER_USER = 2
+        first = schedule_factory(next_fire_at=T, overlap_policy="allow")
+        same_owner = [schedule_factory(next_fire_at=T, owner=first.owner) for _ in range(2)]
+
+        schedules_dispatch_due(now=T)  # Three ticks of one owner: more than the cap.
+        refused = ScheduleRun.objects.filter(skipped="active_job_cap").count()
+        Schedule.objects.filter(pk__in=[s.pk for s in same_owner]).update(enabled=False)
+        schedules_dispatch_due(now=T + MINUTE)
+
+        assert refused == 3
+        # The refused three were taken off the count, so the next tick fits.
+        assert runs_of(first)[-1] == (T + MINUTE, "tick", "")
+
+    def test_a_tick_that_fired_before_does_not_stop_the_others(self, schedule_factory):
+        fired_before = schedule_factory(next_fire_at=T, overlap_policy="allow")
+        other = schedule_factory(next_fire_at=T, overlap_policy="allow")
+        schedules_dispatch_due(now=T)
+        # Moved back over a tick it fired, in the batch of another owner's next tick.
+        Schedule.objects.filter(pk=fired_before.pk).update(next_fire_at=T)
+
+        schedules_dispatch_due(now=T + MINUTE)
+
+        assert [fire for fire, _, _ in runs_of(fired_before)] == [T, T + MINUTE]
+        assert [fire for fire, _, _ in runs_of(other)] == [T, T + MINUTE]
+        assert Job.objects.count() == 4
