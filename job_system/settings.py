@@ -512,8 +512,8 @@ SCHEDULE_MIN_INTERVAL_SECONDS = env_int("SCHEDULE_MIN_INTERVAL_SECONDS", 60)
 if SCHEDULE_MIN_INTERVAL_SECONDS < 1:
     raise ImproperlyConfigured("SCHEDULE_MIN_INTERVAL_SECONDS must be at least 1")
 # The dispatcher creates each tick's job this many seconds before its fire time, as a job
-# scheduled for it, so that it starts on time (never early) even when thousands fire at once.
-# The overlap policy is decided then too.
+# scheduled for it, so that it starts on time (never early) even when thousands fire at once;
+# not while the schedule's latest job is active: the overlap policy is decided at the tick.
 SCHEDULE_LOOKAHEAD_SECONDS = env_float("SCHEDULE_LOOKAHEAD_SECONDS", 10.0)
 SCHEDULE_DISPATCH_INTERVAL_SECONDS = env_float("SCHEDULE_DISPATCH_INTERVAL_SECONDS", 1.0)
 if SCHEDULE_LOOKAHEAD_SECONDS <= SCHEDULE_DISPATCH_INTERVAL_SECONDS:

@@ -13,7 +13,8 @@ unique (schedule, fire_time) of ScheduleRun refuses it, and its job is rolled ba
 A tick's job is created up to SCHEDULE_LOOKAHEAD_SECONDS before its fire time, as a job
 scheduled for it (plus its jitter): the jobs' dispatcher publishes it with an ETA, so it
 starts on time and never early, even when thousands of ticks share one minute. The overlap
-policy is applied then, against the schedule's latest job.
+policy is decided at the tick, against the schedule's latest job: while that job is active,
+the schedule is not taken before its tick, and at the tick it is skipped or buffered.
 """
 
 import functools
@@ -25,7 +26,7 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import IntegrityError, transaction
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from jobs.models import Job
@@ -82,14 +83,22 @@ def _dispatch_batch(*, now: datetime) -> tuple[int, int]:
             _locked(
                 Schedule.objects.filter(
                     enabled=True, next_fire_at__isnull=False, next_fire_at__lte=horizon
-                ).order_by("next_fire_at")
+                )
+                # Overlap is decided at the tick, not ahead: a schedule whose latest job is
+                # still active waits for its tick, or for that job to end.
+                .exclude(
+                    ~Q(overlap_policy=OverlapPolicy.ALLOW),
+                    next_fire_at__gt=now,
+                    latest_job__status__in=Job.ACTIVE_STATUSES,
+                )
+                .order_by("next_fire_at")
             )
         )
         fires: list[Fire] = []
         for schedule in due:
             planned, schedule.next_fire_at = plan_fires(schedule, now=now, horizon=horizon)
             fires.extend(planned)
-        recorded = runs_record(fires)
+        recorded = runs_record(fires, now=now)
         _save_bookkeeping(due, ["next_fire_at", "buffered_fire_at", "latest_job"])
     return recorded, len(due)
 
@@ -196,23 +205,35 @@ def jitter(schedule: Schedule, tick: datetime, following: datetime | None) -> ti
     return timedelta(milliseconds=int(fraction * room * 1000))
 
 
-def runs_record(fires: list[Fire]) -> int:
+def runs_record(fires: list[Fire], *, now: datetime | None = None) -> int:
     """Apply each schedule's overlap policy, create the jobs, record the runs; count them.
 
-    Runs in the caller's transaction; sets latest_job and buffered_fire_at on the schedules,
-    which the caller saves.
+    Runs in the caller's transaction; sets latest_job, buffered_fire_at and, for a tick
+    put off, next_fire_at on the schedules, which the caller saves. A schedule's fires come
+    in tick order.
+
+    Overlap is decided at the tick: a tick not yet reached (after `now`) whose schedule is
+    busy is put off with the ticks after it, and comes up again at the next dispatch.
     """
+    now = now or timezone.now()
     to_create: list[Fire] = []
     skipped: list[ScheduleRun] = []
     busy: set = set()  # Schedules given a job in this batch.
+    put_off: set = set()
     for fire in fires:
         schedule = fire.schedule
         overlap = schedule.overlap_policy
+        if schedule.pk in put_off:
+            continue
         if (
             fire.kind != ScheduleRun.Kind.TRIGGER
             and overlap != OverlapPolicy.ALLOW
             and (_is_busy(schedule, busy))
         ):
+            if fire.kind == ScheduleRun.Kind.TICK and fire.fire_time > now:
+                put_off.add(schedule.pk)
+                schedule.next_fire_at = fire.fire_time
+                continue
             if overlap == OverlapPolicy.BUFFER_ONE and not schedule.buffered_fire_at:
                 schedule.buffered_fire_at = fire.fire_time
                 continue

@@ -170,6 +170,40 @@ class TestOverlap:
         assert runs_of(schedule) == [(T, "tick", ""), (T + MINUTE, "tick", "overlap")]
         assert Job.objects.count() == 1
 
+    def test_it_is_decided_at_the_tick_not_ahead_of_it(self, schedule_factory):
+        schedule = self.busy(schedule_factory, "skip")
+        ahead = T + MINUTE - timedelta(seconds=5)  # Within the look-ahead of the next tick.
+
+        schedules_dispatch_due(now=ahead)
+        assert runs_of(schedule) == [(T, "tick", "")]  # Busy now, but maybe not at the tick.
+
+        Job.objects.update(status=Job.Status.COMPLETED, lease_expires_at=None)
+        schedules_dispatch_due(now=ahead + timedelta(seconds=1))
+
+        assert runs_of(schedule) == [(T, "tick", ""), (T + MINUTE, "tick", "")]
+        second = Job.objects.filter(status=Job.Status.PENDING).get()
+        assert second.scheduled_time == T + MINUTE  # Still created ahead, and on time.
+
+    def test_a_busy_schedule_waits_without_holding_up_the_others(self, schedule_factory, settings):
+        settings.SCHEDULE_DISPATCH_BATCH_SIZE = 1
+        busy = self.busy(schedule_factory, "skip")
+        idle = schedule_factory(next_fire_at=T + MINUTE, overlap_policy="skip")
+
+        # The busy one is due first and is not taken: the batch of one is the idle one.
+        schedules_dispatch_due(now=T + MINUTE - timedelta(seconds=5))
+
+        assert runs_of(busy) == [(T, "tick", "")]
+        assert runs_of(idle) == [(T + MINUTE, "tick", "")]
+
+    def test_ticks_within_the_look_ahead_after_a_new_job_are_put_off(self, schedule_factory):
+        schedule = schedule_factory(next_fire_at=T, cron="", interval_seconds=4)
+
+        schedules_dispatch_due(now=T)  # Ticks T, T+4 s and T+8 s are within the look-ahead.
+
+        assert runs_of(schedule) == [(T, "tick", "")]
+        schedule.refresh_from_db()
+        assert schedule.next_fire_at == T + timedelta(seconds=4)
+
     def test_allow_runs_it_anyway(self, schedule_factory):
         schedule = self.busy(schedule_factory, "allow")
 
