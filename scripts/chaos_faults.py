@@ -53,6 +53,8 @@ DATABASE_DOWN_SECONDS = (1.0, 3.0)
 SQLITE_LOCK_SECONDS = 10.0
 # Past the lease (JOB_LEASE_SECONDS in chaos.CHAOS_ENV) by this much, so the reaper takes over.
 FREEZE_BEYOND_LEASE_SECONDS = (2.0, 5.0)
+# The last fault of a timetable strikes within this last share of the load's window.
+LAST_FAULT_SHARE = 0.05
 
 RUNNING_CLAIMS_QUERY = "SELECT worker, claim_token FROM jobs_job WHERE status = 'in_progress'"
 
@@ -62,6 +64,19 @@ def chaos_plan(counts: dict[str, int], rng: random.Random) -> list[str]:
     plan = [fault for fault, count in counts.items() for _ in range(count)]
     rng.shuffle(plan)
     return plan
+
+
+def chaos_timetable(plan: list[str], window: float, rng: random.Random) -> list[float]:
+    """When each fault of `plan` should strike, in seconds into a load of `window` seconds.
+
+    At random over the whole window, the last one within its final LAST_FAULT_SHARE: the
+    time from the last fault until every job is terminal then measures healing, not a load
+    that goes on for minutes after the faults have stopped.
+    """
+    if not plan:
+        return []
+    last = window * (1 - rng.uniform(0, LAST_FAULT_SHARE))
+    return [*sorted(rng.uniform(0, last) for _ in plan[1:]), last]
 
 
 @dataclass(frozen=True)
@@ -97,20 +112,35 @@ class Chaos:
     def last_fault_end(self) -> float | None:
         return max((window.end for window in self.windows), default=None)
 
-    def run(self, plan: list[str], deadline: float) -> None:
+    def run(self, plan: list[str], deadline: float, at: list[float] | None = None) -> None:
+        """Inject each fault of `plan` in turn, a breather after each; or each at its time.
+
+        `at` gives each fault's time in seconds since `started` (chaos_timetable); a fault
+        strikes then, or as soon as the one before it has ended.
+        """
         try:
-            for fault in plan:
+            for number, fault in enumerate(plan):
+                if at is not None:
+                    self.wait_until(at[number], deadline)
                 if time.monotonic() >= deadline:
                     return
                 start = self.now()
                 getattr(self, fault)(deadline)
                 self.windows.append(Window(fault, start, self.now()))
                 self.done[fault] += 1
-                time.sleep(self.rng.uniform(*AFTER_EVENT_SECONDS))
+                if at is None:
+                    time.sleep(self.rng.uniform(*AFTER_EVENT_SECONDS))
                 self.restart_exited_workers()
         finally:
             if self.connection is not None:
                 self.connection.close()
+                self.connection = None
+
+    def wait_until(self, moment: float, deadline: float) -> None:
+        """Sleep until `moment` (seconds since `started`), restarting workers that stopped."""
+        while self.now() < moment and time.monotonic() < deadline:
+            time.sleep(max(0.0, min(1.0, moment - self.now())))
+            self.restart_exited_workers()
 
     def now(self) -> float:
         return time.monotonic() - self.started
