@@ -470,6 +470,11 @@ def run_chaos(
         rate = capacity * settings.load_share
     window = settings.jobs / rate
     deadline = time.monotonic() + window + settings.deadline
+    print(
+        f"load: {settings.jobs} jobs at {rate:.2f} jobs/s over {window:.0f} s, "
+        f"{sum(settings.faults.values())} faults",
+        flush=True,
+    )
     plan = chaos_plan(settings.faults, chaos.rng)
     load_start = chaos.now()
     at = [load_start + offset for offset in chaos_timetable(plan, window, chaos.rng)]
@@ -495,6 +500,7 @@ def run_chaos(
         chaos.run(plan, deadline, at=at)
         # What was left to do when the last fault ended: heal_time runs from there.
         unfinished = dict(chaos.read(UNFINISHED_QUERY))
+        last_fault = chaos.windows[-1] if chaos.windows else None
         submitting.result()  # Bounded by the deadline too.
     wait_until_terminal(stack.database_url, submissions.accepted, deadline, chaos)
     drain_time = chaos.now()
@@ -541,7 +547,8 @@ def run_chaos(
         ],
         "drain_time": drain_time,
         "load_start": load_start,
-        "last_fault": chaos.windows[-1] if chaos.windows else None,
+        "last_fault": last_fault,
+        "last_fault_planned": at[-1] if at else None,
         "heal_time": heal_time,
         "unfinished_at_last_fault": unfinished,
         "last_to_finish": last_jobs,
@@ -655,7 +662,8 @@ def print_figures(figures: dict[str, Any], database: str) -> None:
         print(
             f"last_fault: {last.fault} from {last.start - figures['load_start']:.1f} s to "
             f"{last.end - figures['load_start']:.1f} s into a load window of "
-            f"{figures['window']:.0f} s"
+            f"{figures['window']:.0f} s (planned at "
+            f"{figures['last_fault_planned'] - figures['load_start']:.1f} s)"
         )
     print(
         f"unfinished_at_last_fault: {sum(unfinished.values())} jobs not terminal yet "
