@@ -6,7 +6,7 @@ a mix of jobs over HTTP to real processes on 127.0.0.1 (gunicorn, the Procfile's
 the housekeeping worker, Beat, a private Redis, and a private PostgreSQL with --postgres),
 quick, sleeping, scheduled, failing with retries, some cancelled by their client, some
 submissions timed out by their client and sent again with the same Idempotency-Key, paced at
-half the capacity that a burst of the same mix measured first, while it injects each fault of
+35% of the capacity that a burst of the same mix measured first, while it injects each fault of
 scripts/chaos_faults.py several times at random moments of the submission window, the last
 at its end: worker and pool SIGKILLs, web process SIGKILLs, Beat SIGKILLs, database restarts
 (a held write lock on SQLite), Redis restarts that lose everything, FLUSHDBs, and workers
