@@ -248,7 +248,11 @@ class Chaos:
         AttributeError"), or when its database connection breaks at start-up. Each worker
         kind alone serves its queues, so without a restart that kind's jobs would wait for
         ever; the count is printed, so a run says when it happened. The webhooks worker and
-        the housekeeping worker, where the Stack runs them, are Celery workers too.
+        the housekeeping worker, where the Stack runs them, are Celery workers too. Beat
+        exits when the database is down as it starts (its scheduler reads its entries from
+        the database), which happens when a database restart follows a Beat kill at once;
+        without it nothing is dispatched or reaped again. It is down on purpose only within
+        beat_kill, which runs on this same thread.
         """
         for name in self.stack.worker_names:
             if not self.stack.processes[name].alive:
@@ -257,6 +261,7 @@ class Chaos:
         for name, start in (
             ("webhooks", self.stack.start_webhooks),
             ("housekeeping", self.stack.start_housekeeping),
+            ("beat", self.stack.start_beat),
         ):
             process = self.stack.processes.get(name)
             if process is not None and not process.alive:
