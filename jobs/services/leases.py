@@ -292,6 +292,11 @@ class _Watchdog(threading.Thread):
         """Tell the handlers whose job is no longer their claim's to stop; one query for all."""
         if not keepers:
             return
+        # Due again in an interval even if the check fails: a check that stayed due made the
+        # next round start at once, and the thread spun on a down database, logging a
+        # traceback every few milliseconds until it came back.
+        for keeper in keepers:
+            keeper.check_due = now + CHECK_INTERVAL_SECONDS
         self.connected = True
         jobs = Job.objects.filter(pk__in=[keeper.job.pk for keeper in keepers])
         try:
@@ -301,7 +306,6 @@ class _Watchdog(threading.Thread):
             self._disconnect()
             return
         for keeper in keepers:
-            keeper.check_due = now + CHECK_INTERVAL_SECONDS
             if (keeper.job.pk, keeper.job.claim_token) not in held:
                 keeper.tell_to_stop(JobInterrupted)
 

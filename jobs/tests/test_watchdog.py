@@ -4,20 +4,24 @@ Handlers run in the test's main thread, as in a worker's pool process. The watch
 jobs through its own connection, so these tests commit their rows.
 """
 
+import contextlib
 import signal
 import threading
 import time
+from collections.abc import Iterator
 
 import pytest
 from celery.exceptions import SoftTimeLimitExceeded
+from django.db import connections
 
 from jobs import handlers, services
 from jobs.handlers.base import JobInterrupted
 from jobs.models import Job, JobAttempt, JobResult
-from jobs.services.leases import LeaseKeeper
+from jobs.services.leases import CHECK_INTERVAL_SECONDS, LeaseKeeper, _Watchdog
 from jobs.tests.concurrency import start_thread
 from jobs.tests.live import wait_for
 from jobs.tests.stubborn_handlers import STUBBORN_HANDLERS
+from scripts.localredis import free_port
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -140,3 +144,38 @@ def test_a_stop_signal_after_the_handler_returned_raises_nothing(job_factory):
         time.sleep(0.1)
 
     assert lease.stop is SoftTimeLimitExceeded
+
+
+@contextlib.contextmanager
+def unreachable_database() -> Iterator[None]:
+    """Point this thread's connection at a database nothing answers for, then restore it."""
+    connection = connections["default"]
+    connection.close()
+    saved = dict(connection.settings_dict)
+    if connection.vendor == "sqlite":
+        connection.settings_dict["NAME"] = "/nonexistent/folder/db.sqlite3"
+    else:
+        connection.settings_dict["PORT"] = str(free_port())  # Nothing listens there.
+    try:
+        yield
+    finally:
+        connection.close()
+        connection.settings_dict.clear()
+        connection.settings_dict.update(saved)
+
+
+def test_a_failed_claim_check_waits_its_interval_instead_of_spinning(job_factory):
+    # A check that stayed due made the watchdog's next round start at once: it spun while the
+    # database was down, logging a traceback every few milliseconds.
+    job = services.job_claim(job_id=job_factory().pk, worker="w")
+    keeper = LeaseKeeper(job)
+    keeper.running = True  # As handler_running() marks it, without the signals.
+    keeper.check_due = time.monotonic()
+    watchdog = _Watchdog()  # Not started: its round runs here, on the broken connection.
+    watchdog.hold(keeper)
+
+    with unreachable_database():
+        watchdog._check_claims([keeper], now=time.monotonic())
+
+    assert keeper.stop is None  # A failed check stops nothing.
+    assert watchdog._seconds_to_next_round() > CHECK_INTERVAL_SECONDS / 2
