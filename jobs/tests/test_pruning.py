@@ -276,9 +276,15 @@ def test_beat_prunes_on_the_housekeeping_queue(settings):
 
 
 @pytest.fixture
-def pruner_clock(monkeypatch) -> list[float]:
-    """A clock for the pruner where each batch takes half a second; returns its pauses."""
+def pruner_clock(monkeypatch, settings, verified_user, job_factory) -> list[float]:
+    """Three finished jobs, a batch of one each, pauses twice a batch's time, and a clock for
+    the pruner where each batch takes half a second; returns its pauses."""
     from jobs.services import pruning
+
+    settings.JOB_PRUNE_BATCH_SIZE = 1
+    settings.JOB_PRUNE_PAUSE_RATIO = 2.0
+    for _ in range(3):
+        run(job_factory(owner=verified_user))
 
     now = [0.0]
     pauses: list[float] = []
@@ -298,16 +304,10 @@ def pruner_clock(monkeypatch) -> list[float]:
     return pauses
 
 
-def test_beats_pruner_pauses_after_each_batch_for_its_share_of_the_time(
-    verified_user, job_factory, settings, pruner_clock
-):
+def test_beats_pruner_pauses_after_each_batch_for_its_share_of_the_time(settings, pruner_clock):
     from jobs.tasks import prune_expired_jobs
 
-    settings.JOB_PRUNE_BATCH_SIZE = 1
-    settings.JOB_PRUNE_PAUSE_RATIO = 2.0
     settings.JOB_PRUNE_RUN_SECONDS = 60.0
-    for _ in range(3):
-        run(job_factory(owner=verified_user))
 
     with later(31 * DAY):
         assert prune_expired_jobs()["deleted"] == 3
@@ -315,16 +315,10 @@ def test_beats_pruner_pauses_after_each_batch_for_its_share_of_the_time(
     assert pruner_clock == [1.0, 1.0, 1.0]
 
 
-def test_beats_pruner_stops_after_its_run_seconds_and_the_next_run_goes_on(
-    verified_user, job_factory, settings, pruner_clock
-):
+def test_beats_pruner_stops_after_its_run_seconds_and_the_next_run_goes_on(settings, pruner_clock):
     from jobs.tasks import prune_expired_jobs
 
-    settings.JOB_PRUNE_BATCH_SIZE = 1
-    settings.JOB_PRUNE_PAUSE_RATIO = 2.0
     settings.JOB_PRUNE_RUN_SECONDS = 2.0
-    for _ in range(3):
-        run(job_factory(owner=verified_user))
 
     with later(31 * DAY):
         # A batch (0.5 s) and its pause (1 s), then a batch and no pause: 2 s are up.
