@@ -10,7 +10,7 @@ from datetime import datetime
 
 from django.conf import settings
 from django.db import models
-from django.db.models import Q
+from django.db.models import OuterRef, Q, Subquery
 from django.utils import timezone
 
 from jobs.models import DEFAULT_PRIORITY, Job
@@ -122,6 +122,24 @@ class Schedule(models.Model):
 LAST_RUNS = 10
 
 
+class ScheduleRunQuerySet(models.QuerySet):
+    def shown(self, shown: bool = True) -> "ScheduleRunQuerySet":
+        """These runs, of those their schedule shows among its last LAST_RUNS (shown=False:
+        of those it no longer shows). Both retentions ask it: the jobs' pruner keeps the jobs
+        of shown runs, the runs' pruner deletes only runs not shown.
+
+        Shown means fewer than LAST_RUNS newer runs of the same schedule: the LAST_RUNS-th
+        newer one does not exist. Asked per run through the (schedule, fire_time) index, so it
+        costs the runs asked about, not the whole table.
+        """
+        newer = ScheduleRun.objects.filter(
+            schedule=OuterRef("schedule"), fire_time__gt=OuterRef("fire_time")
+        ).order_by("-fire_time")
+        return self.annotate(
+            nth_newer=Subquery(newer.values("pk")[LAST_RUNS - 1 : LAST_RUNS])
+        ).filter(nth_newer__isnull=shown)
+
+
 class ScheduleRun(models.Model):
     """One tick of a schedule that fired (or was skipped), and the job it made."""
 
@@ -135,6 +153,7 @@ class ScheduleRun(models.Model):
         NOT = "", "Not skipped"
         OVERLAP = "overlap", "The previous run was still pending or running"
         ACTIVE_JOB_CAP = "active_job_cap", "The owner had as many active jobs as one may"
+        UNKNOWN_JOB_TYPE = "unknown_job_type", "The job type no longer exists"
 
     id = models.BigAutoField(primary_key=True)
     schedule = models.ForeignKey(
@@ -148,6 +167,8 @@ class ScheduleRun(models.Model):
     )
     skipped = models.CharField(max_length=16, choices=Skipped.choices, blank=True, default="")
     created_at = models.DateTimeField(default=timezone.now)
+
+    objects = ScheduleRunQuerySet.as_manager()
 
     class Meta:
         ordering = ["-fire_time"]

@@ -15,10 +15,10 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import OuterRef, Q, Subquery
+from django.db.models import Q
 from django.utils import timezone
 
-from schedules.models import LAST_RUNS, ScheduleRun
+from schedules.models import ScheduleRun
 
 # Runs deleted per statement and transaction.
 BATCH = 5_000
@@ -29,17 +29,11 @@ def schedule_runs_prune() -> int:
     """Delete the runs retention no longer keeps, a batch at a time; return how many."""
     now = timezone.now()
     skips_kept_since = now - timedelta(days=settings.JOB_RETENTION_FAILED_DAYS)
-    # The fire time of each schedule's LAST_RUNS-th newest run: its newer runs are shown.
-    shown_from = (
-        ScheduleRun.objects.filter(schedule=OuterRef("schedule"))
-        .order_by("-fire_time")
-        .values("fire_time")[LAST_RUNS - 1 : LAST_RUNS]
-    )
     # Through the partial index schedule_run_unlinked (runs without a job), and for each
-    # candidate the (schedule, fire_time) index, newest first.
+    # candidate the (schedule, fire_time) index.
     candidates = ScheduleRun.objects.filter(
         Q(skipped="") | Q(fire_time__lt=skips_kept_since), job=None, fire_time__lt=now - RECENT
-    ).filter(fire_time__lt=Subquery(shown_from))
+    ).shown(False)
     total = 0
     while True:
         with transaction.atomic():

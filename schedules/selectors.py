@@ -1,7 +1,7 @@
 """Reads about schedules: a user's own, a schedule's latest runs, and the jobs they show.
 
 The owner filter is written once, in schedules_of(). LAST_RUNS is how many runs a schedule
-shows; jobs.services.pruning keeps those runs' jobs.
+shows; ScheduleRun.objects.shown() tells them apart for retention.
 """
 
 from django.db.models import QuerySet

@@ -24,6 +24,11 @@ class TooManySchedulesError(APIException):
     default_code = "too_many_schedules"
 
 
+class UnknownJobTypeError(APIException):
+    status_code = status.HTTP_409_CONFLICT
+    default_code = "unknown_job_type"
+
+
 WEEKDAYS_IN_BERLIN = {
     "name": "morning report",
     "cron": "0 7 * * mon-fri",
@@ -111,6 +116,10 @@ class ScheduleViewSet(
         request=None,
         responses={
             201: ScheduleRunSerializer,
+            409: OpenApiResponse(
+                description="`unknown_job_type`: the schedule's job type no longer exists; "
+                "change its `job`. The run is recorded as skipped."
+            ),
             429: OpenApiResponse(
                 description="`too_many_active_jobs`: wait for some of your jobs to finish."
             ),
@@ -122,6 +131,11 @@ class ScheduleViewSet(
         if run.skipped == ScheduleRun.Skipped.ACTIVE_JOB_CAP:
             raise TooManyActiveJobsError(
                 "You have as many pending or running jobs as one user may; the run was skipped."
+            )
+        if run.skipped == ScheduleRun.Skipped.UNKNOWN_JOB_TYPE:
+            raise UnknownJobTypeError(
+                f"The job type {run.schedule.job_type!r} no longer exists; change the "
+                "schedule's job. The run was skipped."
             )
         return Response(ScheduleRunSerializer(run).data, status=status.HTTP_201_CREATED)
 

@@ -24,7 +24,7 @@ from time import monotonic, sleep
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import SET_NULL, Exists, OuterRef, QuerySet, Subquery
+from django.db.models import SET_NULL, Exists, OuterRef, QuerySet
 from django.utils import timezone
 
 from events.models import Event
@@ -33,7 +33,7 @@ from job_system.deletion import delete_in_batches, foreign_keys_checked_per_stat
 from jobs import retention
 from jobs.models import Job, JobAttempt, JobResult
 from jobs.services import transitions
-from schedules.models import LAST_RUNS, ScheduleRun
+from schedules.models import ScheduleRun
 from webhooks.models import Delivery, Endpoint
 
 logger = logging.getLogger(__name__)
@@ -61,20 +61,8 @@ def expired_jobs(*, now: datetime, among: QuerySet[Job] | None = None) -> QueryS
 
 
 def _shown_by_a_schedule() -> QuerySet[ScheduleRun]:
-    """The run that made the outer job, if its schedule shows it among its last runs.
-
-    Shown means fewer than LAST_RUNS newer runs of the same schedule: the LAST_RUNS-th newer
-    one does not exist. Asked per candidate job through the (schedule, fire_time) index, so
-    it costs the batch, not the whole run table.
-    """
-    newer = ScheduleRun.objects.filter(
-        schedule=OuterRef("schedule"), fire_time__gt=OuterRef("fire_time")
-    ).order_by("-fire_time")
-    return (
-        ScheduleRun.objects.filter(job=OuterRef("pk"))
-        .annotate(nth_newer=Subquery(newer.values("pk")[LAST_RUNS - 1 : LAST_RUNS]))
-        .filter(nth_newer__isnull=True)
-    )
+    """The run that made the outer job, if its schedule shows it among its last runs."""
+    return ScheduleRun.objects.filter(job=OuterRef("pk")).shown()
 
 
 def jobs_prune_expired(

@@ -214,6 +214,22 @@ def test_trigger_runs_one_now_and_the_jobs_list_shows_it(auth_client):
     ]
 
 
+def test_triggering_a_schedule_whose_job_type_is_gone_is_a_conflict(auth_client):
+    created = create(auth_client).data
+    Schedule.objects.filter(pk=created["id"]).update(job_type="retired")
+
+    response = auth_client.post(f"{SCHEDULES}{created['id']}/trigger/")
+
+    assert response.status_code == 409, response.data
+    assert response.data["detail"].code == "unknown_job_type"
+    assert "'retired'" in response.data["detail"]
+    detail = auth_client.get(f"{SCHEDULES}{created['id']}/").data
+    assert [(run["kind"], run["status"], run["skipped"]) for run in detail["last_runs"]] == [
+        ("trigger", "skipped", "unknown_job_type")
+    ]
+    assert not Job.objects.exists()
+
+
 def test_deleting_a_schedule_keeps_its_jobs(auth_client):
     created = create(auth_client).data
     job_id = auth_client.post(f"{SCHEDULES}{created['id']}/trigger/").data["job"]

@@ -341,3 +341,20 @@ class TestManyOwnersInOneBatch:
         assert [fire for fire, _, _ in runs_of(fired_before)] == [T, T + MINUTE]
         assert [fire for fire, _, _ in runs_of(other)] == [T, T + MINUTE]
         assert Job.objects.count() == 4
+
+
+def test_a_schedule_whose_job_type_is_gone_records_its_ticks_and_stops_no_other(
+    schedule_factory,
+):
+    # Its job type taken out of the service since it was made: before, every dispatch raised
+    # on it, and the other schedules of its batch never fired.
+    gone = schedule_factory(next_fire_at=T)
+    Schedule.objects.filter(pk=gone.pk).update(job_type="retired")
+    other = schedule_factory(next_fire_at=T)
+
+    assert schedules_dispatch_due(now=T) == 2
+
+    assert runs_of(gone) == [(T, "tick", "unknown_job_type")]
+    assert [run.job.status for run in ScheduleRun.objects.filter(schedule=other)] == ["pending"]
+    gone.refresh_from_db()
+    assert (gone.next_fire_at, gone.enabled) == (T + MINUTE, True)
