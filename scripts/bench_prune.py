@@ -6,7 +6,9 @@ PostgreSQL only, on real processes on 127.0.0.1 (scripts/stack.py). One run:
    job.completed), then VACUUM ANALYZE;
 2. times single submissions over HTTP at a steady rate (CLIENTS clients, each RATE a second)
    for a baseline window, then while the pruner runs as a process of its own, then for the
-   same window again after it, so the three are side by side in one run;
+   same window again after it, so the three are side by side in one run. The pruner process
+   runs Beat's task as Beat does, one run every JOB_PRUNE_INTERVAL_SECONDS (--back-to-back:
+   each as the last one ends), until nothing is expired or --prune-window is over;
 3. meanwhile samples pg_stat_activity every 50 ms for backends waiting on a lock.
 
 The pruner process times each of its statements, its COMMITs among them, and each of its
@@ -17,6 +19,7 @@ as `name: value unit`.
 
     python scripts/bench_prune.py                 # `make bench-prune`: 2M jobs, 1M expired
     python scripts/bench_prune.py --jobs 200000   # a quicker run
+    python scripts/bench_prune.py --back-to-back --prune-window 300   # the pruner's busiest
 
 PostgreSQL is BENCH_PRUNE_DATABASE_URL (default: the local server's `jobsystem_bench_prune`,
 dropped and created afresh by every run).
@@ -197,16 +200,22 @@ with connection.cursor() as cursor:
         cursor.execute(statement)
 rss_before = rss_mb("VmRSS")
 began = time.perf_counter()
-# Beat's runs back to back, each within JOB_PRUNE_RUN_SECONDS: the pruner's busiest, where
-# Beat leaves JOB_PRUNE_INTERVAL_SECONDS between their starts.
-counts = {"stamped": 0, "deleted": 0}
+# Beat's runs, each within JOB_PRUNE_RUN_SECONDS, one starting every INTERVAL seconds as Beat
+# starts them (0: back to back, the pruner's busiest), until nothing is left or WINDOW ends.
+counts, runs = {"stamped": 0, "deleted": 0}, 0
 with connection.execute_wrapper(timed):
-    while any((ran := prune_expired_jobs()).values()):
+    while True:
+        run_began = time.perf_counter()
+        ran = prune_expired_jobs()
+        runs += 1
         counts = {name: counts[name] + ran[name] for name in counts}
+        if not any(ran.values()) or run_began - began >= WINDOW:
+            break
+        time.sleep(max(0.0, INTERVAL - (time.perf_counter() - run_began)))
 elapsed = time.perf_counter() - began
 transactions.sort()
 print("RESULT" + json.dumps({
-    "counts": counts, "seconds": elapsed, "peak_rss_mb": rss_mb("VmHWM"),
+    "counts": counts, "runs": runs, "seconds": elapsed, "peak_rss_mb": rss_mb("VmHWM"),
     "rss_before_mb": rss_before,
     "statements": count, "slowest_statement_ms": slowest[0],
     "slowest_statement": slowest[1], "slowest_locking_ms": slowest_locking[0],
@@ -221,6 +230,11 @@ print("RESULT" + json.dumps({
 }))
 """
 
+BEAT_INTERVAL = """
+from django.conf import settings
+print(settings.CELERY_BEAT_SCHEDULE["prune-expired-jobs"]["schedule"])
+"""
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
@@ -229,6 +243,17 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=5.0, help="submissions a second per client")
     parser.add_argument("--window", type=float, default=60.0, help="baseline window, seconds")
     parser.add_argument("--batch-size", type=int, default=None, help="JOB_PRUNE_BATCH_SIZE")
+    parser.add_argument(
+        "--back-to-back",
+        action="store_true",
+        help="start each pruner run as the last one ends, not every JOB_PRUNE_INTERVAL_SECONDS",
+    )
+    parser.add_argument(
+        "--prune-window",
+        type=float,
+        default=float("inf"),
+        help="start no pruner run after this many seconds (default: prune everything expired)",
+    )
     args = parser.parse_args()
     database_url = os.environ.get("BENCH_PRUNE_DATABASE_URL", DEFAULT_DATABASE_URL)
     recreate_postgres_database(database_url)
@@ -371,7 +396,9 @@ def run_side_by_side(stack: Stack, figures: Figures, token: RenewedToken, args: 
         sampler = LockSampler(stack.database_url)
         sampler.start()
         submitter.phase = "pruning"
-        pruner = prune_in_own_process(stack)
+        interval = 0.0 if args.back_to_back else beat_interval_seconds(stack)
+        figures.add("pruner_run_interval", interval, "s")
+        pruner = prune_in_own_process(stack, interval=interval, window=args.prune_window)
         sampler.stop()
         submitter.phase = "after"
         time.sleep(args.window)
@@ -387,6 +414,7 @@ def run_side_by_side(stack: Stack, figures: Figures, token: RenewedToken, args: 
     figures.add("submit_failures", submitter.failures(), "requests")
     figures.add("submit_p50_ratio", percentile(pruning, 0.5) / percentile(baseline, 0.5), "x")
     figures.add("submit_p99_ratio", percentile(pruning, 0.99) / percentile(baseline, 0.99), "x")
+    figures.add("pruner_runs", pruner["runs"], "runs")
     figures.add("pruner_deleted_jobs", pruner["counts"]["deleted"], "jobs")
     figures.add("pruner_seconds", pruner["seconds"], "s")
     figures.add("pruner_jobs_per_second", pruner["counts"]["deleted"] / pruner["seconds"], "/s")
@@ -424,10 +452,29 @@ def run_side_by_side(stack: Stack, figures: Figures, token: RenewedToken, args: 
     figures.add("jobs_table_rows_after", remaining, "rows")
 
 
-def prune_in_own_process(stack: Stack) -> dict[str, Any]:
-    """Run the pruner as a process of its own, as the housekeeping worker would; its report."""
+def beat_interval_seconds(stack: Stack) -> float:
+    """Beat's interval between pruner runs, as this shell's settings (or their defaults) set
+    it: the Stack's own setting only keeps its Beat from pruning."""
+    env = {**stack.env()}
+    env.pop("JOB_PRUNE_INTERVAL_SECONDS")
+    if "JOB_PRUNE_INTERVAL_SECONDS" in os.environ:
+        env["JOB_PRUNE_INTERVAL_SECONDS"] = os.environ["JOB_PRUNE_INTERVAL_SECONDS"]
     completed = subprocess.run(  # noqa: S603 - our own command line.
-        [sys.executable, "manage.py", "shell", "-c", PRUNER],
+        [sys.executable, "manage.py", "shell", "-c", BEAT_INTERVAL],
+        cwd=Path(__file__).resolve().parent.parent,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return float(completed.stdout.strip().splitlines()[-1])
+
+
+def prune_in_own_process(stack: Stack, *, interval: float, window: float) -> dict[str, Any]:
+    """Run the pruner as a process of its own, as the housekeeping worker would; its report."""
+    code = f"INTERVAL, WINDOW = {interval!r}, float({str(window)!r})\n{PRUNER}"
+    completed = subprocess.run(  # noqa: S603 - our own command line.
+        [sys.executable, "manage.py", "shell", "-c", code],
         cwd=Path(__file__).resolve().parent.parent,
         env=stack.env(),
         capture_output=True,
