@@ -10,6 +10,11 @@ from django.db import close_old_connections
 from job_system.heartbeats import WorkerHeartbeat
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "job_system.settings")
+# Celery's Django fixup runs Django's system checks as each worker starts, and they import the
+# URLconf: every view and serializer, the admin, the OpenAPI generator, 6 MB in each worker
+# process that none of them uses. `migrate`, which a deploy and `make run` run first, runs
+# the same checks.
+os.environ.setdefault("CELERY_SKIP_CHECKS", "true")
 
 app = Celery("job_system")
 app.config_from_object("django.conf:settings", namespace="CELERY")
