@@ -277,6 +277,7 @@ def _create_jobs(fires: list[Fire]) -> tuple[int, list[ScheduleRun]]:
     by_owner: dict = {}
     for fire in fires:
         by_owner.setdefault(owners[fire.schedule.owner_id], []).append(fire)
+    made = None
     try:
         with transaction.atomic():
             made = jobs_create_for_owners(
@@ -289,6 +290,10 @@ def _create_jobs(fires: list[Fire]) -> tuple[int, list[ScheduleRun]]:
                 [_run(fire, job=job) for fire, job in zip(made_fires, jobs, strict=True)]
             )
     except IntegrityError:
+        if made is not None:
+            # The runs' INSERT failed and took the jobs with it: left counted, they would
+            # refuse their owners' next jobs until the counts are taken afresh.
+            made.uncount()
         return _create_jobs_again(fires)
     for fire, job in zip(made_fires, jobs, strict=True):
         fire.schedule.latest_job = job

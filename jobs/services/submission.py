@@ -117,6 +117,11 @@ class OwnersJobs:
     created: dict[int, list[Job]] = field(default_factory=dict)  # In the order of the specs.
     refused: set[int] = field(default_factory=set)  # Their cap was full: none of theirs made.
 
+    def uncount(self) -> None:
+        """Take the jobs off their owners' active counts: the caller's transaction, which
+        held them, rolled back."""
+        active_cap.active_jobs_uncount({pk: len(jobs) for pk, jobs in self.created.items()})
+
 
 def jobs_create_for_owners(*, specs: Mapping[Any, list[JobFields]]) -> OwnersJobs:
     """Store many owners' validated jobs with one bulk INSERT, each owner within its cap.
@@ -149,7 +154,7 @@ def jobs_create_for_owners(*, specs: Mapping[Any, list[JobFields]]) -> OwnersJob
             transitions.jobs_insert(jobs)
             _publish_or_admit_on_commit(jobs, sorted(admit))
     except IntegrityError:
-        active_cap.active_jobs_uncount({pk: len(js) for pk, js in made.created.items()})
+        made.uncount()
         raise
     for job in jobs:
         metrics.job_created(job)

@@ -6,6 +6,7 @@ import pytest
 from django.utils import timezone
 
 from jobs.models import Job
+from jobs.services import active_cap
 from jobs.tests.concurrency import run_together
 from schedules.dispatch import schedules_dispatch_due
 from schedules.models import Schedule, ScheduleRun
@@ -328,6 +329,22 @@ class TestManyOwnersInOneBatch:
         assert refused == 3
         # The refused three were taken off the count, so the next tick fits.
         assert runs_of(first)[-1] == (T + MINUTE, "tick", "")
+
+    def test_a_batch_rolled_back_for_a_tick_that_fired_before_leaves_the_counts_as_they_were(
+        self, schedule_factory, settings, own_cache_keys, monkeypatch
+    ):
+        monkeypatch.setattr(active_cap, "ACTIVE_COUNT_SECONDS", 60)  # Not taken afresh.
+        settings.MAX_ACTIVE_JOBS_PER_USER = 3
+        fired_before = schedule_factory(next_fire_at=T, overlap_policy="allow")
+        schedules_dispatch_due(now=T)  # One active job counted.
+        Schedule.objects.filter(pk=fired_before.pk).update(next_fire_at=T)
+        other = schedule_factory(next_fire_at=T, owner=fired_before.owner)
+
+        # Both counted (3), then rolled back with the runs' INSERT; the other tick again (2).
+        schedules_dispatch_due(now=T)
+
+        assert runs_of(other) == [(T, "tick", "")]
+        assert Job.objects.filter(owner=other.owner).count() == 2
 
     def test_a_tick_that_fired_before_does_not_stop_the_others(self, schedule_factory):
         fired_before = schedule_factory(next_fire_at=T, overlap_policy="allow")
