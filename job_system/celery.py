@@ -6,6 +6,7 @@ from celery import Celery
 from celery.signals import task_postrun, task_prerun, worker_ready
 from django.conf import settings
 from django.db import close_old_connections
+from kombu.message import Message
 
 from job_system.heartbeats import WorkerHeartbeat
 
@@ -15,6 +16,27 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "job_system.settings")
 # process that none of them uses. `migrate`, which a deploy and `make run` run first, runs
 # the same checks.
 os.environ.setdefault("CELERY_SKIP_CHECKS", "true")
+
+
+def _ack_or_reconnect(self: Message, logger, errors, multiple: bool = False) -> None:
+    """Acknowledge the message; on a connection error, log it and raise it.
+
+    kombu's own ack_log_error logs a connection error and carries on. But its Redis transport
+    has stopped polling the broker by then (on the connection's disconnect), counting on that
+    error to reach the consumer and make it reconnect: a worker with no other connection to
+    watch (remote control off, as the housekeeping worker runs) sat idle for good while Beat's
+    tasks piled up in its queue (make chaos: Redis restarted as it acknowledged a task). Raised,
+    the error restarts the consumer as any lost connection does. The message, unacknowledged,
+    comes back, and its task finds in the database what was done already.
+    """
+    try:
+        self.ack(multiple=multiple)
+    except errors as exc:
+        logger.critical("Couldn't ack %r, reason:%r", self.delivery_tag, exc, exc_info=True)
+        raise
+
+
+Message.ack_log_error = _ack_or_reconnect
 
 app = Celery("job_system")
 app.config_from_object("django.conf:settings", namespace="CELERY")
