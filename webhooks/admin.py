@@ -3,7 +3,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from jobs.admin_pagination import EstimatedCountPaginator
-from webhooks.endpoints import endpoint_update
+from webhooks.endpoints import endpoint_delete, endpoint_update
 from webhooks.models import DeliveryAttempt, Endpoint
 
 
@@ -105,3 +105,10 @@ class EndpointAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # An endpoint's secret is for its owner: they add it through the API.
+
+    def delete_model(self, request: HttpRequest, obj: Endpoint) -> None:
+        endpoint_delete(endpoint=obj)  # Safe against deliveries being made meanwhile.
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Endpoint]) -> None:
+        for endpoint in queryset:
+            endpoint_delete(endpoint=endpoint)

@@ -23,6 +23,7 @@ from django.utils import timezone
 from events.payloads import event_payload
 from job_system.cache import cache_redis
 from webhooks import transport
+from webhooks.endpoints import lock_live_endpoint
 from webhooks.models import Delivery, DeliveryAttempt, Endpoint
 from webhooks.signing import signature_header
 
@@ -152,6 +153,8 @@ def attempt(delivery: Delivery) -> bool:
     latency_ms = int((monotonic() - started) * 1000)
     succeeded = not error
     with transaction.atomic():  # One commit for the attempt and what it changed.
+        if not lock_live_endpoint(endpoint.pk):
+            return False  # Deleted as it was sent: nothing is left to record it in.
         DeliveryAttempt.objects.create(
             delivery=delivery,
             endpoint=endpoint,

@@ -129,7 +129,23 @@ def endpoint_rotate_secret(*, endpoint: Endpoint) -> Endpoint:
 
 def endpoint_delete(*, endpoint: Endpoint) -> None:
     """Delete an endpoint with its deliveries and their log."""
-    endpoint.delete()
+    with transaction.atomic():
+        # Locked before Django collects the rows to delete: a delivery added after the
+        # collection would fail this commit. What adds rows under an endpoint either
+        # commits first, and is collected, or waits and finds it gone (lock_live_endpoint).
+        if lock_live_endpoint(endpoint.pk, for_delete=True):
+            endpoint.delete()
+
+
+def lock_live_endpoint(endpoint_id, *, for_delete: bool = False) -> bool:
+    """Lock the endpoint's row until the transaction ends; return whether it still exists.
+
+    An attempt and a redelivery take it before they write under the endpoint, so that a
+    delete (which takes the stronger lock) never runs between the two. A fan-out, which
+    would hold every endpoint of the owner for its batch, makes the batch again instead.
+    """
+    endpoints = Endpoint.objects.select_for_update(no_key=not for_delete)
+    return endpoints.filter(pk=endpoint_id).exists()
 
 
 # Redis knows which owners have endpoints, so that announcing an event costs the others

@@ -2,7 +2,7 @@
 
 import logging
 
-from django.db import transaction
+from django.db import IntegrityError, transaction
 
 from events import recording
 from events.models import Event, EventStream
@@ -15,6 +15,9 @@ logger = logging.getLogger(__name__)
 
 # Events read per transaction: a long backlog is fanned out in short transactions.
 FAN_OUT_BATCH = 500
+# A batch is made again when an endpoint it chose was deleted as it committed; each retry
+# reads the endpoints again, so only a user deleting endpoints this fast runs out.
+ENDPOINT_DELETED_RETRIES = 3
 
 
 def webhooks_fan_out(*, owner_id: int) -> set:
@@ -29,27 +32,44 @@ def webhooks_fan_out(*, owner_id: int) -> set:
     recording.number_events(owner_id)
     endpoints_with_work: set = set()
     while True:
-        with transaction.atomic():
-            stream = EventStream.objects.select_for_update().filter(owner_id=owner_id).first()
-            if stream is None:
-                return endpoints_with_work
-            events = list(
-                Event.objects.filter(owner_id=owner_id, seq__gt=stream.fanned_out_seq).order_by(
-                    "seq"
-                )[:FAN_OUT_BATCH]
-            )
-            if not events:
-                break
-            deliveries = _deliveries_for(owner_id, events)
-            Delivery.objects.bulk_create(deliveries, ignore_conflicts=True)
-            stream.fanned_out_seq = events[-1].seq
-            stream.save(update_fields=["fanned_out_seq"])
-        endpoints_with_work.update(delivery.endpoint_id for delivery in deliveries)
-        if len(events) < FAN_OUT_BATCH:
+        batch = _fan_out_batch(owner_id)
+        if batch is None:
+            break
+        events_read, endpoint_ids = batch
+        endpoints_with_work.update(endpoint_ids)
+        if events_read < FAN_OUT_BATCH:
             break
     if not endpoints_with_work and not has_live_endpoints(owner_id):
         unhook_owner(owner_id)
     return endpoints_with_work
+
+
+def _fan_out_batch(owner_id: int) -> tuple[int, set] | None:
+    """Fan out the owner's next batch of events: (events read, endpoints), or None if done."""
+    for _ in range(ENDPOINT_DELETED_RETRIES):
+        try:
+            return _make_deliveries(owner_id)
+        except IntegrityError:
+            # An endpoint read here was deleted before this commit (its delete held the
+            # commit back, then its deliveries had nothing to refer to): read them again.
+            logger.info("fan-out of user %s raced an endpoint's deletion; again", owner_id)
+    return _make_deliveries(owner_id)
+
+
+def _make_deliveries(owner_id: int) -> tuple[int, set] | None:
+    with transaction.atomic():
+        stream = EventStream.objects.select_for_update().filter(owner_id=owner_id).first()
+        if stream is None:
+            return None
+        unfanned = Event.objects.filter(owner_id=owner_id, seq__gt=stream.fanned_out_seq)
+        events = list(unfanned.order_by("seq")[:FAN_OUT_BATCH])
+        if not events:
+            return None
+        deliveries = _deliveries_for(owner_id, events)
+        Delivery.objects.bulk_create(deliveries, ignore_conflicts=True)
+        stream.fanned_out_seq = events[-1].seq
+        stream.save(update_fields=["fanned_out_seq"])
+    return len(events), {delivery.endpoint_id for delivery in deliveries}
 
 
 def _deliveries_for(owner_id: int, events: list[Event]) -> list[Delivery]:

@@ -8,6 +8,7 @@ from django.utils import timezone
 from events.models import Event
 from events.recording import number_events
 from webhooks.delivery import kick
+from webhooks.endpoints import lock_live_endpoint
 from webhooks.models import Delivery, Endpoint
 from webhooks.signing import new_webhook_id
 
@@ -36,6 +37,8 @@ def endpoint_redeliver(
     chosen = chosen[:MAX_REDELIVERIES]
     now = timezone.now()
     with transaction.atomic():
+        if not lock_live_endpoint(endpoint.pk):
+            return 0, False  # Deleted meanwhile: there is nothing to send to.
         existing = Delivery.objects.filter(endpoint=endpoint, event_id__in=chosen)
         known = set(existing.values_list("event_id", flat=True))
         existing.update(status=Delivery.Status.PENDING, attempts=0, next_attempt_at=now)
