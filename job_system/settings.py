@@ -583,7 +583,7 @@ CELERY_TASK_ROUTES = {
     task: {"queue": "webhooks"}
     for task in ("webhooks.tasks.webhooks_fan_out", "webhooks.tasks.webhooks_deliver")
 }
-CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+CELERY_BEAT_SCHEDULER = "job_system.beat:DatabaseScheduler"
 CELERY_BEAT_SCHEDULE = {
     "dispatch-due-jobs": {
         "task": "jobs.tasks.dispatch_due_jobs",
@@ -666,6 +666,7 @@ LOGGING = {
                 "jobs.tasks.dispatch_due_jobs",
                 "jobs.tasks.reap_stale_jobs",
                 "schedules.tasks.dispatch_due_schedules",
+                "webhooks.tasks.webhooks_send_due",
             ],
         },
     },

@@ -190,3 +190,30 @@ def test_a_client_whose_submission_failed_while_the_database_was_down_retries_in
     assert (first, again) == (201, 200)
     assert created["id"] == replayed["id"]
     assert web.jobs_with_key(key) == 1
+
+
+def test_beat_started_while_the_database_is_down_waits_for_it_then_sends_its_tasks(web, tmp_path):
+    env = {**subprocess_env(), "DATABASE_URL": web.database_url, "ENV_FILE": "/dev/null"}
+    web.cluster.stop()
+    beat = procfile_process("beat", env, tmp_path)
+    try:
+        beat.start()
+        wait_for(
+            lambda: "database unavailable" in beat.log_path.read_text(),
+            timeout=60,
+            message=f"Beat did not say it waits\n{beat.log_tail()}",
+        )
+        # It waits, and does not exit: a supervisor such as honcho would stop everything.
+        assert beat.alive, beat.log_tail()
+    finally:
+        web.cluster.start()
+    try:
+        wait_for(
+            # Every 10 s, and logged (the every-second sends are not).
+            lambda: "Sending due task prune-expired-jobs" in beat.log_path.read_text(),
+            timeout=60,
+            message=f"Beat sent nothing after the database came back\n{beat.log_tail()}",
+        )
+    finally:
+        beat.stop()
+    assert "Traceback" not in beat.log_path.read_text(), beat.log_tail()

@@ -51,6 +51,7 @@ def test_beat_prints_no_line_per_dispatch_and_the_dispatcher_what_it_published(
 
     beat_log = live_beat.log_path.read_text()
     assert "beat: Starting..." in beat_log
-    assert "Sending due task dispatch-due-jobs" not in beat_log
+    for every_second in ("dispatch-due-jobs", "dispatch-due-schedules", "webhooks-send-due"):
+        assert f"Sending due task {every_second}" not in beat_log
     dispatcher_log = live_housekeeping.log_path.read_text()
     assert re.search(r"INFO \S+ dispatcher admitted \d+ job", dispatcher_log)

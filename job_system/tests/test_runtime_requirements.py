@@ -26,7 +26,7 @@ django.setup()
 from job_system.celery import app
 app.loader.import_default_modules()
 import kombu.transport.redis
-import django_celery_beat.schedulers
+import job_system.beat
 import job_system.wsgi, events.asgi
 import gunicorn.app.wsgiapp, uvicorn, flower.command
 print("imported")
