@@ -29,7 +29,11 @@ from django.utils import timezone
 
 from events.models import Event
 from events.retention import events_delete, events_mark_pruned, webhooks_delete
-from job_system.deletion import delete_in_batches, foreign_keys_checked_per_statement
+from job_system.deletion import (
+    commit_without_waiting_for_the_disk,
+    delete_in_batches,
+    foreign_keys_checked_per_statement,
+)
 from jobs import retention
 from jobs.models import Job, JobAttempt, JobResult
 from jobs.services import transitions
@@ -124,6 +128,7 @@ def _prune_batch(expired: QuerySet[Job], *, batch_size: int) -> int:
     # from before these events only skips to after them.
     events_mark_pruned(Event.objects.filter(job__in=candidates))
     with transaction.atomic(), foreign_keys_checked_per_statement(expired.db):
+        commit_without_waiting_for_the_disk(expired.db)
         # Locked, and checked against the conditions again (a job rerun since it was chosen
         # stays): nothing changes these jobs until the commit, so what refers to them can go
         # first, and the jobs last.

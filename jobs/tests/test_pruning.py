@@ -209,6 +209,45 @@ def test_no_delete_removes_more_rows_than_the_batch_size(verified_user, job_fact
     assert not JobAttempt.objects.exists()
 
 
+def synchronous_commit_while_deleting_jobs() -> list[str]:
+    """Prune, and say what synchronous_commit was as each DELETE of jobs ran."""
+    settings_seen: list[str] = []
+
+    def note_setting(execute, sql, params, many, context):
+        result = execute(sql, params, many, context)
+        if sql.startswith('DELETE FROM "jobs_job"'):
+            with context["connection"].cursor() as cursor:
+                cursor.execute("SHOW synchronous_commit")
+                settings_seen.append(cursor.fetchone()[0])
+        return result
+
+    with later(31 * DAY), connection.execute_wrapper(note_setting):
+        assert jobs_prune_expired()["deleted"] == 1
+    return settings_seen
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL's WAL")
+@pytest.mark.django_db(transaction=True)
+def test_the_pruners_commits_do_not_wait_for_the_disk_and_later_ones_do(verified_user, job_factory):
+    run(job_factory(owner=verified_user))
+
+    assert synchronous_commit_while_deleting_jobs() == ["off"]
+
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW synchronous_commit")
+        assert cursor.fetchone()[0] == "on"  # It ended with the batch.
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL's WAL")
+def test_a_pruner_inside_a_transaction_leaves_its_commit_waiting_for_the_disk(
+    verified_user, job_factory
+):
+    run(job_factory(owner=verified_user))
+
+    # The test's own transaction encloses the pruner's, as a caller's might.
+    assert synchronous_commit_while_deleting_jobs() == ["on"]
+
+
 def test_jobs_finished_before_retention_are_stamped_then_pruned(verified_user, job_factory):
     now = timezone.now()
     old = job_factory(owner=verified_user, status=Job.Status.COMPLETED, completed_at=now - 31 * DAY)
