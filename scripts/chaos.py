@@ -170,6 +170,8 @@ class Submissions:
     # Submissions sent again with their key after a client timeout, and those answered 200.
     timed_out: int = 0
     replayed: int = 0
+    # Scheduled submissions whose time passed while the server was down, sent again to run now.
+    sent_late: int = 0
     cancels: int = 0
     # The callback_secret of each accepted job that asked for a callback.
     callback_secrets: dict[uuid.UUID, str] = field(default_factory=dict)
@@ -224,12 +226,29 @@ def submit_one(
         status, data = submissions.request(api, "POST", "/api/jobs/", body, headers)
         if status in (200, 201):
             return status, data
+        if passed_while_down(status, data, body):
+            # Every earlier try failed, so the key is unused and no job exists (a used key's
+            # request skips that check): do as the answer says and send it to run now.
+            body = {name: value for name, value in body.items() if name != "scheduled_time"}
+            with submissions.lock:
+                submissions.sent_late += 1
+            continue
         if 0 < status < 500 and status != 429:
             return status, None  # The server's answer is final: retrying would not change it.
         if time.monotonic() >= deadline:
             break
         time.sleep(SUBMIT_RETRY_PAUSE_SECONDS * attempt)
     return status, None
+
+
+def passed_while_down(status: int, data: Any, body: dict[str, Any]) -> bool:
+    """Whether the server refused a scheduled time that passed while the tries failed."""
+    return (
+        status == 400
+        and "scheduled_time" in body
+        and isinstance(data, dict)
+        and "scheduled_time" in data
+    )
 
 
 def cancel(submissions: Submissions, api: Api, job_id: str, deadline: float) -> None:
@@ -537,6 +556,7 @@ def run_chaos(
         "statuses": dict(submissions.statuses),
         "client_timeouts": submissions.timed_out,
         "replayed": submissions.replayed,
+        "sent_late": submissions.sent_late,
         "client_cancels": submissions.cancels,
         **figures,
         "faults": dict(chaos.done),
@@ -643,6 +663,10 @@ def print_figures(figures: dict[str, Any], database: str) -> None:
     print(f"rejected: {figures['rejected']} jobs{rejected}")
     print(f"client_timeouts: {figures['client_timeouts']} submissions sent again with their key")
     print(f"replayed: {figures['replayed']} submissions answered 200 with the job made before")
+    print(
+        f"sent_late: {figures['sent_late']} scheduled submissions sent again to run now, "
+        "their time having passed while the server was down"
+    )
     print(f"client_cancels: {figures['client_cancels']} jobs")
     for name in ("terminal", "lost", "duplicated", "stuck", "inconsistent", "untracked"):
         print(f"{name}: {figures[name]} jobs")
