@@ -6,7 +6,7 @@ from django.utils.html import format_html_join
 from jobs.admin_pagination import EstimatedCountPaginator
 from schedules.models import Schedule
 from schedules.selectors import last_runs, next_runs
-from schedules.services import schedule_pause, schedule_resume
+from schedules.services import schedule_delete, schedule_pause, schedule_resume
 
 
 @admin.action(description="Pause the selected schedules")
@@ -61,6 +61,13 @@ class ScheduleAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # Owners create schedules through the API.
+
+    def delete_model(self, request: HttpRequest, obj: Schedule) -> None:
+        schedule_delete(schedule=obj)  # Safe against runs being added meanwhile.
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Schedule]) -> None:
+        for schedule in queryset:
+            schedule_delete(schedule=schedule)
 
     @admin.display(description="timetable")
     def timetable(self, schedule: Schedule) -> str:

@@ -94,10 +94,15 @@ def _set_enabled(schedule: Schedule, enabled: bool) -> Schedule:
 
 
 def schedule_trigger(*, schedule: Schedule) -> ScheduleRun:
-    """Run the schedule's job now, whatever its overlap policy; raise TooManyActiveJobs if the
-    owner's cap is full."""
+    """Run the schedule's job now, whatever its overlap policy.
+
+    Raises Schedule.DoesNotExist if the schedule was deleted meanwhile.
+    """
     now = timezone.now()
     with transaction.atomic():
+        # Locked before the run is added, so that a delete waits for it to commit (and
+        # collects it), or has committed and the schedule is gone (schedule_delete).
+        Schedule.objects.select_for_update(no_key=True).only("pk").get(pk=schedule.pk)
         runs_record([Fire(schedule, now, ScheduleRun.Kind.TRIGGER, now)])
         run = ScheduleRun.objects.select_related("job").get(schedule=schedule, fire_time=now)
         if run.job_id:
@@ -107,4 +112,9 @@ def schedule_trigger(*, schedule: Schedule) -> ScheduleRun:
 
 def schedule_delete(*, schedule: Schedule) -> None:
     """Delete a schedule and its runs; the jobs it made stay."""
-    schedule.delete()
+    with transaction.atomic():
+        # Locked before Django collects the runs to delete: a run added after the collection
+        # would fail this commit. The dispatcher skips a locked schedule, and a trigger
+        # waits for the lock and finds the schedule gone.
+        if Schedule.objects.select_for_update().filter(pk=schedule.pk).exists():
+            schedule.delete()

@@ -1,8 +1,11 @@
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 from django.db.models import QuerySet
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.exceptions import APIException
+from rest_framework.exceptions import APIException, NotFound
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -27,6 +30,15 @@ class TooManySchedulesError(APIException):
 class UnknownJobTypeError(APIException):
     status_code = status.HTTP_409_CONFLICT
     default_code = "unknown_job_type"
+
+
+@contextmanager
+def deleted_meanwhile_is_not_found() -> Iterator[None]:
+    """404 for a schedule that another request deleted after this one found it."""
+    try:
+        yield
+    except Schedule.DoesNotExist as exc:
+        raise NotFound from exc
 
 
 WEEKDAYS_IN_BERLIN = {
@@ -127,7 +139,8 @@ class ScheduleViewSet(
     )
     @action(detail=True, methods=["post"])
     def trigger(self, request: Request, pk=None) -> Response:
-        run = services.schedule_trigger(schedule=self.get_object())
+        with deleted_meanwhile_is_not_found():
+            run = services.schedule_trigger(schedule=self.get_object())
         if run.skipped == ScheduleRun.Skipped.ACTIVE_JOB_CAP:
             raise TooManyActiveJobsError(
                 "You have as many pending or running jobs as one user may; the run was skipped."
@@ -146,7 +159,8 @@ class ScheduleViewSet(
     )
     @action(detail=True, methods=["post"])
     def pause(self, request: Request, pk=None) -> Response:
-        schedule = services.schedule_pause(schedule=self.get_object())
+        with deleted_meanwhile_is_not_found():
+            schedule = services.schedule_pause(schedule=self.get_object())
         return Response(ScheduleDetailSerializer(schedule).data)
 
     @extend_schema(
@@ -157,5 +171,6 @@ class ScheduleViewSet(
     )
     @action(detail=True, methods=["post"])
     def resume(self, request: Request, pk=None) -> Response:
-        schedule = services.schedule_resume(schedule=self.get_object())
+        with deleted_meanwhile_is_not_found():
+            schedule = services.schedule_resume(schedule=self.get_object())
         return Response(ScheduleDetailSerializer(schedule).data)
