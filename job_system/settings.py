@@ -456,7 +456,7 @@ if not 0 <= JOB_PRUNE_PAUSE_RATIO <= 10:
 # Each of Beat's pruner runs starts no batch after this long, pauses included: it shares the
 # housekeeping worker with admission, the reaper and the schedules' dispatcher. Runs come
 # every JOB_PRUNE_INTERVAL_SECONDS and go on where the last one stopped.
-JOB_PRUNE_RUN_SECONDS = env_float("JOB_PRUNE_RUN_SECONDS", 2.0)
+JOB_PRUNE_RUN_SECONDS = env_float("JOB_PRUNE_RUN_SECONDS", 1.0)
 if not 0 < JOB_PRUNE_RUN_SECONDS <= 60:
     raise ImproperlyConfigured("JOB_PRUNE_RUN_SECONDS must be more than 0 and at most 60")
 
