@@ -6,15 +6,11 @@ process added in between made the delete's commit fail, as it did for webhook en
 that very moment: once the delete has collected, as its pre_delete signal fires.
 """
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import pytest
-from django.db.models.signals import pre_delete
 
-from jobs.tests.concurrency import start_thread
+from jobs.tests.concurrency import admin_delete, racing_the_delete
 from schedules.dispatch import schedules_dispatch_due
 from schedules.models import Schedule, ScheduleRun
 from schedules.services import schedule_delete, schedule_trigger
@@ -24,37 +20,6 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 T = datetime(2030, 1, 7, 12, 0, tzinfo=UTC)  # Far enough ahead to be in the future.
 
-# How long the delete lets the other process run before it goes on. Long enough for it to
-# commit, if nothing holds it back.
-HEAD_START_SECONDS = 1.5
-
-
-@contextmanager
-def racing_the_delete(work: Callable[[], Any]) -> Iterator[list[Any]]:
-    """Run `work` in another thread once a delete has collected the rows it deletes; its
-    return value, or the exception it raised, is the outcome."""
-    outcome: list[Any] = []
-    threads = []
-
-    def run() -> None:
-        try:
-            outcome.append(work())
-        except Exception as exc:
-            outcome.append(exc)
-
-    def collected(sender, instance, **kwargs) -> None:
-        if not threads:
-            threads.append(start_thread(run))
-            threads[0].join(HEAD_START_SECONDS)
-
-    pre_delete.connect(collected, sender=Schedule, weak=False)
-    try:
-        yield outcome
-    finally:
-        pre_delete.disconnect(collected, sender=Schedule)
-        for thread in threads:
-            thread.join(30)
-
 
 def dispatch_the_tick() -> int:
     return schedules_dispatch_due(now=T - timedelta(seconds=1))
@@ -63,7 +28,7 @@ def dispatch_the_tick() -> int:
 def test_a_dispatch_as_the_schedule_is_deleted_does_not_fail_the_delete(schedule_factory):
     schedule = schedule_factory(next_fire_at=T)
 
-    with racing_the_delete(dispatch_the_tick) as outcome:
+    with racing_the_delete(Schedule, dispatch_the_tick) as outcome:
         schedule_delete(schedule=schedule)
 
     # The dispatcher left the schedule being deleted alone (or, on SQLite, came after).
@@ -75,7 +40,7 @@ def test_a_dispatch_as_the_schedule_is_deleted_does_not_fail_the_delete(schedule
 def test_a_trigger_as_the_schedule_is_deleted_finds_it_gone(schedule_factory):
     schedule = schedule_factory(next_fire_at=T)
 
-    with racing_the_delete(lambda: schedule_trigger(schedule=schedule)) as outcome:
+    with racing_the_delete(Schedule, lambda: schedule_trigger(schedule=schedule)) as outcome:
         schedule_delete(schedule=schedule)
 
     [gone] = outcome
@@ -91,15 +56,8 @@ def test_staff_delete_a_schedule_in_the_admin_as_safely(
     client.force_login(user_factory(is_staff=True, is_superuser=True))
     schedule = schedule_factory(next_fire_at=T)
 
-    with racing_the_delete(dispatch_the_tick) as outcome:
-        if how == "delete page":
-            url = f"/admin/schedules/schedule/{schedule.pk}/delete/"
-            response = client.post(url, {"post": "yes"})
-        else:
-            response = client.post(
-                "/admin/schedules/schedule/",
-                {"action": "delete_selected", "_selected_action": [schedule.pk], "post": "yes"},
-            )
+    with racing_the_delete(Schedule, dispatch_the_tick) as outcome:
+        response = admin_delete(client, "/admin/schedules/schedule/", schedule.pk, how)
 
     assert response.status_code == 302
     assert outcome == [0]

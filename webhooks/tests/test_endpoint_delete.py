@@ -6,15 +6,11 @@ owner, as the fuzzer found on PostgreSQL). Each test adds that row from another 
 that very moment: once the delete has collected, as its pre_delete signal fires.
 """
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from functools import partial
-from typing import Any
 
 import pytest
-from django.db.models.signals import pre_delete
 
-from jobs.tests.concurrency import start_thread
+from jobs.tests.concurrency import admin_delete, racing_the_delete
 from webhooks import delivery, fanout
 from webhooks.endpoints import endpoint_delete
 from webhooks.models import Delivery, DeliveryAttempt, Endpoint
@@ -25,30 +21,6 @@ pytestmark = [
     pytest.mark.usefixtures("loopback_allowed"),
 ]
 
-# How long the delete lets the other process run before it goes on. Long enough for it to
-# commit, if nothing holds it back.
-HEAD_START_SECONDS = 1.5
-
-
-@contextmanager
-def racing_the_delete(work: Callable[[], Any]) -> Iterator[list[Any]]:
-    """Run `work` in another thread once a delete has collected the rows it deletes."""
-    outcome: list[Any] = []
-    threads = []
-
-    def collected(sender, instance, **kwargs) -> None:
-        if not threads:
-            threads.append(start_thread(lambda: outcome.append(work())))
-            threads[0].join(HEAD_START_SECONDS)
-
-    pre_delete.connect(collected, sender=Endpoint, weak=False)
-    try:
-        yield outcome
-    finally:
-        pre_delete.disconnect(collected, sender=Endpoint)
-        for thread in threads:
-            thread.join(30)
-
 
 def test_an_attempt_recorded_as_the_endpoint_is_deleted_does_not_fail_the_delete(
     verified_user, receiver, endpoint_for, finished_job
@@ -58,7 +30,7 @@ def test_an_attempt_recorded_as_the_endpoint_is_deleted_does_not_fail_the_delete
     fanout.webhooks_fan_out(owner_id=verified_user.pk)
     pending = Delivery.objects.select_related("event", "endpoint").get()
 
-    with racing_the_delete(lambda: delivery.attempt(pending)) as outcome:
+    with racing_the_delete(Endpoint, lambda: delivery.attempt(pending)) as outcome:
         endpoint_delete(endpoint=endpoint)
 
     assert outcome == [False]  # The endpoint was gone when it came to record the attempt.
@@ -74,7 +46,9 @@ def test_a_fan_out_as_the_endpoint_is_deleted_does_not_fail_the_delete(
     kept = endpoint_for(receiver.url)
     finished_job()
 
-    with racing_the_delete(lambda: fanout.webhooks_fan_out(owner_id=verified_user.pk)) as outcome:
+    with racing_the_delete(
+        Endpoint, lambda: fanout.webhooks_fan_out(owner_id=verified_user.pk)
+    ) as outcome:
         endpoint_delete(endpoint=endpoint)
 
     # Made again without the deleted endpoint, once it was gone.
@@ -90,7 +64,7 @@ def test_a_redelivery_asked_as_the_endpoint_is_deleted_sends_nothing(
     finished_job()
     redeliver_all = partial(endpoint_redeliver, endpoint=endpoint, since=endpoint.created_at)
 
-    with racing_the_delete(redeliver_all) as outcome:
+    with racing_the_delete(Endpoint, redeliver_all) as outcome:
         endpoint_delete(endpoint=endpoint)
 
     assert outcome == [(0, False)]
@@ -105,15 +79,10 @@ def test_staff_delete_an_endpoint_in_the_admin_as_safely(
     endpoint = endpoint_for(receiver.url)
     finished_job()
 
-    with racing_the_delete(lambda: fanout.webhooks_fan_out(owner_id=verified_user.pk)) as outcome:
-        if how == "delete page":
-            url = f"/admin/webhooks/endpoint/{endpoint.pk}/delete/"
-            response = client.post(url, {"post": "yes"})
-        else:
-            response = client.post(
-                "/admin/webhooks/endpoint/",
-                {"action": "delete_selected", "_selected_action": [endpoint.pk], "post": "yes"},
-            )
+    with racing_the_delete(
+        Endpoint, lambda: fanout.webhooks_fan_out(owner_id=verified_user.pk)
+    ) as outcome:
+        response = admin_delete(client, "/admin/webhooks/endpoint/", endpoint.pk, how)
 
     assert response.status_code == 302
     assert outcome == [set()]
