@@ -13,6 +13,7 @@ from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.utils import timezone
 
+from job_system.deletion import delete_locked
 from schedules.dispatch import Fire, runs_record
 from schedules.models import Schedule, ScheduleRun
 
@@ -111,10 +112,9 @@ def schedule_trigger(*, schedule: Schedule) -> ScheduleRun:
 
 
 def schedule_delete(*, schedule: Schedule) -> None:
-    """Delete a schedule and its runs; the jobs it made stay."""
-    with transaction.atomic():
-        # Locked before Django collects the runs to delete: a run added after the collection
-        # would fail this commit. The dispatcher skips a locked schedule, and a trigger
-        # waits for the lock and finds the schedule gone.
-        if Schedule.objects.select_for_update().filter(pk=schedule.pk).exists():
-            schedule.delete()
+    """Delete a schedule and its runs; the jobs it made stay.
+
+    Safe against runs being added meanwhile: the dispatcher skips a locked schedule, and a
+    trigger waits for the lock and finds the schedule gone (delete_locked).
+    """
+    delete_locked(schedule)

@@ -12,6 +12,7 @@ from django.utils import timezone
 from events import recording
 from events.models import TERMINAL_EVENT_TYPES, EventStream
 from job_system.cache import cache_redis
+from job_system.deletion import delete_locked
 from jobs.models import Job
 from webhooks.models import Endpoint, default_event_types
 from webhooks.selectors import live_endpoints
@@ -128,23 +129,19 @@ def endpoint_rotate_secret(*, endpoint: Endpoint) -> Endpoint:
 
 
 def endpoint_delete(*, endpoint: Endpoint) -> None:
-    """Delete an endpoint with its deliveries and their log."""
-    with transaction.atomic():
-        # Locked before Django collects the rows to delete: a delivery added after the
-        # collection would fail this commit. What adds rows under an endpoint either
-        # commits first, and is collected, or waits and finds it gone (lock_live_endpoint).
-        if lock_live_endpoint(endpoint.pk, for_delete=True):
-            endpoint.delete()
+    """Delete an endpoint with its deliveries and their log, safe against deliveries and
+    attempts being added meanwhile (lock_live_endpoint)."""
+    delete_locked(endpoint)
 
 
-def lock_live_endpoint(endpoint_id, *, for_delete: bool = False) -> bool:
+def lock_live_endpoint(endpoint_id) -> bool:
     """Lock the endpoint's row until the transaction ends; return whether it still exists.
 
     An attempt and a redelivery take it before they write under the endpoint, so that a
-    delete (which takes the stronger lock) never runs between the two. A fan-out, which
-    would hold every endpoint of the owner for its batch, makes the batch again instead.
+    delete (delete_locked) never runs between the two. A fan-out, which would hold every
+    endpoint of the owner for its batch, makes the batch again instead.
     """
-    endpoints = Endpoint.objects.select_for_update(no_key=not for_delete)
+    endpoints = Endpoint.objects.select_for_update(no_key=True)
     return endpoints.filter(pk=endpoint_id).exists()
 
 
