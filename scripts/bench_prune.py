@@ -5,10 +5,13 @@ PostgreSQL only, on real processes on 127.0.0.1 (scripts/stack.py). One run:
    half of them expired, each with its result, its attempt and two events (job.pending and
    job.completed), then VACUUM ANALYZE;
 2. times single submissions over HTTP at a steady rate (CLIENTS clients, each RATE a second)
-   for a baseline window, then while the pruner runs as a process of its own, then for the
-   same window again after it, so the three are side by side in one run. The pruner process
-   runs Beat's task as Beat does, one run every JOB_PRUNE_INTERVAL_SECONDS (--back-to-back:
-   each as the last one ends), until nothing is expired or --prune-window is over;
+   through windows of WINDOW seconds that alternate, idle then pruning, and end idle: in a
+   pruning window the pruner (a process of its own) runs Beat's task as Beat does, one run
+   every JOB_PRUNE_INTERVAL_SECONDS (--back-to-back: each as the last one ends); in an idle
+   window it does nothing. Windows of both kinds interleave through one run, so a drift of
+   the machine's speed weighs on both sides alike, and each side's samples are pooled for its
+   p50 and p99. The run ends after --prune-window seconds of pruning windows, or once nothing
+   is expired;
 3. meanwhile samples pg_stat_activity every 50 ms for backends waiting on a lock.
 
 The pruner process times each of its statements, its COMMITs among them, and each of its
@@ -19,7 +22,8 @@ as `name: value unit`.
 
     python scripts/bench_prune.py                 # `make bench-prune`: 2M jobs, 1M expired
     python scripts/bench_prune.py --jobs 200000   # a quicker run
-    python scripts/bench_prune.py --back-to-back --prune-window 300   # the pruner's busiest
+    python scripts/bench_prune.py --prune-window inf   # prune all 1M (about five hours)
+    python scripts/bench_prune.py --back-to-back  # the pruner's busiest
 
 PostgreSQL is BENCH_PRUNE_DATABASE_URL (default: the local server's `jobsystem_bench_prune`,
 dropped and created afresh by every run).
@@ -199,24 +203,41 @@ with connection.cursor() as cursor:
                       "SET client_min_messages = log"):
         cursor.execute(statement)
 rss_before = rss_mb("VmRSS")
-began = time.perf_counter()
-# Beat's runs, each within JOB_PRUNE_RUN_SECONDS, one starting every INTERVAL seconds as Beat
-# starts them (0: back to back, the pruner's busiest), until nothing is left or WINDOW ends.
-counts, runs = {"stamped": 0, "deleted": 0}, 0
+
+def phase(name):
+    # Read by the bench, which tags each submission with the window it was sent in.
+    print("PHASE " + name, flush=True)
+
+# Idle and pruning windows of WINDOW seconds in turn, idle first and last. In a pruning
+# window, Beat's runs, each within JOB_PRUNE_RUN_SECONDS, one starting every INTERVAL seconds
+# as Beat starts them (0: back to back, the pruner's busiest). Windows go on until PRUNING
+# seconds of them have passed, or nothing is left.
+counts, runs, elapsed, window, done = {"stamped": 0, "deleted": 0}, 0, 0.0, 0, False
+phase("idle 0")
+time.sleep(WINDOW)
 with connection.execute_wrapper(timed):
-    while True:
-        run_began = time.perf_counter()
-        ran = prune_expired_jobs()
-        runs += 1
-        counts = {name: counts[name] + ran[name] for name in counts}
-        if not any(ran.values()) or run_began - began >= WINDOW:
-            break
-        time.sleep(max(0.0, INTERVAL - (time.perf_counter() - run_began)))
-elapsed = time.perf_counter() - began
+    while not done and elapsed < PRUNING:
+        window += 1
+        phase(f"pruning {window}")
+        began = time.perf_counter()
+        ends = began + WINDOW
+        while time.perf_counter() < ends:
+            run_began = time.perf_counter()
+            ran = prune_expired_jobs()
+            runs += 1
+            counts = {name: counts[name] + ran[name] for name in counts}
+            if not any(ran.values()):
+                done = True
+                break
+            next_run = min(run_began + INTERVAL, ends)
+            time.sleep(max(0.0, next_run - time.perf_counter()))
+        elapsed += time.perf_counter() - began
+        phase(f"idle {window}")
+        time.sleep(WINDOW)
 transactions.sort()
 print("RESULT" + json.dumps({
-    "counts": counts, "runs": runs, "seconds": elapsed, "peak_rss_mb": rss_mb("VmHWM"),
-    "rss_before_mb": rss_before,
+    "counts": counts, "runs": runs, "seconds": elapsed, "windows": window,
+    "peak_rss_mb": rss_mb("VmHWM"), "rss_before_mb": rss_before,
     "statements": count, "slowest_statement_ms": slowest[0],
     "slowest_statement": slowest[1], "slowest_locking_ms": slowest_locking[0],
     "slowest_locking": slowest_locking[1], "locking_statements": sum(locking_ms),
@@ -241,7 +262,9 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=2_000_000, help="rows in the jobs table")
     parser.add_argument("--clients", type=int, default=4, help="submitting clients")
     parser.add_argument("--rate", type=float, default=5.0, help="submissions a second per client")
-    parser.add_argument("--window", type=float, default=60.0, help="baseline window, seconds")
+    parser.add_argument(
+        "--window", type=float, default=60.0, help="each idle or pruning window, seconds"
+    )
     parser.add_argument("--batch-size", type=int, default=None, help="JOB_PRUNE_BATCH_SIZE")
     parser.add_argument(
         "--back-to-back",
@@ -251,8 +274,8 @@ def main() -> None:
     parser.add_argument(
         "--prune-window",
         type=float,
-        default=float("inf"),
-        help="start no pruner run after this many seconds (default: prune everything expired)",
+        default=300.0,
+        help="seconds of pruning windows in all (inf: until nothing is expired)",
     )
     args = parser.parse_args()
     database_url = os.environ.get("BENCH_PRUNE_DATABASE_URL", DEFAULT_DATABASE_URL)
@@ -285,7 +308,7 @@ def seed(stack: Stack, figures: Figures, *, jobs: int) -> None:
             )
         connection.execute(STREAMS_SQL)
         connection.execute("VACUUM ANALYZE")
-        # The seed's dirty pages written now, not by the checkpointer during the baseline
+        # The seed's dirty pages written now, not by the checkpointer during the first idle
         # window, whose p99 they raised 4 to 10 times in two runs.
         connection.execute("CHECKPOINT")
         count = connection.execute("SELECT count(*) FROM jobs_job").fetchone()[0]
@@ -309,7 +332,8 @@ def _owner_ids(stack: Stack) -> list[tuple[int, str]]:
 
 
 class Submitter:
-    """Clients submitting single jobs at a steady rate; latencies tagged with the phase."""
+    """Clients submitting single jobs at a steady rate, each latency tagged with the window it
+    was sent in: "warmup", then "idle 0", "pruning 1", "idle 1", ... as the pruner sets them."""
 
     def __init__(self, base_url: str, token: RenewedToken, clients: int, rate: float) -> None:
         self.base_url, self.token, self.clients, self.interval = base_url, token, clients, 1 / rate
@@ -345,8 +369,17 @@ class Submitter:
             due += self.interval
         api.close()
 
-    def latencies(self, phase: str) -> list[float]:
-        return sorted(ms for p, ms, status in self.samples if p == phase and status == 201)
+    def latencies(self, kind: str) -> list[float]:
+        """Every window of this kind ("idle" or "pruning") pooled: successful submissions' ms."""
+        return sorted(ms for samples in self.windows(kind) for ms in samples)
+
+    def windows(self, kind: str) -> list[list[float]]:
+        """Each window of this kind, in the order they ran: its successful submissions' ms."""
+        by_window: dict[str, list[float]] = {}
+        for phase, ms, status in self.samples:
+            if phase.split()[0] == kind and status == 201:
+                by_window.setdefault(phase, []).append(ms)
+        return [sorted(samples) for samples in by_window.values()]
 
     def failures(self) -> str:
         """Answers other than 201, by status code: "0", or "429:12 503:1"."""
@@ -358,10 +391,10 @@ class Submitter:
 
 
 class LockSampler:
-    """Samples backends waiting for a lock, every LOCK_SAMPLE_SECONDS."""
+    """Samples backends waiting for a lock, every LOCK_SAMPLE_SECONDS of a pruning window."""
 
-    def __init__(self, database_url: str) -> None:
-        self.database_url = database_url
+    def __init__(self, database_url: str, submitter: Submitter) -> None:
+        self.database_url, self.submitter = database_url, submitter
         self.samples = self.waiting_samples = 0
         self.longest_wait_ms = 0.0
         self.longest_wait: tuple[str, str | None] = ("", None)
@@ -379,6 +412,8 @@ class LockSampler:
         connection = connect_database(self.database_url)
         try:
             while not self.stopping.wait(LOCK_SAMPLE_SECONDS):
+                if not self.submitter.phase.startswith("pruning"):
+                    continue
                 waiting = connection.execute(LOCK_WAITS_SQL).fetchall()
                 self.samples += 1
                 self.waiting_samples += 1 if waiting else 0
@@ -391,44 +426,36 @@ class LockSampler:
 
 def run_side_by_side(stack: Stack, figures: Figures, token: RenewedToken, args: Any) -> None:
     submitter = Submitter(stack.base_url, token, args.clients, args.rate)
+    sampler = LockSampler(stack.database_url, submitter)
     submitter.start()
     try:
         time.sleep(5)  # Connections opened, caches warm.
-        submitter.phase = "baseline"
-        time.sleep(args.window)
-        sampler = LockSampler(stack.database_url)
         sampler.start()
-        submitter.phase = "pruning"
         interval = 0.0 if args.back_to_back else beat_interval_seconds(stack)
         figures.add("pruner_run_interval", interval, "s")
-        pruner = prune_in_own_process(stack, interval=interval, window=args.prune_window)
+        pruner = prune_in_own_process(
+            stack, submitter, interval=interval, window=args.window, pruning=args.prune_window
+        )
         sampler.stop()
-        submitter.phase = "after"
-        time.sleep(args.window)
     finally:
         submitter.stop()
-    baseline, pruning, after = (
-        submitter.latencies(phase) for phase in ("baseline", "pruning", "after")
-    )
-    for name, samples in (("baseline", baseline), ("pruning", pruning), ("after", after)):
+    idle, pruning = submitter.latencies("idle"), submitter.latencies("pruning")
+    figures.add("windows_each", args.window, "s")
+    figures.add("windows", f"{pruner['windows'] + 1} idle, {pruner['windows']} pruning")
+    for name, samples in (("idle", idle), ("pruning", pruning)):
         figures.add(f"submit_{name}_count", len(samples), "requests")
         figures.add(f"submit_{name}_p50", percentile(samples, 0.50), "ms")
         figures.add(f"submit_{name}_p99", percentile(samples, 0.99), "ms")
     figures.add("submit_failures", submitter.failures(), "requests")
-    figures.add("submit_p50_ratio", percentile(pruning, 0.5) / percentile(baseline, 0.5), "x")
-    figures.add("submit_p99_ratio", percentile(pruning, 0.99) / percentile(baseline, 0.99), "x")
-    # Against the windows before and after together: a spike in either (the baseline follows
-    # the seeding's VACUUM) moves a p99 of 1,200 samples by more than the pruner does.
-    without = sorted(baseline + after)
-    figures.add(
-        "submit_p50_ratio_to_both", percentile(pruning, 0.5) / percentile(without, 0.5), "x"
-    )
-    figures.add(
-        "submit_p99_ratio_to_both", percentile(pruning, 0.99) / percentile(without, 0.99), "x"
-    )
+    figures.add("submit_p50_ratio", percentile(pruning, 0.5) / percentile(idle, 0.5), "x")
+    figures.add("submit_p99_ratio", percentile(pruning, 0.99) / percentile(idle, 0.99), "x")
+    # Each window's own p99, in the order they ran: how far windows of one kind differ.
+    for kind in ("idle", "pruning"):
+        p99s = [f"{percentile(samples, 0.99):.1f}" for samples in submitter.windows(kind)]
+        print(f"submit_{kind}_window_p99s: {' '.join(p99s)} ms")
     figures.add("pruner_runs", pruner["runs"], "runs")
     figures.add("pruner_deleted_jobs", pruner["counts"]["deleted"], "jobs")
-    figures.add("pruner_seconds", pruner["seconds"], "s")
+    figures.add("pruner_seconds", pruner["seconds"], "s (pruning windows)")
     figures.add("pruner_jobs_per_second", pruner["counts"]["deleted"] / pruner["seconds"], "/s")
     figures.add("pruner_peak_rss", pruner["peak_rss_mb"], "MB")
     figures.add("pruner_rss_before_pruning", pruner["rss_before_mb"], "MB")
@@ -482,19 +509,31 @@ def beat_interval_seconds(stack: Stack) -> float:
     return float(completed.stdout.strip().splitlines()[-1])
 
 
-def prune_in_own_process(stack: Stack, *, interval: float, window: float) -> dict[str, Any]:
-    """Run the pruner as a process of its own, as the housekeeping worker would; its report."""
-    code = f"INTERVAL, WINDOW = {interval!r}, float({str(window)!r})\n{PRUNER}"
-    completed = subprocess.run(  # noqa: S603 - our own command line.
-        [sys.executable, "manage.py", "shell", "-c", code],
-        cwd=Path(__file__).resolve().parent.parent,
-        env=stack.env(),
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    line = next(line for line in completed.stdout.splitlines() if line.startswith("RESULT"))
-    return json.loads(line.removeprefix("RESULT"))
+def prune_in_own_process(
+    stack: Stack, submitter: Submitter, *, interval: float, window: float, pruning: float
+) -> dict[str, Any]:
+    """Run the pruner as a process of its own, as the housekeeping worker would, through its
+    windows, telling the submitter which window each submission is in; the pruner's report."""
+    code = f"INTERVAL, WINDOW, PRUNING = {interval!r}, {window!r}, float({str(pruning)!r})\n"
+    with tempfile.TemporaryFile(mode="w+") as errors:
+        process = subprocess.Popen(  # noqa: S603 - our own command line.
+            [sys.executable, "manage.py", "shell", "-c", code + PRUNER],
+            cwd=Path(__file__).resolve().parent.parent,
+            env=stack.env(),
+            stdout=subprocess.PIPE,
+            stderr=errors,
+            text=True,
+        )
+        report = None
+        for line in process.stdout:
+            if line.startswith("PHASE "):
+                submitter.phase = line.removeprefix("PHASE ").strip()
+            elif line.startswith("RESULT"):
+                report = json.loads(line.removeprefix("RESULT"))
+        if process.wait() != 0 or report is None:
+            errors.seek(0)
+            raise RuntimeError(f"the pruner process failed:\n{errors.read()[-4000:]}")
+    return report
 
 
 def percentile(samples: list[float], q: float) -> float:
