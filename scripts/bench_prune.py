@@ -39,6 +39,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -122,6 +123,19 @@ FROM pg_stat_activity w
 WHERE w.datname = current_database() AND w.wait_event_type = 'Lock'
 """
 
+# What the pruner's backend is doing while it runs a statement: on a CPU (no wait event), or
+# waiting, and for what (IO:WALWrite, LWLock:WALWrite, IO:DataFileRead...).
+PRUNER_BACKEND_SQL = """
+SELECT coalesce(wait_event_type || ':' || wait_event, 'CPU') FROM pg_stat_activity
+WHERE application_name = 'bench-pruner' AND state = 'active'
+"""
+
+# WAL written and checkpoints so far, server-wide.
+WAL_AND_CHECKPOINTS_SQL = """
+SELECT pg_current_wal_lsn() - '0/0'::pg_lsn, checkpoints_timed, checkpoints_req,
+       checkpoint_sync_time FROM pg_stat_bgwriter
+"""
+
 # Runs in the pruner's own process: the pruner as Beat's task runs it, timed. Every statement
 # is timed, and the COMMITs too (which run whatever checks were deferred to them, holding the
 # transaction's locks); a statement holds row locks if it writes, locks (FOR UPDATE) or
@@ -141,10 +155,17 @@ def rss_mb(field):
 count, slowest, slowest_locking, by_kind, transactions = 0, (0.0, ""), (0.0, ""), {}, []
 locking_ms = [0] * 1001
 
+# Statements over 100 ms, with the window they ran in and when: to set them beside the
+# checkpoints and the other window kind's p99s.
+slow, window_name, started = [], "idle 0", time.perf_counter()
+
 def record(ms, sql):
     global count, slowest, slowest_locking
     count += 1
     slowest = max(slowest, (ms, sql[:60]))
+    if ms > 100 and len(slow) < 20:
+        slow.append(f"{ms:.0f} ms in {window_name} at {time.perf_counter() - started:.0f} s: "
+                    + sql[:50])
     words = sql.lstrip().split(None, 1)
     if words[0] in ("UPDATE", "DELETE", "INSERT", "COMMIT") or "FOR UPDATE" in sql:
         slowest_locking = max(slowest_locking, (ms, sql[:60]))
@@ -200,12 +221,14 @@ def server_notice(notice):
 connection.connection.add_notice_handler(server_notice)
 with connection.cursor() as cursor:
     for statement in ("LOAD 'auto_explain'", "SET auto_explain.log_min_duration = 100",
-                      "SET client_min_messages = log"):
+                      "SET client_min_messages = log", "SET application_name = 'bench-pruner'"):
         cursor.execute(statement)
 rss_before = rss_mb("VmRSS")
 
 def phase(name):
     # Read by the bench, which tags each submission with the window it was sent in.
+    global window_name
+    window_name = name
     print("PHASE " + name, flush=True)
 
 # Idle and pruning windows of WINDOW seconds in turn, idle first and last. In a pruning
@@ -247,7 +270,7 @@ print("RESULT" + json.dumps({
     "slowest_transaction_ms": transactions[-1],
     "transaction_p99_ms": transactions[int(0.99 * len(transactions))],
     "time_by_statement": sorted(by_kind.items(), key=lambda kv: -kv[1])[:8],
-    "server_slow": server_slow, "server_slow_count": server_slow_count,
+    "server_slow": server_slow, "server_slow_count": server_slow_count, "slow": slow,
 }))
 """
 
@@ -398,6 +421,7 @@ class LockSampler:
         self.samples = self.waiting_samples = 0
         self.longest_wait_ms = 0.0
         self.longest_wait: tuple[str, str | None] = ("", None)
+        self.pruner_states: dict[str, int] = {}
         self.stopping = threading.Event()
         self.thread = threading.Thread(target=self._run)
 
@@ -414,6 +438,8 @@ class LockSampler:
             while not self.stopping.wait(LOCK_SAMPLE_SECONDS):
                 if not self.submitter.phase.startswith("pruning"):
                     continue
+                for (state,) in connection.execute(PRUNER_BACKEND_SQL).fetchall():
+                    self.pruner_states[state] = self.pruner_states.get(state, 0) + 1
                 waiting = connection.execute(LOCK_WAITS_SQL).fetchall()
                 self.samples += 1
                 self.waiting_samples += 1 if waiting else 0
@@ -422,6 +448,33 @@ class LockSampler:
                         self.longest_wait_ms, self.longest_wait = float(ms), (query, blocker)
         finally:
             connection.close()
+
+
+class ServerTally:
+    """WAL written, checkpoints counted and their sync time, server-wide (the submissions'
+    WAL too), in each kind of window: what the pruner leaves the checkpointer."""
+
+    def __init__(self, database_url: str) -> None:
+        self.connection = connect_database(database_url)
+        self.by_kind: dict[str, list[float]] = {}
+        self.kind: str | None = None
+        self.last = self._read()
+
+    def _read(self) -> tuple[float, ...]:
+        wal, timed, requested, sync_ms = self.connection.execute(WAL_AND_CHECKPOINTS_SQL).fetchone()
+        return float(wal), float(timed + requested), float(sync_ms)
+
+    def enter(self, phase: str) -> None:
+        now = self._read()
+        if self.kind is not None:
+            totals = self.by_kind.setdefault(self.kind, [0.0, 0.0, 0.0])
+            for index, value in enumerate(now):
+                totals[index] += value - self.last[index]
+        self.last, self.kind = now, phase.split()[0]
+
+    def close(self) -> None:
+        self.enter("end")
+        self.connection.close()
 
 
 def run_side_by_side(stack: Stack, figures: Figures, token: RenewedToken, args: Any) -> None:
@@ -433,9 +486,16 @@ def run_side_by_side(stack: Stack, figures: Figures, token: RenewedToken, args: 
         sampler.start()
         interval = 0.0 if args.back_to_back else beat_interval_seconds(stack)
         figures.add("pruner_run_interval", interval, "s")
+        tally = ServerTally(stack.database_url)
+
+        def on_phase(phase: str) -> None:
+            submitter.phase = phase
+            tally.enter(phase)
+
         pruner = prune_in_own_process(
-            stack, submitter, interval=interval, window=args.window, pruning=args.prune_window
+            stack, on_phase, interval=interval, window=args.window, pruning=args.prune_window
         )
+        tally.close()
         sampler.stop()
     finally:
         submitter.stop()
@@ -453,6 +513,11 @@ def run_side_by_side(stack: Stack, figures: Figures, token: RenewedToken, args: 
     for kind in ("idle", "pruning"):
         p99s = [f"{percentile(samples, 0.99):.1f}" for samples in submitter.windows(kind)]
         print(f"submit_{kind}_window_p99s: {' '.join(p99s)} ms")
+    for kind in ("idle", "pruning"):
+        wal, checkpoints, sync_ms = tally.by_kind.get(kind, (0.0, 0.0, 0.0))
+        figures.add(f"server_wal_in_{kind}_windows", wal / 2**20, "MB")
+        figures.add(f"server_checkpoints_in_{kind}_windows", int(checkpoints), "checkpoints")
+        figures.add(f"server_checkpoint_sync_in_{kind}_windows", sync_ms, "ms")
     figures.add("pruner_runs", pruner["runs"], "runs")
     figures.add("pruner_deleted_jobs", pruner["counts"]["deleted"], "jobs")
     figures.add("pruner_seconds", pruner["seconds"], "s (pruning windows)")
@@ -473,12 +538,17 @@ def run_side_by_side(stack: Stack, figures: Figures, token: RenewedToken, args: 
     figures.add("pruner_server_side_over_100ms", pruner["server_slow_count"], "statements")
     for line in pruner["server_slow"]:
         print(f"pruner_server_side_slow: {' '.join(line.split())}")
+    for line in pruner["slow"]:
+        print(f"pruner_slow_statement: {line}")
     for sql, ms in pruner["time_by_statement"]:
         print(f"pruner_time_in: {ms:.0f} ms {sql}")
     # A batch: its transaction (which holds the row locks) and the stream updates before it.
     figures.add("pruner_batches", pruner["transactions"], "batches")
     figures.add("pruner_batch_p99", pruner["transaction_p99_ms"], "ms")
     figures.add("pruner_slowest_batch", pruner["slowest_transaction_ms"], "ms")
+    # Where the pruner's backend spent its statements, by 50 ms samples.
+    states = sorted(sampler.pruner_states.items(), key=lambda item: -item[1])
+    print(f"pruner_backend_samples: {' '.join(f'{state} {n}' for state, n in states)}")
     figures.add("lock_wait_samples", f"{sampler.waiting_samples}/{sampler.samples}")
     figures.add("lock_wait_longest_seen", sampler.longest_wait_ms, "ms")
     print(f"lock_wait_longest_waiter: {sampler.longest_wait[0]}")
@@ -510,10 +580,15 @@ def beat_interval_seconds(stack: Stack) -> float:
 
 
 def prune_in_own_process(
-    stack: Stack, submitter: Submitter, *, interval: float, window: float, pruning: float
+    stack: Stack,
+    on_phase: Callable[[str], None],
+    *,
+    interval: float,
+    window: float,
+    pruning: float,
 ) -> dict[str, Any]:
     """Run the pruner as a process of its own, as the housekeeping worker would, through its
-    windows, telling the submitter which window each submission is in; the pruner's report."""
+    windows, calling `on_phase` with each window's name as it begins; the pruner's report."""
     code = f"INTERVAL, WINDOW, PRUNING = {interval!r}, {window!r}, float({str(pruning)!r})\n"
     with tempfile.TemporaryFile(mode="w+") as errors:
         process = subprocess.Popen(  # noqa: S603 - our own command line.
@@ -527,7 +602,7 @@ def prune_in_own_process(
         report = None
         for line in process.stdout:
             if line.startswith("PHASE "):
-                submitter.phase = line.removeprefix("PHASE ").strip()
+                on_phase(line.removeprefix("PHASE ").strip())
             elif line.startswith("RESULT"):
                 report = json.loads(line.removeprefix("RESULT"))
         if process.wait() != 0 or report is None:
