@@ -1,8 +1,9 @@
 """Deleting expired jobs with their results, attempts and events (jobs.retention says when).
 
 The pruner works in batches, each one short transaction:
-1. choose up to JOB_PRUNE_BATCH_SIZE expired jobs, the soonest expired first, and tell their
-   owners' event streams, before the transaction (events.retention.events_mark_pruned);
+1. choose up to JOB_PRUNE_BATCH_SIZE expired jobs, the soonest expired first, tell their
+   owners' event streams (events.retention.events_mark_pruned) and read their rows, before
+   the transaction, so that it neither waits for the streams nor for the disk;
 2. in the transaction, lock them under the same conditions again, so a job rerun meanwhile
    stays (FOR UPDATE SKIP LOCKED on PostgreSQL, so two pruners take different jobs and
    neither waits for a job being rerun; on SQLite one writer runs at a time);
@@ -127,6 +128,7 @@ def _prune_batch(expired: QuerySet[Job], *, batch_size: int) -> int:
     # (which numbers each of their events) waits for the batch: told early, a stream resuming
     # from before these events only skips to after them.
     events_mark_pruned(Event.objects.filter(job__in=candidates))
+    _read_rows_of(candidates)
     with transaction.atomic(), foreign_keys_checked_per_statement(expired.db):
         commit_without_waiting_for_the_disk(expired.db)
         # Locked, and checked against the conditions again (a job rerun since it was chosen
@@ -143,6 +145,19 @@ def _prune_batch(expired: QuerySet[Job], *, batch_size: int) -> int:
             jobs = Job.objects.filter(pk__in=taken[first : first + per_statement])
             jobs._raw_delete(jobs.db)
     return len(taken)
+
+
+def _read_rows_of(job_ids: list[uuid.UUID]) -> None:
+    """Read the attempts and results of these jobs, without locking anything.
+
+    Expired rows are the oldest, seldom in the database server's cache. Read here, their pages
+    are in it by the time the batch's DELETEs change them, which then hold their locks without
+    waiting for the disk. In the pruning bench, one DELETE of 250 attempts whose pages had to
+    be read took 135 ms. The jobs' pages were read in choosing them, the events' in telling
+    their streams (events_mark_pruned).
+    """
+    for rows in (JobAttempt.objects, JobResult.objects):
+        list(rows.filter(job__in=job_ids).values_list("pk", flat=True))
 
 
 def _delete_rows_of(job_ids: list[uuid.UUID], *, batch_size: int) -> None:

@@ -1,5 +1,6 @@
 """The pruner: expired jobs go with every row that refers to them; nothing else does."""
 
+import re
 from datetime import timedelta
 
 import pytest
@@ -207,6 +208,23 @@ def test_no_delete_removes_more_rows_than_the_batch_size(verified_user, job_fact
     assert sum(rows for table, rows in deletes if table == "events_event") == events > 8
     assert not Event.objects.exists()
     assert not JobAttempt.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_rows_a_batch_deletes_are_read_before_it_locks_anything(verified_user, job_factory):
+    run(job_factory(owner=verified_user))
+    read_outside_a_transaction: set[str] = set()
+
+    def note_reads(execute, sql, params, many, context):
+        if sql.startswith("SELECT") and not context["connection"].in_atomic_block:
+            read_outside_a_transaction.update(re.findall(r'FROM "(\w+)"', sql))
+        return execute(sql, params, many, context)
+
+    with later(31 * DAY), connection.execute_wrapper(note_reads):
+        assert jobs_prune_expired()["deleted"] == 1
+
+    # So the DELETEs, which hold the batch's locks, find their pages in the server's cache.
+    assert {"jobs_jobattempt", "jobs_jobresult", "events_event"} <= read_outside_a_transaction
 
 
 def synchronous_commit_while_deleting_jobs() -> list[str]:
