@@ -50,7 +50,10 @@ def schedule_create(*, owner, **fields: Any) -> Schedule:
 
 
 def schedule_update(*, schedule: Schedule, **fields: Any) -> Schedule:
-    """Change a schedule; a change of its timing starts its ticks afresh from now."""
+    """Change a schedule; a change of its timing starts its ticks afresh from now.
+
+    Raises Schedule.DoesNotExist if the schedule was deleted meanwhile.
+    """
     enabled = fields.pop("enabled", None)
     for name, value in fields.items():
         setattr(schedule, name, value)
@@ -64,8 +67,11 @@ def schedule_update(*, schedule: Schedule, **fields: Any) -> Schedule:
         schedule.next_fire_at = first_tick(schedule, now=timezone.now())
         changed |= {"cron", "interval_seconds", "next_fire_at"}
     if changed:
+        schedule.updated_at = timezone.now()
         # Only what changed: the dispatcher writes the bookkeeping fields meanwhile.
-        schedule.save(update_fields=[*changed, "updated_at"])
+        values = {name: getattr(schedule, name) for name in [*changed, "updated_at"]}
+        if not Schedule.objects.filter(pk=schedule.pk).update(**values):
+            raise Schedule.DoesNotExist("The schedule was deleted meanwhile.")
     if enabled is not None:
         schedule = _set_enabled(schedule, enabled)
     return schedule

@@ -115,7 +115,8 @@ class ScheduleViewSet(
         schedule = self.get_object()
         serializer = self.get_serializer(schedule, data=request.data, partial=True)
         serializer.is_valid(raise_exception=True)
-        schedule = services.schedule_update(schedule=schedule, **serializer.validated_data)
+        with deleted_meanwhile_is_not_found():
+            schedule = services.schedule_update(schedule=schedule, **serializer.validated_data)
         return Response(self.get_serializer(schedule).data)
 
     def perform_destroy(self, instance: Schedule) -> None:

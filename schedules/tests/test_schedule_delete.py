@@ -65,9 +65,19 @@ def test_staff_delete_a_schedule_in_the_admin_as_safely(
     assert not ScheduleRun.objects.exists()
 
 
-@pytest.mark.parametrize("action", ["trigger", "pause", "resume"])
+@pytest.mark.parametrize(
+    ("method", "action", "body"),
+    [
+        ("post", "trigger/", None),
+        ("post", "pause/", None),
+        ("post", "resume/", None),
+        ("patch", "", {"name": "renamed"}),
+        ("patch", "", {"interval_seconds": 600}),
+        ("patch", "", {"enabled": False}),
+    ],
+)
 def test_a_schedule_deleted_after_the_request_found_it_is_not_found(
-    auth_client, verified_user, schedule_factory, monkeypatch, action
+    auth_client, verified_user, schedule_factory, monkeypatch, method, action, body
 ):
     schedule = schedule_factory(owner=verified_user, next_fire_at=T)
     found = ScheduleViewSet.get_object
@@ -79,6 +89,7 @@ def test_a_schedule_deleted_after_the_request_found_it_is_not_found(
 
     monkeypatch.setattr(ScheduleViewSet, "get_object", found_then_deleted)
 
-    response = auth_client.post(f"/api/schedules/{schedule.pk}/{action}/")
+    send = getattr(auth_client, method)
+    response = send(f"/api/schedules/{schedule.pk}/{action}", body, format="json")
 
     assert response.status_code == 404
