@@ -2,7 +2,9 @@
 
 import logging
 import time
+from types import FrameType
 
+from celery import beat, platforms, signals
 from django.db import DatabaseError, connection
 from django_celery_beat import schedulers
 
@@ -35,3 +37,20 @@ def wait_for_database(retry_seconds: float = DATABASE_RETRY_SECONDS) -> None:
             logger.warning("database unavailable, trying again in %s s: %s", retry_seconds, exc)
             connection.close()
             time.sleep(retry_seconds)
+
+
+@signals.beat_init.connect
+def stop_between_ticks_on_sigterm(sender: beat.Service, **kwargs) -> None:
+    """Make SIGTERM and SIGINT stop Beat once its current tick is done, not inside it.
+
+    Celery's own handler closes the scheduler and raises SystemExit wherever Beat is. Inside
+    a task's publish, closing the scheduler closed the Redis connection being read; the
+    SystemExit became that one send's error, which Beat logs and goes on, running until a
+    SIGKILL. The loop now ends after its sleep (at most the 5 s max interval) and saves the
+    schedule as it does on any exit.
+    """
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        sender.stop()
+
+    platforms.signals.update(SIGTERM=stop, SIGINT=stop)
